@@ -1,0 +1,1 @@
+"""agents: A2C (and PPO) built from RLax losses, Haiku networks, JAX envs."""

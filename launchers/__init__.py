@@ -1,0 +1,1 @@
+"""Launchers: absl apps that wire configs to the lopt and agents libraries."""

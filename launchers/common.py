@@ -1,0 +1,197 @@
+"""Shared launcher pieces: config -> objects, validation, progress, outputs.
+
+Everything here runs on the host before compiling (validation) or between
+jitted calls (logging, CSV, plots); nothing here is traced.
+"""
+
+import csv
+import json
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from agents import a2c
+from agents import environments
+from agents import networks
+import lopt
+
+# Named optax optimizers train.py accepts, with their learning rate argument.
+OPTAX_OPTIMIZERS = {
+    'adam': optax.adam,
+    'adamw': optax.adamw,
+    'rmsprop': optax.rmsprop,
+    'sgd': optax.sgd,
+    'lion': optax.lion,
+    'adabelief': optax.adabelief,
+    'radam': optax.radam,
+    'nadam': optax.nadam,
+    'yogi': optax.yogi,
+    'adagrad': optax.adagrad,
+}
+# Learned-optimizer cells usable untrained (fresh meta-params from the seed).
+LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
+# 'learned' loads meta-params (and the cell config) from a file.
+OPTIMIZER_NAMES = tuple(sorted(OPTAX_OPTIMIZERS)) + LEARNED_CELLS + (
+    'learned',)
+
+
+def check_optimizer_config(opt_cfg) -> None:
+  """Validates `config.optimizer` (name, learning rate, file) on the host."""
+  if opt_cfg.name not in OPTIMIZER_NAMES:
+    raise ValueError(f'optimizer.name: unknown optimizer {opt_cfg.name!r}; '
+                     f'allowed: {list(OPTIMIZER_NAMES)}')
+  lopt.optimizer.check_learning_rate(opt_cfg.learning_rate,
+                                     'optimizer.learning_rate')
+  if float(opt_cfg.get('max_grad_norm', 0.)) < 0:
+    raise ValueError('optimizer.max_grad_norm: must be >= 0 (0 = no clip), '
+                     f'got {opt_cfg.max_grad_norm}')
+  if opt_cfg.name == 'learned':
+    if not opt_cfg.get('meta_params_path'):
+      raise ValueError("optimizer.meta_params_path: required when "
+                       "optimizer.name='learned'")
+    lopt.serialization.load(opt_cfg.meta_params_path)  # raises if bad
+  elif opt_cfg.name in LEARNED_CELLS:
+    lopt.CellConfig(cell=opt_cfg.name,
+                    **dict(opt_cfg.get('cell_overrides', {})))
+
+
+def make_optimizer(opt_cfg, seed: int = 0) -> optax.GradientTransformation:
+  """Builds the optimizer named by `config.optimizer` (validated first)."""
+  check_optimizer_config(opt_cfg)
+  lr = float(opt_cfg.learning_rate)
+  name = opt_cfg.name
+  if name in OPTAX_OPTIMIZERS:
+    opt = OPTAX_OPTIMIZERS[name](lr)
+  elif name == 'learned':
+    lo, meta_params = lopt.serialization.load(opt_cfg.meta_params_path)
+    opt = lo.opt_fn(meta_params, learning_rate=lr)
+  else:
+    lo = lopt.learned_optimizer(
+        learning_rate=lr, cell=name, **dict(opt_cfg.get('cell_overrides', {})))
+    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)))
+  clip = float(opt_cfg.get('max_grad_norm', 0.))
+  return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
+
+
+def network_config(cfg) -> networks.NetworkConfig:
+  """The config's network, or the paper's network for the env if unset."""
+  net = cfg.get('network', None)
+  if net is None or not net.get('torso'):
+    return networks.paper_network(cfg.env_name)
+  return networks.NetworkConfig(
+      torso=net.torso, hidden_sizes=tuple(net.hidden_sizes),
+      conv_channels=tuple(net.conv_channels), kernel=int(net.kernel))
+
+
+def a2c_config(cfg) -> a2c.A2CConfig:
+  conf = a2c.A2CConfig(**dict(cfg.a2c))
+  conf.validate()
+  return conf
+
+
+def make_agent(cfg) -> a2c.A2C:
+  """Env + network + A2C from a config (raises on unknown names first)."""
+  if cfg.env_name not in environments.names():
+    raise ValueError(f'env_name: unknown environment {cfg.env_name!r}; '
+                     f'allowed: {list(environments.names())}')
+  conf = a2c_config(cfg)
+  net = network_config(cfg)
+  networks.check_network(net)
+  return a2c.make_a2c(environments.make(cfg.env_name), net, conf)
+
+
+def check_positive_int(value, field: str) -> int:
+  if int(value) != value or int(value) < 1:
+    raise ValueError(f'{field}: must be an int >= 1, got {value}')
+  return int(value)
+
+
+class Progress:
+  """Prints step, rate and ETA lines; `rate` counts env steps per second."""
+
+  def __init__(self, total_steps: int, unit: str = 'env-steps'):
+    self.total = total_steps
+    self.unit = unit
+    self.start = time.time()
+    self.first_done = None
+
+  def line(self, step: int, done_units: float, **values) -> str:
+    now = time.time()
+    if self.first_done is None:  # rate excludes the first (compiling) call
+      self.first_done = (now, step, done_units)
+      rate, eta = float('nan'), float('nan')
+    else:
+      t0, s0, u0 = self.first_done
+      dt = max(now - t0, 1e-9)
+      rate = (done_units - u0) / dt
+      eta = (self.total - step) * dt / max(step - s0, 1)
+    parts = [f'step {step}/{self.total}']
+    parts += [f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+              for k, v in values.items()]
+    rate_s = 'compiling' if rate != rate else f'{rate:,.0f}'
+    eta_s = '?' if eta != eta else f'{eta:.0f}s'
+    parts += [f'{self.unit}/s {rate_s}', f'ETA {eta_s}',
+              f'elapsed {now - self.start:.1f}s']
+    msg = ' | '.join(parts)
+    print(msg, flush=True)
+    return msg
+
+
+def write_csv(path: str, rows: Sequence[Dict[str, float]]) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fields = list(rows[0]) if rows else []
+  with open(path, 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+  return path
+
+
+def write_json(path: str, obj) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(obj, f, indent=2, default=float)
+  return path
+
+
+def plot_curves(path: str, curves: Dict[str, np.ndarray], x: np.ndarray,
+                xlabel: str, ylabel: str, title: str,
+                spread: Optional[Dict[str, np.ndarray]] = None) -> str:
+  """One PNG of named curves (mean over seeds, optional shaded spread)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, y in curves.items():
+    ax.plot(x, y, label=name)
+    if spread and name in spread:
+      ax.fill_between(x, y - spread[name], y + spread[name], alpha=0.2)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def mean_episode_return(metrics) -> np.ndarray:
+  """Mean return of episodes completed in a chunk, per leading (seed) axis.
+
+  NaN where no episode ended.
+  """
+  ret = np.asarray(metrics['return_sum']).sum(axis=-1)
+  num = np.asarray(metrics['episodes']).sum(axis=-1)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(num > 0, ret / np.maximum(num, 1), np.nan)
+
+
+def flatten_rows(rows: List[dict]) -> List[dict]:
+  return [{k: (float(v) if isinstance(v, (np.floating, float)) else v)
+           for k, v in r.items()} for r in rows]

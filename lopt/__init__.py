@@ -1,0 +1,26 @@
+"""lopt: learned optimizers for reinforcement learning (Optim4RL) in JAX.
+
+Usable on its own in any optax loop; knows nothing about RL agents.
+"""
+
+from lopt import cells
+from lopt import preprocessing
+from lopt import serialization
+from lopt.cells import CellConfig
+from lopt.optimizer import LearnedOptimizer
+from lopt.optimizer import LearnedOptimizerState
+from lopt.optimizer import learned_optimizer
+from lopt.serialization import load
+from lopt.serialization import save
+
+__all__ = [
+    'CellConfig',
+    'LearnedOptimizer',
+    'LearnedOptimizerState',
+    'cells',
+    'learned_optimizer',
+    'load',
+    'preprocessing',
+    'save',
+    'serialization',
+]

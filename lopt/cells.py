@@ -1,0 +1,187 @@
+"""Learned-optimizer cells: Haiku modules applied coordinate-wise.
+
+A cell sees every parameter coordinate as an independent row of a batch: its
+input is a flat gradient vector `g[N]`, its recurrent state holds one hidden
+vector per coordinate (`[N, hidden_size]` per GRU), and its weights are shared
+by all coordinates. It returns an update *direction* `d[N]`; the optimizer
+(`lopt.optimizer`) applies `-learning_rate * d`.
+
+Cells (Lan et al., 2023, and the baselines they compare against):
+
+* `Optim4RL`: a sign path and a magnitude path.
+    h1, x1 = GRU1(h1, features(g));    m = sign(g) * exp(MLP1(x1))
+    h2, x2 = GRU2(h2, features(g^2));  v = exp(MLP2(x2))
+    d = m / sqrt(v + eps)
+  The sign of the update comes from the gradient; the network only learns
+  magnitudes (an Adam-like `m / sqrt(v)` inductive bias).
+* `L2LGD2` (Andrychowicz et al., 2016): one GRU, `d = exp(MLP(x)) * g`.
+* `LinearOptim`: one GRU with three outputs,
+    d = exp(o1) * g + exp(o2) * o3.
+"""
+
+import dataclasses
+from typing import Callable, Dict, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from lopt import preprocessing
+
+Array = jax.Array
+CellState = Tuple[Array, ...]
+
+ACTIVATIONS: Dict[str, Callable[[Array], Array]] = {
+    'relu': jax.nn.relu,
+    'tanh': jnp.tanh,
+    'gelu': jax.nn.gelu,
+    'elu': jax.nn.elu,
+    'silu': jax.nn.silu,
+}
+
+# Default preprocessor of each cell, as in the paper.
+DEFAULT_PREPROCESSOR = {
+    'optim4rl': 'log_sign',
+    'l2lgd2': 'andrychowicz',
+    'linear': 'identity',
+}
+# Number of GRUs (hence recurrent state entries) of each cell.
+NUM_GRUS = {'optim4rl': 2, 'l2lgd2': 1, 'linear': 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class CellConfig:
+  """The architecture of a learned-optimizer cell (what meta-params fit).
+
+  Attributes:
+    cell: 'optim4rl', 'l2lgd2' or 'linear'.
+    hidden_size: GRU hidden size (8 in the paper).
+    mlp_dims: hidden widths of the MLP(s) after each GRU.
+    activation: MLP activation, one of `ACTIVATIONS`.
+    preprocessor: gradient preprocessor name (see `lopt.preprocessing`); ''
+      picks the cell's default ('log_sign', 'andrychowicz', 'identity').
+    preprocessor_eps: eps of 'log_sign'.
+    andrychowicz_p: p of 'andrychowicz'.
+    update_eps: eps in Optim4RL's `m / sqrt(v + eps)`.
+  """
+  cell: str = 'optim4rl'
+  hidden_size: int = 8
+  mlp_dims: Tuple[int, ...] = (16, 16)
+  activation: str = 'relu'
+  preprocessor: str = ''
+  preprocessor_eps: float = 1e-18
+  andrychowicz_p: float = 10.
+  update_eps: float = 1e-18
+
+  def __post_init__(self):
+    object.__setattr__(self, 'mlp_dims', tuple(int(d) for d in self.mlp_dims))
+    if not self.preprocessor and self.cell in DEFAULT_PREPROCESSOR:
+      object.__setattr__(self, 'preprocessor',
+                         DEFAULT_PREPROCESSOR[self.cell])
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError naming the first bad field and what is allowed."""
+    if self.cell not in CELLS:
+      raise ValueError(
+          f'cell: unknown cell {self.cell!r}; allowed: {sorted(CELLS)}')
+    preprocessing.check_name(self.preprocessor)
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'activation: unknown activation {self.activation!r}; '
+                       f'allowed: {sorted(ACTIVATIONS)}')
+    if int(self.hidden_size) < 1:
+      raise ValueError(
+          f'hidden_size: must be a positive int, got {self.hidden_size}')
+    if any(d < 1 for d in self.mlp_dims):
+      raise ValueError(
+          f'mlp_dims: widths must be positive ints, got {self.mlp_dims}')
+    for field in ('preprocessor_eps', 'update_eps', 'andrychowicz_p'):
+      if not float(getattr(self, field)) > 0:
+        raise ValueError(
+            f'{field}: must be > 0, got {getattr(self, field)}')
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d['mlp_dims'] = list(self.mlp_dims)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict) -> 'CellConfig':
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f'optimizer config: unknown fields {unknown}; '
+                       f'allowed: {sorted(known)}')
+    return cls(**d)
+
+  def features(self, g: Array) -> Array:
+    kwargs = {}
+    if self.preprocessor == 'log_sign':
+      kwargs = {'eps': self.preprocessor_eps}
+    elif self.preprocessor == 'andrychowicz':
+      kwargs = {'p': self.andrychowicz_p}
+    return preprocessing.get_preprocessor(self.preprocessor, **kwargs)(g)
+
+  def initial_state(self, num_coords: int) -> CellState:
+    """Zero recurrent state: one `[num_coords, hidden_size]` array per GRU."""
+    return tuple(jnp.zeros((num_coords, self.hidden_size), jnp.float32)
+                 for _ in range(NUM_GRUS[self.cell]))
+
+
+class _Path(hk.Module):
+  """GRU followed by an MLP head, applied to a batch of coordinates."""
+
+  def __init__(self, config: CellConfig, num_outputs: int, name: str):
+    super().__init__(name=name)
+    self._config = config
+    self._num_outputs = num_outputs
+
+  def __call__(self, features: Array, state: Array) -> Tuple[Array, Array]:
+    c = self._config
+    x, state = hk.GRU(c.hidden_size, name='gru')(features, state)
+    mlp = hk.nets.MLP(
+        tuple(c.mlp_dims) + (self._num_outputs,),
+        activation=ACTIVATIONS[c.activation], name='mlp')
+    return mlp(x), state
+
+
+def _optim4rl(c: CellConfig, g: Array, state: CellState):
+  sign_out, h1 = _Path(c, 1, 'sign_path')(c.features(g), state[0])
+  mag_out, h2 = _Path(c, 1, 'magnitude_path')(c.features(g * g), state[1])
+  m = jnp.sign(g) * jnp.exp(sign_out[:, 0])
+  v = jnp.exp(mag_out[:, 0])
+  return m / jnp.sqrt(v + c.update_eps), (h1, h2)
+
+
+def _l2lgd2(c: CellConfig, g: Array, state: CellState):
+  out, h = _Path(c, 1, 'path')(c.features(g), state[0])
+  return jnp.exp(out[:, 0]) * g, (h,)
+
+
+def _linear(c: CellConfig, g: Array, state: CellState):
+  out, h = _Path(c, 3, 'path')(c.features(g), state[0])
+  return jnp.exp(out[:, 0]) * g + jnp.exp(out[:, 1]) * out[:, 2], (h,)
+
+
+CELLS = {'optim4rl': _optim4rl, 'l2lgd2': _l2lgd2, 'linear': _linear}
+
+
+def make_cell(config: CellConfig) -> hk.Transformed:
+  """The cell as a pure Haiku transform, built once.
+
+  `init(key, g[N], state)` gives meta-params; `apply(meta_params, g[N],
+  state) -> (direction[N], state)` runs one step for all N coordinates.
+  """
+  fn = CELLS[config.cell]
+
+  def forward(g: Array, state: CellState):
+    return fn(config, jnp.asarray(g, jnp.float32), state)
+
+  return hk.without_apply_rng(hk.transform(forward))
+
+
+def coordinate_count(params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+__all__ = ['CellConfig', 'make_cell', 'ACTIVATIONS', 'CELLS']
