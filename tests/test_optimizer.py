@@ -1,0 +1,242 @@
+"""The learned optimizer: cell properties and the optax contract."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lopt
+from lopt import cells
+from lopt import optimizer as optimizer_lib
+
+CELLS = sorted(cells.CELLS)
+
+
+@functools.lru_cache(maxsize=None)
+def _lo(cell, lr=1e-3):
+  return lopt.learned_optimizer(learning_rate=lr, cell=cell)
+
+
+def _random_meta_params(lo, key, scale):
+  """Meta-params with weights scaled up, so outputs are far from init."""
+  mp = lo.init(key)
+  leaves, treedef = jax.tree.flatten(mp)
+  keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+  leaves = [x * scale + 0.1 * jax.random.normal(k, x.shape)
+            for x, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, leaves)
+
+
+def _params(dtype=jnp.float32):
+  return {'w': jnp.ones((3, 2), dtype), 'b': jnp.zeros((2,), dtype),
+          'c': {'s': jnp.ones((), dtype)}}
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_optim4rl_update_has_sign_of_minus_g(seed):
+  lo = _lo('optim4rl')
+  key = jax.random.PRNGKey(seed)
+  mp = _random_meta_params(lo, key, scale=1. + seed)
+  g = jax.random.normal(jax.random.fold_in(key, 2), (200,))
+  g = g * 10. ** jax.random.uniform(jax.random.fold_in(key, 3), (200,),
+                                    minval=-12, maxval=2)
+  g = g.at[:5].set(0.)
+  opt = lo.opt_fn(mp)
+  state = opt.init(g)
+  for _ in range(3):  # the property holds whatever the recurrent state
+    u, state = jax.jit(opt.update)(g, state)
+    nz = np.asarray(g) != 0
+    np.testing.assert_array_equal(np.sign(u)[nz], -np.sign(g)[nz])
+    np.testing.assert_array_equal(np.asarray(u)[:5], 0.)  # g = 0 -> 0
+    assert bool(jnp.all(jnp.isfinite(u)))
+
+
+@pytest.mark.parametrize('cell', CELLS)
+def test_zero_gradient_gives_zero_update_for_optim4rl_and_l2lgd2(cell):
+  lo = _lo(cell)
+  opt = lo.opt_fn(lo.init(jax.random.PRNGKey(0)))
+  g = jnp.zeros(7)
+  u, _ = opt.update(g, opt.init(g))
+  if cell == 'linear':  # exp(o2) * o3 needs no gradient: not zero in general
+    assert u.shape == (7,)
+  else:
+    np.testing.assert_array_equal(u, 0.)
+
+
+@pytest.mark.parametrize('cell', CELLS)
+def test_recurrent_state_is_carried(cell):
+  lo = _lo(cell)
+  opt = lo.opt_fn(_random_meta_params(lo, jax.random.PRNGKey(1), 1.))
+  g = jnp.linspace(-1., 1., 6) + 0.05
+  s0 = opt.init(g)
+  u1, s1 = opt.update(g, s0)
+  u2, s2 = opt.update(g, s1)
+  assert int(s2.count) == 2
+  for h in s1.cell_state:
+    assert h.shape == (6, lo.config.hidden_size)
+    assert float(jnp.abs(h).max()) > 0
+  # Same gradient, different state -> different update.
+  assert float(jnp.abs(u1 - u2).max()) > 0
+  # Restarting from the initial state reproduces the first update.
+  u1_again, _ = opt.update(g, s0)
+  np.testing.assert_array_equal(u1, u1_again)
+
+
+@pytest.mark.parametrize('cell', CELLS)
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_state_structure_shapes_dtypes_fixed(cell, dtype):
+  lo = _lo(cell)
+  opt = optax.chain(optax.clip(1.0),
+                    lo.opt_fn(lo.init(jax.random.PRNGKey(0))))
+  params = _params(dtype)
+  state = opt.init(params)
+  spec = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
+  want_struct, want_spec = jax.tree.structure(state), spec(state)
+  update = jax.jit(opt.update)
+  for i in range(3):
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1 * (i + 1)), params)
+    updates, state = update(grads, state, params)
+    assert jax.tree.structure(state) == want_struct
+    assert spec(state) == want_spec
+    assert spec(updates) == spec(params)
+    params = optax.apply_updates(params, updates)
+    assert spec(params) == spec(_params(dtype))
+  assert int(state[1].count) == 3
+
+
+def test_one_flat_cell_call_for_all_leaves():
+  lo = _lo('optim4rl')
+  mp = _random_meta_params(lo, jax.random.PRNGKey(3), 1.)
+  opt = lo.opt_fn(mp)
+  tree = {'a': jnp.array([0.3, -0.2]), 'b': jnp.array([[1e-4], [-5.]])}
+  flat = optimizer_lib.flatten(tree)
+  u_tree, s_tree = opt.update(tree, opt.init(tree))
+  u_flat, s_flat = opt.update(flat, opt.init(flat))
+  np.testing.assert_array_equal(optimizer_lib.flatten(u_tree), u_flat)
+  for a, b in zip(s_tree.cell_state, s_flat.cell_state):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_composes_with_clip_in_chain():
+  lo = _lo('optim4rl')
+  mp = _random_meta_params(lo, jax.random.PRNGKey(4), 1.)
+  g = jnp.array([5., -3., 0.5, -0.2])
+  chained = optax.chain(optax.clip(1.0), lo.opt_fn(mp))
+  u_chain, _ = chained.update(g, chained.init(g))
+  plain = lo.opt_fn(mp)
+  u_plain, _ = plain.update(jnp.clip(g, -1., 1.), plain.init(g))
+  np.testing.assert_allclose(u_chain, u_plain, rtol=1e-6)
+  # And a schedule after it: scale_by_schedule multiplies the update.
+  sched = optax.chain(lo.opt_fn(mp), optax.scale(0.5))
+  u_s, _ = sched.update(g, sched.init(g))
+  u_p, _ = plain.update(g, plain.init(g))
+  np.testing.assert_allclose(u_s, 0.5 * u_p, rtol=1e-6)
+
+
+def test_learning_rate_scales_updates():
+  lo = _lo('optim4rl')
+  mp = lo.init(jax.random.PRNGKey(0))
+  g = jnp.array([0.1, -0.3])
+  u1, _ = lo.opt_fn(mp, 1e-3).update(g, lo.opt_fn(mp).init(g))
+  u2, _ = lo.opt_fn(mp, 2e-3).update(g, lo.opt_fn(mp).init(g))
+  np.testing.assert_allclose(u2, 2 * u1, rtol=1e-6)
+
+
+def test_vmap_population_matches_loop():
+  lo = _lo('optim4rl')
+  opt = lo.opt_fn(_random_meta_params(lo, jax.random.PRNGKey(5), 1.))
+  grads = jax.random.normal(jax.random.PRNGKey(6), (4, 5))
+  states = jax.vmap(opt.init)(grads)
+  u_v, s_v = jax.jit(jax.vmap(opt.update))(grads, states)
+  for i in range(4):
+    u_i, s_i = opt.update(grads[i], opt.init(grads[i]))
+    np.testing.assert_allclose(u_v[i], u_i, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(s_v.cell_state[0][i], s_i.cell_state[0],
+                               rtol=1e-5, atol=1e-7)
+
+
+def _quadratic_meta_loss(lo, meta_params):
+  """Loss of a 3-d quadratic after 4 learned-optimizer steps."""
+  a = jnp.array([1., 4., 0.5])
+  loss = lambda x: 0.5 * jnp.sum(a * x ** 2)
+  opt = lo.opt_fn(meta_params)
+  x = jnp.array([1., -1., 2.])
+  state = opt.init(x)
+  for _ in range(4):
+    u, state = opt.update(jax.grad(loss)(x), state)
+    x = x + u
+  return loss(x)
+
+
+@pytest.mark.parametrize('cell', CELLS)
+def test_meta_gradient_matches_finite_differences(cell):
+  lo = lopt.learned_optimizer(learning_rate=0.1, cell=cell)
+  mp = lo.init(jax.random.PRNGKey(7))
+  f = jax.jit(functools.partial(_quadratic_meta_loss, lo))
+  grad = jax.jit(jax.grad(functools.partial(_quadratic_meta_loss, lo)))(mp)
+  direction = jax.tree.map(
+      lambda x, k: jax.random.normal(k, x.shape),
+      mp, jax.tree.unflatten(jax.tree.structure(mp), list(jax.random.split(
+          jax.random.PRNGKey(8), len(jax.tree.leaves(mp))))))
+  eps = 1e-3
+  plus = f(jax.tree.map(lambda p, d: p + eps * d, mp, direction))
+  minus = f(jax.tree.map(lambda p, d: p - eps * d, mp, direction))
+  fd = (plus - minus) / (2 * eps)
+  analytic = sum(jnp.sum(g * d) for g, d in zip(jax.tree.leaves(grad),
+                                                jax.tree.leaves(direction)))
+  assert abs(float(analytic)) > 1e-4  # the check is not vacuous
+  np.testing.assert_allclose(float(analytic), float(fd), rtol=0.05)
+
+
+def test_bad_config_names_the_field():
+  with pytest.raises(ValueError, match="cell: unknown cell 'lstm'"):
+    lopt.learned_optimizer(cell='lstm')
+  with pytest.raises(ValueError, match='preprocessor: unknown'):
+    lopt.learned_optimizer(cell='optim4rl', preprocessor='log')
+  with pytest.raises(ValueError, match='activation: unknown'):
+    lopt.learned_optimizer(activation='swish2')
+  with pytest.raises(ValueError, match='hidden_size'):
+    lopt.learned_optimizer(hidden_size=0)
+  with pytest.raises(ValueError, match='learning_rate: must be'):
+    lopt.learned_optimizer(learning_rate=0.)
+  with pytest.raises(ValueError, match='learning_rate: must be'):
+    lopt.learned_optimizer(learning_rate=-1e-3)
+
+
+def test_save_load_round_trip_and_mismatch(tmp_path):
+  lo = _lo('optim4rl')
+  mp = _random_meta_params(lo, jax.random.PRNGKey(9), 1.)
+  path = lopt.save(str(tmp_path / 'opt.npz'), mp, lo, extra={'note': 'x'})
+  lo2, mp2 = lopt.load(path, expected=lo.config)
+  assert lo2.config == lo.config
+  jax.tree.map(np.testing.assert_array_equal, mp, mp2)
+  g = jnp.array([0.2, -1e-6])
+  u1, _ = lo.opt_fn(mp).update(g, lo.opt_fn(mp).init(g))
+  u2, _ = lo2.opt_fn(mp2).update(g, lo2.opt_fn(mp2).init(g))
+  np.testing.assert_array_equal(u1, u2)
+  assert lopt.serialization.read_metadata(path)['extra'] == {'note': 'x'}
+  # Another configuration: a clear error naming the differing field.
+  with pytest.raises(ValueError, match='hidden_size: file has 8, expected 16'):
+    lopt.load(path, expected=lopt.CellConfig(hidden_size=16))
+
+
+def test_load_rejects_corrupt_and_mismatched_files(tmp_path):
+  bad = tmp_path / 'bad.npz'
+  bad.write_bytes(b'not a zip file at all')
+  with pytest.raises(ValueError, match='not a readable'):
+    lopt.load(str(bad))
+  # Arrays that do not fit the config they claim.
+  lo = _lo('optim4rl')
+  mp = lo.init(jax.random.PRNGKey(0))
+  mp = jax.tree.map(lambda x: x, mp)
+  mp['sign_path/gru']['w_i'] = jnp.zeros((3, 24))
+  path = lopt.save(str(tmp_path / 'shape.npz'), mp, lo)
+  with pytest.raises(ValueError, match="'sign_path/gru/w_i' has shape"):
+    lopt.load(path)
+  # A plain npz without metadata.
+  np.savez(tmp_path / 'plain.npz', a=np.zeros(3))
+  with pytest.raises(ValueError, match='not a lopt meta-params file'):
+    lopt.load(str(tmp_path / 'plain.npz'))

@@ -1,0 +1,86 @@
+"""launchers/train.py: runs, writes outputs, rejects bad input early."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lopt
+from configs import a2c_catch
+from configs import a2c_gridworld
+from launchers import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(cfg, **overrides):
+  cfg.num_updates = 20
+  cfg.log_every = 10
+  cfg.a2c.num_envs = 4
+  for k, v in overrides.items():
+    node, *rest = k.split('.')
+    if rest:
+      cfg[node][rest[0]] = v
+    else:
+      cfg[k] = v
+  return cfg
+
+
+def test_untrained_optim4rl_trains_without_nan(tmp_path):
+  cfg = _tiny(a2c_gridworld.get_config('small_dense_short'),
+              **{'optimizer.name': 'optim4rl', 'num_seeds': 2})
+  result = train.train(cfg, str(tmp_path), verbose=False)
+  assert not result['nonfinite']
+  assert result['returns'].shape == (2, 2)
+  assert np.all(np.isfinite(result['returns']))
+  for name in ('returns.csv', 'learning_curve.png', 'summary.json'):
+    assert os.path.getsize(tmp_path / name) > 0
+  header = (tmp_path / 'returns.csv').read_text().splitlines()[0]
+  assert header.startswith('update,env_steps,mean_return,return_seed0')
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('env_name', 'pong', "env_name: unknown environment 'pong'"),
+    ('optimizer.name', 'adamax2', "optimizer.name: unknown optimizer"),
+    ('optimizer.learning_rate', 0., 'optimizer.learning_rate: must be'),
+    ('optimizer.learning_rate', -1e-3, 'optimizer.learning_rate: must be'),
+    ('num_updates', 0, 'num_updates: must be'),
+    ('a2c.rollout_len', 0, 'rollout_len: must be'),
+])
+def test_bad_input_names_the_field(field, value, match):
+  cfg = _tiny(a2c_catch.get_config(), **{field: value})
+  with pytest.raises(ValueError, match=match):
+    train.validate(cfg)
+
+
+def test_learned_optimizer_file_of_another_config(tmp_path):
+  lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4)
+  import jax  # pylint: disable=g-import-not-at-top
+  path = lopt.save(str(tmp_path / 'small.npz'), lo.init(jax.random.PRNGKey(0)),
+                   lo)
+  cfg = _tiny(a2c_catch.get_config(), **{'optimizer.name': 'learned'})
+  with pytest.raises(ValueError, match='meta_params_path: required'):
+    train.validate(cfg)
+  cfg.optimizer.meta_params_path = path
+  train.validate(cfg)  # a file carries its own config: loads fine
+  # ... but a file whose arrays do not match its config is refused.
+  mp = lo.init(jax.random.PRNGKey(0))
+  mp['sign_path/gru']['w_h'] = np.zeros((8, 24), np.float32)
+  bad = lopt.save(str(tmp_path / 'bad.npz'), mp, lo)
+  cfg.optimizer.meta_params_path = bad
+  with pytest.raises(ValueError, match="'sign_path/gru/w_h' has shape"):
+    train.validate(cfg)
+
+
+def test_cli_rejects_unknown_env_before_compiling(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launchers.train',
+       '--config=configs/a2c_catch.py', '--config.env_name=pong',
+       f'--workdir={tmp_path}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "env_name: unknown environment 'pong'" in proc.stderr
+  assert 'small_dense_short' in proc.stderr  # lists what is allowed
+  assert not os.path.exists(tmp_path / 'returns.csv')
