@@ -14,7 +14,10 @@ cell (one holding neither the agent nor a present object). Respawn is only
 tried for objects that were already absent at the start of the step, so an
 object collected on a step never reappears on that same step.
 
-Episodes are truncated after `max_steps` steps. Observations are float32
+Episodes are truncated after `max_steps` steps: `truncated` is True on the
+step that brings the step counter to `max_steps`. Both flags are reported as
+they are, so a termination on that last step gives `terminated` and
+`truncated` both True (learners should treat it as a termination). Observations are float32
 arrays of shape `(rows, cols, num_objects + 1)`, channels last: channel `i`
 is 1 at object `i`'s cell while it is present, and the last channel is 1 at
 the agent's cell.
@@ -188,7 +191,7 @@ class GridWorld(environments.Environment):
     # Respawn objects that were absent when the step began, one after another
     # so that two respawning objects never land on the same cell. The loop is
     # over a small static number of objects.
-    respawn = ~present & (draws[:, 1] < self._respawn_probs)
+    respawn = ~state.present & (draws[:, 1] < self._respawn_probs)
     # Cells taken by the agent (after its move) and the objects still present.
     occupied = self._occupied(
         jnp.concatenate([state.objects, agent[None]], axis=0),

@@ -7,18 +7,14 @@ statistical checks use the whole batch as samples.
 """
 
 import functools
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from agents import environments  # pylint: disable=g-import-not-at-top
-from agents import gridworlds  # pylint: disable=g-import-not-at-top
+from agents import environments
+from agents import gridworlds
 
 NAMES = sorted(gridworlds.GRIDWORLDS)
 STAY, UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3, 4

@@ -1,0 +1,333 @@
+"""Meta-training a learned optimizer by meta-gradients (agent-agnostic).
+
+One meta-iteration, for every agent of a population (vmapped), in every task:
+
+1. K inner updates: roll out, take the agent's loss gradient `g`, update the
+   agent with the learned optimizer under the current meta-params `phi`.
+2. Meta-loss: a head (`lopt.meta_losses`) scores the updated agent, e.g. its
+   A2C loss on a fresh rollout.
+3. Meta-gradient: d meta-loss / d phi through the K updates. The agents'
+   states carry on to the next iteration, but no gradient flows across
+   iterations (truncation).
+4. Mean over agents, then over tasks; one meta-optimizer (optax) step. A NaN
+   or inf meta-gradient skips the update (counted in `MetaState.skipped`).
+5. Pipeline training (Lan et al., 2023): agent i of a task is reset (fresh
+   params, optimizer state and environments) when
+   `step % reset_interval == reset_index[i]`, with
+   `reset_index = floor(linspace(0, reset_interval - 1, num_agents))`, so the
+   meta-batch always covers every training stage. With `pipeline=False`
+   all agents reset together (the paper's ablation).
+
+An inner agent is any object with
+    init_params(key) -> params
+    init_actor(key) -> actor            (its environments)
+    rollout(params, actor, key) -> (traj, actor, metrics)
+    loss(params, traj) -> (loss, metrics)
+whose rollout metrics include 'return_sum' and 'episodes' (completed episodes
+and the sum of their returns). `agents.a2c.A2C` is one. Nothing here imports
+`agents`.
+
+The whole state is one pytree (`MetaState`), so a checkpoint is that pytree,
+and `run` advances it by `steps_per_call` meta-iterations in one jitted call
+(`lax.scan`), with no host sync inside.
+"""
+
+from typing import Any, Dict, NamedTuple, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt import meta_losses
+from lopt import optimizer as optimizer_lib
+
+Array = jax.Array
+
+CLIP_TYPES = ('elementwise', 'global_norm', 'none')
+
+
+class Task(NamedTuple):
+  """One meta-training task: an inner agent and its population settings.
+
+  Attributes:
+    name: for logs and metrics.
+    agent: the inner agent (see module docstring).
+    num_agents: population size of this task.
+    learning_rate: the learned optimizer's step size for this task's agents.
+  """
+  name: str
+  agent: Any
+  num_agents: int
+  learning_rate: float
+
+
+class AgentState(NamedTuple):
+  """One inner agent (leading `[num_agents]` axis inside the population)."""
+  params: Any
+  opt_state: optimizer_lib.LearnedOptimizerState
+  actor: Any
+  key: Array
+
+
+class MetaState(NamedTuple):
+  """Everything meta-training needs to continue; what a checkpoint holds."""
+  meta_params: Any
+  meta_opt_state: Any
+  population: Tuple[AgentState, ...]  # one entry per task
+  step: Array                         # meta-iterations done
+  skipped: Array                      # meta-updates skipped (non-finite)
+
+
+class MetaTrainer(NamedTuple):
+  """Built once by `make_meta_trainer`.
+
+  Attributes:
+    init: `init(key) -> MetaState` (jitted).
+    step: `step(state) -> (state, metrics)`, one meta-iteration (pure, not
+      jitted: for tests and custom loops).
+    run: `run(state) -> (state, metrics[steps_per_call])`, jitted, scanning
+      `steps_per_call` meta-iterations; the input state is donated.
+    reset_index: per task, the `[num_agents]` reset slot of each agent.
+    init_agent: per task, `init_agent(key) -> AgentState` (pure).
+    steps_per_call: meta-iterations per `run` call.
+  """
+  init: Any
+  step: Any
+  run: Any
+  reset_index: Tuple[np.ndarray, ...]
+  init_agent: Tuple[Any, ...]
+  steps_per_call: int
+
+
+def reset_index(num_agents: int, reset_interval: int,
+                pipeline: bool = True) -> np.ndarray:
+  """Reset slot of each agent: staggered uniformly, or all 0 without pipeline."""
+  if not pipeline:
+    return np.zeros((num_agents,), np.int32)
+  return np.floor(np.linspace(0, reset_interval - 1, num_agents)).astype(
+      np.int32)
+
+
+def make_meta_optimizer(learning_rate: float, clip_type: str = 'elementwise',
+                        clip: float = 1.0) -> optax.GradientTransformation:
+  """Adam on the meta-params, after elementwise or global-norm clipping."""
+  optimizer_lib.check_learning_rate(learning_rate, 'meta.learning_rate')
+  if clip_type not in CLIP_TYPES:
+    raise ValueError(f'meta.clip_type: unknown clip type {clip_type!r}; '
+                     f'allowed: {list(CLIP_TYPES)}')
+  if clip_type != 'none' and not clip > 0:
+    raise ValueError(f'meta.clip: must be > 0, got {clip}')
+  adam = optax.adam(learning_rate)
+  if clip_type == 'elementwise':
+    return optax.chain(optax.clip(clip), adam)
+  if clip_type == 'global_norm':
+    return optax.chain(optax.clip_by_global_norm(clip), adam)
+  return adam
+
+
+def _where(mask: Array, new, old):
+  """Per-agent select over a population pytree (mask `[num_agents]`)."""
+  def sel(a, b):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+  return jax.tree.map(sel, new, old)
+
+
+def _all_finite(tree) -> Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _per_agent_finite(params) -> Array:
+  leaves = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+            for x in jax.tree.leaves(params)]
+  return jnp.all(jnp.stack(leaves), axis=0)
+
+
+def make_meta_trainer(tasks: Sequence[Task],
+                      learned_opt: optimizer_lib.LearnedOptimizer,
+                      meta_optimizer: optax.GradientTransformation,
+                      *,
+                      num_inner_steps: int = 4,
+                      reset_interval: int = 32,
+                      pipeline: bool = True,
+                      meta_loss: str = 'a2c',
+                      second_order: bool = True,
+                      remat: bool = True,
+                      steps_per_call: int = 1,
+                      num_devices: int = 1) -> MetaTrainer:
+  """Builds the meta-training functions (validates everything first).
+
+  Args:
+    tasks: one or more `Task`s, meta-trained together (meta-gradients are
+      averaged over agents within a task, then over tasks).
+    learned_opt: the learned optimizer being meta-trained.
+    meta_optimizer: optax optimizer of the meta-params.
+    num_inner_steps: K inner updates per meta-iteration.
+    reset_interval: meta-iterations between two resets of an agent.
+    pipeline: stagger resets (True) or reset all agents together (False).
+    meta_loss: name of a `lopt.meta_losses` head.
+    second_order: differentiate through the inner gradients too (True, the
+      paper's meta-gradient) or treat them as constants (cheaper).
+    remat: recompute each inner update on the backward pass
+      (`jax.checkpoint`) instead of storing its activations.
+    steps_per_call: meta-iterations per jitted `run` call.
+    num_devices: devices the population is sharded over; every task's
+      num_agents must be divisible by it.
+
+  Returns:
+    A `MetaTrainer`.
+  """
+  if not tasks:
+    raise ValueError('tasks: at least one task is required')
+  head = meta_losses.get(meta_loss)
+  for field, value in (('num_inner_steps', num_inner_steps),
+                       ('reset_interval', reset_interval),
+                       ('steps_per_call', steps_per_call)):
+    if int(value) != value or value < 1:
+      raise ValueError(f'{field}: must be an int >= 1, got {value}')
+  for t in tasks:
+    if int(t.num_agents) < 1:
+      raise ValueError(f'num_agents: must be >= 1, got {t.num_agents} '
+                       f'(task {t.name})')
+    if t.num_agents % num_devices:
+      raise ValueError(
+          f'num_agents: {t.num_agents} agents of task {t.name} cannot be '
+          f'split evenly over {num_devices} devices; use a multiple of '
+          f'{num_devices}')
+    optimizer_lib.check_learning_rate(t.learning_rate,
+                                      f'learning_rate (task {t.name})')
+  slots = tuple(reset_index(t.num_agents, reset_interval, pipeline)
+                for t in tasks)
+
+  def make_init_agent(task):
+    agent = task.agent
+    opt_init = learned_opt.opt_fn(None).init  # init needs no meta-params
+
+    def init_agent(key):
+      k_params, k_actor, k_next = jax.random.split(key, 3)
+      params = agent.init_params(k_params)
+      return AgentState(params, opt_init(params), agent.init_actor(k_actor),
+                        k_next)
+
+    return init_agent
+
+  init_agents = tuple(make_init_agent(t) for t in tasks)
+
+  def make_inner(task):
+    agent = task.agent
+
+    def inner(meta_params, state: AgentState, key):
+      opt = learned_opt.opt_fn(meta_params, task.learning_rate)
+
+      def update(carry, k):
+        params, opt_state, actor = carry
+        traj, actor, metrics = agent.rollout(params, actor, k)
+        grads, _ = jax.grad(agent.loss, has_aux=True)(params, traj)
+        if not second_order:
+          grads = jax.lax.stop_gradient(grads)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, actor), (metrics['return_sum'],
+                                            metrics['episodes'])
+
+      if remat:
+        update = jax.checkpoint(update)
+      k_inner, k_meta = jax.random.split(key)
+      (params, opt_state, actor), (ret, num) = jax.lax.scan(
+          update, (state.params, state.opt_state, state.actor),
+          jax.random.split(k_inner, num_inner_steps))
+      loss, (actor, m) = head(agent, params, actor, k_meta)
+      metrics = {'return_sum': jnp.sum(ret) + m['return_sum'],
+                 'episodes': jnp.sum(num) + m['episodes']}
+      return loss, (AgentState(params, opt_state, actor, state.key), metrics)
+
+    return jax.vmap(inner, in_axes=(None, 0, 0))
+
+  inners = tuple(make_inner(t) for t in tasks)
+
+  def population_loss(meta_params, population, keys):
+    total, new_pop, metrics = 0., [], []
+    for inner, pop, k in zip(inners, population, keys):
+      losses, (p, m) = inner(meta_params, pop, k)
+      total += jnp.mean(losses) / len(tasks)
+      new_pop.append(p)
+      metrics.append({'meta_loss': jnp.mean(losses), **m})
+    return total, (tuple(new_pop), metrics)
+
+  def init(key) -> MetaState:
+    k_meta, *k_tasks = jax.random.split(key, len(tasks) + 1)
+    meta_params = learned_opt.init(k_meta)
+    population = tuple(
+        jax.vmap(init_agent)(jax.random.split(k, t.num_agents))
+        for init_agent, t, k in zip(init_agents, tasks, k_tasks))
+    return MetaState(meta_params, meta_optimizer.init(meta_params),
+                     population, jnp.zeros((), jnp.int32),
+                     jnp.zeros((), jnp.int32))
+
+  def step(state: MetaState):
+    split = [jax.vmap(lambda k: jax.random.split(k, 3))(p.key)
+             for p in state.population]
+    population = tuple(p._replace(key=s[:, 0])
+                       for p, s in zip(state.population, split))
+    inner_keys = [s[:, 1] for s in split]
+    reset_keys = [s[:, 2] for s in split]
+
+    (loss, (new_pop, task_metrics)), grads = jax.value_and_grad(
+        population_loss, has_aux=True)(state.meta_params, population,
+                                       inner_keys)
+    finite = _all_finite(grads)
+    updates, meta_opt_state = meta_optimizer.update(
+        grads, state.meta_opt_state, state.meta_params)
+    meta_params = optax.apply_updates(state.meta_params, updates)
+    keep = lambda new, old: jax.tree.map(
+        lambda a, b: jnp.where(finite, a, b), new, old)
+    meta_params = keep(meta_params, state.meta_params)
+    meta_opt_state = keep(meta_opt_state, state.meta_opt_state)
+
+    # Pipeline resets, plus any agent whose parameters became non-finite.
+    phase = state.step % reset_interval
+    reset_pop, num_reset = [], 0
+    for init_agent, pop, slot, k in zip(init_agents, new_pop, slots,
+                                        reset_keys):
+      due = jnp.logical_or(phase == jnp.asarray(slot),
+                           ~_per_agent_finite(pop.params))
+      fresh = jax.vmap(init_agent)(k)
+      reset_pop.append(_where(due, fresh, pop))
+      num_reset += jnp.sum(due)
+
+    ret = sum(m['return_sum'].sum() for m in task_metrics)
+    num = sum(m['episodes'].sum() for m in task_metrics)
+    metrics = {
+        'meta_loss': loss,
+        'agent_return': jnp.where(num > 0, ret / jnp.maximum(num, 1),
+                                  jnp.nan),
+        'episodes': num,
+        'grad_norm': optax.global_norm(grads),
+        'finite': finite,
+        'resets': num_reset,
+    }
+    for t, m in zip(tasks, task_metrics):
+      metrics[f'meta_loss/{t.name}'] = m['meta_loss']
+    new_state = MetaState(meta_params, meta_opt_state, tuple(reset_pop),
+                          state.step + 1,
+                          state.skipped + (~finite).astype(jnp.int32))
+    return new_state, metrics
+
+  def run(state: MetaState):
+    return jax.lax.scan(lambda s, _: step(s), state, None,
+                        length=steps_per_call)
+
+  return MetaTrainer(init=jax.jit(init), step=step,
+                     run=jax.jit(run, donate_argnums=0), reset_index=slots,
+                     init_agent=init_agents, steps_per_call=steps_per_call)
+
+
+def env_steps_per_iteration(tasks: Sequence[Task], num_inner_steps: int,
+                            steps_per_agent_update) -> int:
+  """Agent env-steps of one meta-iteration (inner rollouts + meta rollout)."""
+  return sum(t.num_agents * (num_inner_steps + 1) *
+             steps_per_agent_update(t) for t in tasks)
+
+
+Metrics = Dict[str, Array]
