@@ -116,6 +116,7 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out
   cfg = _CONFIG.value
   logging.info('config:\n%s', cfg)
   print(cfg, flush=True)

@@ -32,7 +32,7 @@ and `run` advances it by `steps_per_call` meta-iterations in one jitted call
 (`lax.scan`), with no host sync inside.
 """
 
-from typing import Any, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -149,7 +149,7 @@ def make_meta_trainer(tasks: Sequence[Task],
                       meta_optimizer: optax.GradientTransformation,
                       *,
                       num_inner_steps: int = 4,
-                      reset_interval: int = 32,
+                      reset_interval=32,
                       pipeline: bool = True,
                       meta_loss: str = 'a2c',
                       second_order: bool = True,
@@ -164,7 +164,8 @@ def make_meta_trainer(tasks: Sequence[Task],
     learned_opt: the learned optimizer being meta-trained.
     meta_optimizer: optax optimizer of the meta-params.
     num_inner_steps: K inner updates per meta-iteration.
-    reset_interval: meta-iterations between two resets of an agent.
+    reset_interval: meta-iterations between two resets of an agent: one int
+      for all tasks, or one per task.
     pipeline: stagger resets (True) or reset all agents together (False).
     meta_loss: name of a `lopt.meta_losses` head.
     second_order: differentiate through the inner gradients too (True, the
@@ -181,9 +182,15 @@ def make_meta_trainer(tasks: Sequence[Task],
   if not tasks:
     raise ValueError('tasks: at least one task is required')
   head = meta_losses.get(meta_loss)
-  for field, value in (('num_inner_steps', num_inner_steps),
-                       ('reset_interval', reset_interval),
-                       ('steps_per_call', steps_per_call)):
+  intervals = (tuple(reset_interval) if isinstance(reset_interval,
+                                                   (tuple, list))
+               else (reset_interval,) * len(tasks))
+  if len(intervals) != len(tasks):
+    raise ValueError(f'reset_interval: {len(intervals)} values for '
+                     f'{len(tasks)} tasks')
+  for field, value in ((('num_inner_steps', num_inner_steps),
+                        ('steps_per_call', steps_per_call)) +
+                       tuple(('reset_interval', r) for r in intervals)):
     if int(value) != value or value < 1:
       raise ValueError(f'{field}: must be an int >= 1, got {value}')
   for t in tasks:
@@ -197,8 +204,8 @@ def make_meta_trainer(tasks: Sequence[Task],
           f'{num_devices}')
     optimizer_lib.check_learning_rate(t.learning_rate,
                                       f'learning_rate (task {t.name})')
-  slots = tuple(reset_index(t.num_agents, reset_interval, pipeline)
-                for t in tasks)
+  slots = tuple(reset_index(t.num_agents, r, pipeline)
+                for t, r in zip(tasks, intervals))
 
   def make_init_agent(task):
     agent = task.agent
@@ -286,11 +293,10 @@ def make_meta_trainer(tasks: Sequence[Task],
     meta_opt_state = keep(meta_opt_state, state.meta_opt_state)
 
     # Pipeline resets, plus any agent whose parameters became non-finite.
-    phase = state.step % reset_interval
     reset_pop, num_reset = [], 0
-    for init_agent, pop, slot, k in zip(init_agents, new_pop, slots,
-                                        reset_keys):
-      due = jnp.logical_or(phase == jnp.asarray(slot),
+    for init_agent, pop, slot, interval, k in zip(
+        init_agents, new_pop, slots, intervals, reset_keys):
+      due = jnp.logical_or(state.step % interval == jnp.asarray(slot),
                            ~_per_agent_finite(pop.params))
       fresh = jax.vmap(init_agent)(k)
       reset_pop.append(_where(due, fresh, pop))
@@ -323,11 +329,23 @@ def make_meta_trainer(tasks: Sequence[Task],
                      init_agent=init_agents, steps_per_call=steps_per_call)
 
 
-def env_steps_per_iteration(tasks: Sequence[Task], num_inner_steps: int,
-                            steps_per_agent_update) -> int:
-  """Agent env-steps of one meta-iteration (inner rollouts + meta rollout)."""
-  return sum(t.num_agents * (num_inner_steps + 1) *
-             steps_per_agent_update(t) for t in tasks)
+def shard(state: MetaState, devices=None) -> MetaState:
+  """Places the population sharded over `devices` (leading agent axis).
 
-
-Metrics = Dict[str, Array]
+  Meta-params and meta-optimizer state are replicated; jit then runs each
+  device's agents locally and averages the meta-gradient across devices.
+  With one device this is a no-op.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if len(devices) == 1:
+    return state
+  mesh = jax.sharding.Mesh(np.array(devices), ('agents',))
+  by_agent = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      'agents'))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return MetaState(
+      meta_params=jax.device_put(state.meta_params, replicated),
+      meta_opt_state=jax.device_put(state.meta_opt_state, replicated),
+      population=jax.device_put(state.population, by_agent),
+      step=jax.device_put(state.step, replicated),
+      skipped=jax.device_put(state.skipped, replicated))

@@ -1,0 +1,93 @@
+"""Shared meta-training config (every field documented here)."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Meta-training defaults; experiment files set tasks and sizes."""
+  config = ml_collections.ConfigDict()
+  # Seed of the meta-params and of every agent of the population.
+  config.seed = 0
+  # Meta-iterations in total (rounded up to a multiple of log_every).
+  config.num_meta_steps = 1000
+  # Meta-iterations per jitted call; one progress line per call.
+  config.log_every = 10
+  # Checkpoint every this many meta-iterations (a multiple of log_every).
+  config.save_every = 100
+  # Checkpoints kept in <workdir>/checkpoints.
+  config.keep_checkpoints = 3
+
+  config.tasks = ml_collections.ConfigDict()
+  # Environments meta-trained on together (see agents.environments.names()).
+  config.tasks.env_names = ('catch',)
+  # Agent learning rate of each task (the learned optimizer's step size).
+  config.tasks.learning_rates = (1e-3,)
+  # Reward scaling of each task (makes gradient magnitudes comparable).
+  config.tasks.reward_scales = (1.0,)
+  # Agents per task (the population); divisible by the device count.
+  config.tasks.num_agents = 64
+  # Reset interval of each task; () = meta.reset_interval for every task.
+  config.tasks.reset_intervals = ()
+
+  config.a2c = ml_collections.ConfigDict()
+  # Environments per agent.
+  config.a2c.num_envs = 1
+  # Environment steps per inner update (and per meta-loss rollout).
+  config.a2c.rollout_len = 20
+  # Discount gamma.
+  config.a2c.discount = 0.995
+  # Lambda of the TD(lambda) advantage.
+  config.a2c.td_lambda = 0.95
+  # Weight of the value loss.
+  config.a2c.critic_weight = 0.5
+  # Weight of the entropy bonus.
+  config.a2c.entropy_weight = 0.01
+
+  config.network = ml_collections.ConfigDict()
+  # '' = the paper's network for each env; else 'mlp' or 'conv'.
+  config.network.torso = ''
+  # Dense layer widths (when torso is set).
+  config.network.hidden_sizes = (32,)
+  # Conv filters per layer ('conv' only).
+  config.network.conv_channels = (16,)
+  # Conv kernel size ('conv' only).
+  config.network.kernel = 2
+
+  config.optimizer = ml_collections.ConfigDict()
+  # Learned-optimizer cell: optim4rl, l2lgd2 or linear.
+  config.optimizer.cell = 'optim4rl'
+  # GRU hidden size.
+  config.optimizer.hidden_size = 8
+  # Hidden widths of the MLP after each GRU.
+  config.optimizer.mlp_dims = (16, 16)
+  # MLP activation: relu, tanh, gelu, elu, silu.
+  config.optimizer.activation = 'relu'
+  # Gradient preprocessor: '' (the cell's default), log_sign, andrychowicz,
+  # identity.
+  config.optimizer.preprocessor = ''
+  # eps of log_sign: log(|g| + eps).
+  config.optimizer.preprocessor_eps = 1e-18
+  # eps of Optim4RL's m / sqrt(v + eps).
+  config.optimizer.update_eps = 1e-18
+
+  config.meta = ml_collections.ConfigDict()
+  # Meta-optimizer (Adam) learning rate.
+  config.meta.learning_rate = 1e-3
+  # Meta-gradient clipping: elementwise, global_norm or none.
+  config.meta.clip_type = 'elementwise'
+  # Clip value (1.0 elementwise or 0.5 global-norm in the paper).
+  config.meta.clip = 1.0
+  # K: inner updates per meta-iteration.
+  config.meta.num_inner_steps = 4
+  # Meta-iterations between two resets of an agent (unless
+  # tasks.reset_intervals gives one per task).
+  config.meta.reset_interval = 64
+  # Pipeline training: staggered resets (False: all agents reset together).
+  config.meta.pipeline = True
+  # Meta-loss head (lopt.meta_losses): a2c.
+  config.meta.meta_loss = 'a2c'
+  # Differentiate through the inner gradients too (the full meta-gradient).
+  config.meta.second_order = True
+  # Recompute inner updates on the backward pass to save memory.
+  config.meta.remat = True
+  return config
