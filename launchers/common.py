@@ -77,11 +77,10 @@ def make_optimizer(opt_cfg, seed: int = 0) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
 
 
-def network_config(cfg) -> networks.NetworkConfig:
-  """The config's network, or the paper's network for the env if unset."""
-  net = cfg.get('network', None)
+def network_config(env_name: str, net) -> networks.NetworkConfig:
+  """`net` (a config's `network` field), or the paper's network if unset."""
   if net is None or not net.get('torso'):
-    return networks.paper_network(cfg.env_name)
+    return networks.paper_network(env_name)
   return networks.NetworkConfig(
       torso=net.torso, hidden_sizes=tuple(net.hidden_sizes),
       conv_channels=tuple(net.conv_channels), kernel=int(net.kernel))
@@ -99,7 +98,7 @@ def make_agent(cfg) -> a2c.A2C:
     raise ValueError(f'env_name: unknown environment {cfg.env_name!r}; '
                      f'allowed: {list(environments.names())}')
   conf = a2c_config(cfg)
-  net = network_config(cfg)
+  net = network_config(cfg.env_name, cfg.get('network', None))
   networks.check_network(net)
   return a2c.make_a2c(environments.make(cfg.env_name), net, conf)
 

@@ -27,7 +27,6 @@ import numpy as np
 
 from agents import a2c
 from agents import environments
-from agents import networks
 from launchers import common
 import lopt
 from lopt import checkpointing
@@ -97,8 +96,7 @@ def build(cfg):
                              cfg.tasks.reward_scales):
     agent = a2c.make_a2c(
         environments.make(name),
-        common.network_config(dict(env_name=name, **cfg)) if cfg.network.torso
-        else networks.paper_network(name),
+        common.network_config(name, cfg.network),
         a2c.A2CConfig(reward_scale=scale, **dict(cfg.a2c)))
     tasks.append(meta.Task(name, agent, cfg.tasks.num_agents, float(lr)))
   lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
@@ -127,6 +125,30 @@ def _read_rows(path: str, upto: int):
     return []
   with open(path) as f:
     return [r for r in csv.DictReader(f) if int(r['meta_step']) <= upto]
+
+
+class _CsvAppender:
+  """metrics.csv written as the run goes (rows kept up to a resume point)."""
+
+  def __init__(self, path: str, rows):
+    self.path = path
+    self.fields = list(rows[0]) if rows else None
+    if rows:
+      common.write_csv(path, rows)
+    elif os.path.exists(path):
+      os.remove(path)
+
+  def append(self, rows):
+    if not rows:
+      return
+    new = self.fields is None
+    if new:
+      self.fields = list(rows[0])
+    with open(self.path, 'a', newline='') as f:
+      w = csv.DictWriter(f, fieldnames=self.fields)
+      if new:
+        w.writeheader()
+      w.writerows(rows)
 
 
 class _StopFlag:
@@ -162,7 +184,9 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     print(f'resumed from checkpoint at meta-step {start_step}', flush=True)
   state = meta.shard(state)
   step = int(start_step or 0)
-  rows = _read_rows(os.path.join(workdir, 'metrics.csv'), step)
+  csv_path = os.path.join(workdir, 'metrics.csv')
+  rows = _read_rows(csv_path, step)
+  csv_file = _CsvAppender(csv_path, rows)
   per_iter = env_steps_per_iteration(cfg)
   progress = common.Progress(total, unit='agent env-steps')
   progress_steps = step
@@ -172,9 +196,11 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     metrics = jax.device_get(metrics)
     if first_call_seconds is None:
       first_call_seconds = time.time() - t0
-    for i in range(cfg.log_every):
-      rows.append({'meta_step': step + i + 1,
-                   **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}})
+    new_rows = [{'meta_step': step + i + 1,
+                 **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
+                for i in range(cfg.log_every)]
+    rows += new_rows
+    csv_file.append(new_rows)
     step += cfg.log_every
     progress_steps += cfg.log_every
     if verbose:
@@ -191,7 +217,6 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   export = lopt.save(os.path.join(workdir, 'meta_params.npz'), meta_params,
                      lo, extra={'meta_step': step, 'config': cfg.to_dict()})
   if rows:
-    common.write_csv(os.path.join(workdir, 'metrics.csv'), rows)
     x = np.array([float(r['meta_step']) for r in rows])
     common.plot_curves(
         os.path.join(workdir, 'meta_training.png'),

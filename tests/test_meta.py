@@ -1,0 +1,165 @@
+"""Meta-training: pipeline resets, meta-gradients, NaN safety, compile count."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lopt
+from agents import a2c
+from agents import environments
+from agents import networks
+from lopt import meta
+from lopt import meta_losses
+
+NUM_AGENTS = 6
+RESET_INTERVAL = 3
+K = 2
+
+
+@meta_losses.register('test_nan')
+def _nan_head(agent, params, actor, key):
+  loss, aux = meta_losses.get('a2c')(agent, params, actor, key)
+  return loss * jnp.nan, aux
+
+
+@functools.lru_cache(maxsize=None)
+def _trainer(meta_loss='a2c', pipeline=True, steps_per_call=1):
+  """Tiny Catch meta-trainer (small net and cell: fast to compile)."""
+  env = environments.make('catch')
+  agent = a2c.make_a2c(env, networks.NetworkConfig('mlp', (8,)),
+                       a2c.A2CConfig(num_envs=1, rollout_len=5))
+  lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4, mlp_dims=(4,))
+  tasks = [meta.Task('catch', agent, NUM_AGENTS, 1e-2)]
+  return meta.make_meta_trainer(
+      tasks, lo, meta.make_meta_optimizer(1e-2), num_inner_steps=K,
+      reset_interval=RESET_INTERVAL, pipeline=pipeline, meta_loss=meta_loss,
+      steps_per_call=steps_per_call)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(meta_loss, pipeline):
+  return jax.jit(_trainer(meta_loss, pipeline).step)
+
+
+def _jitted_step(meta_loss='a2c', pipeline=True):
+  """One compiled step per configuration, shared across tests."""
+  return _jitted(meta_loss, pipeline)
+
+
+def test_reset_index_is_staggered_uniformly():
+  np.testing.assert_array_equal(meta.reset_index(8, 4),
+                                [0, 0, 0, 1, 1, 2, 2, 3])
+  np.testing.assert_array_equal(meta.reset_index(3, 72), [0, 35, 71])
+  np.testing.assert_array_equal(meta.reset_index(5, 4, pipeline=False), 0)
+
+
+def _agent(pop, i):
+  return jax.tree.map(lambda x: x[i], pop)
+
+
+def _equal(a, b):
+  return all(bool(jnp.array_equal(x, y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize('pipeline', [True, False])
+def test_pipeline_resets(pipeline):
+  trainer = _trainer('a2c', pipeline)
+  step = _jitted_step(pipeline=pipeline)
+  init_agent = jax.jit(jax.vmap(trainer.init_agent[0]))
+  state = trainer.init(jax.random.PRNGKey(0))
+  resets = []
+  for s in range(2 * RESET_INTERVAL):
+    pop = state.population[0]
+    reset_keys = jax.vmap(lambda k: jax.random.split(k, 3)[2])(pop.key)
+    fresh = init_agent(reset_keys)
+    state, metrics = step(state)
+    new = state.population[0]
+    was_reset = []
+    for i in range(NUM_AGENTS):
+      is_fresh = _equal(_agent(new, i), _agent(fresh, i))
+      was_reset.append(is_fresh)
+      if is_fresh:  # a fresh init from its new key: params, opt and envs
+        assert int(new.opt_state.count[i]) == 0
+        assert all(float(jnp.abs(h[i]).max()) == 0
+                   for h in new.opt_state.cell_state)
+      else:  # not due: carries on from its K inner updates
+        assert int(new.opt_state.count[i]) == int(pop.opt_state.count[i]) + K
+        assert not _equal(new.params, pop.params)
+    due = (s % RESET_INTERVAL) == trainer.reset_index[0]
+    np.testing.assert_array_equal(was_reset, due)
+    assert int(metrics['resets']) == int(due.sum())
+    resets.append(was_reset)
+  resets = np.array(resets)
+  # In any reset_interval consecutive steps every agent resets exactly once.
+  for start in range(RESET_INTERVAL + 1):
+    window = resets[start:start + RESET_INTERVAL]
+    np.testing.assert_array_equal(window.sum(axis=0), 1)
+  if not pipeline:  # the ablation: all agents reset together
+    assert all(r.all() or not r.any() for r in resets)
+  else:  # staggered: never all at once
+    assert not any(r.all() for r in resets)
+
+
+def test_meta_step_changes_meta_params_and_truncates():
+  trainer = _trainer('a2c', True)
+  state = trainer.init(jax.random.PRNGKey(1))
+  new, metrics = _jitted_step()(state)
+  assert int(new.step) == 1 and int(new.skipped) == 0
+  assert bool(metrics['finite'])
+  assert float(metrics['grad_norm']) > 0
+  assert not _equal(new.meta_params, state.meta_params)
+  # Meta-gradients do not flow across iterations: the carried population
+  # is data, so stepping twice from equal states gives equal results.
+  a, _ = _jitted_step()(new)
+  b, _ = _jitted_step()(jax.tree.map(jnp.array, new))
+  assert _equal(a.meta_params, b.meta_params)
+
+
+def test_nonfinite_meta_gradient_skips_update():
+  trainer = _trainer('test_nan', True)
+  state = trainer.init(jax.random.PRNGKey(2))
+  new, metrics = _jitted_step(meta_loss='test_nan')(state)
+  assert not bool(metrics['finite'])
+  assert int(new.skipped) == 1
+  assert _equal(new.meta_params, state.meta_params)
+  assert _equal(new.meta_opt_state, state.meta_opt_state)
+  assert all(bool(jnp.all(jnp.isfinite(x)))
+             for x in jax.tree.leaves(new.meta_params))
+
+
+def test_run_compiles_once_and_matches_steps():
+  trainer = _trainer('a2c', True, 2)
+  state = trainer.init(jax.random.PRNGKey(3))
+  ref = state
+  for _ in range(4):  # the same step function, one iteration per call
+    ref, _ = _jitted_step()(ref)
+  for _ in range(2):
+    state, metrics = trainer.run(state)
+  assert trainer.run._cache_size() == 1  # pylint: disable=protected-access
+  assert metrics['meta_loss'].shape == (2,)
+  assert int(state.step) == 4
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7),
+               state.meta_params, ref.meta_params)
+
+
+def test_bad_arguments():
+  env = environments.make('small_dense_short')
+  agent = a2c.make_a2c(env, networks.NetworkConfig('mlp', (8,)))
+  lo = lopt.learned_optimizer()
+  mopt = meta.make_meta_optimizer(1e-3)
+  task = meta.Task('sds', agent, 6, 1e-3)
+  with pytest.raises(ValueError, match='reset_interval: must be an int >= 1'):
+    meta.make_meta_trainer([task], lo, mopt, reset_interval=0)
+  with pytest.raises(ValueError, match="meta_loss: unknown meta-loss head"):
+    meta.make_meta_trainer([task], lo, mopt, meta_loss='ppo2')
+  with pytest.raises(ValueError, match='cannot be split evenly over 4'):
+    meta.make_meta_trainer([task], lo, mopt, num_devices=4)
+  with pytest.raises(ValueError, match='meta.clip_type: unknown'):
+    meta.make_meta_optimizer(1e-3, clip_type='value')
+  with pytest.raises(ValueError, match='meta.learning_rate: must be'):
+    meta.make_meta_optimizer(0.)

@@ -1,0 +1,154 @@
+"""meta_train.py: a SIGKILLed and resumed run equals an uninterrupted one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from configs import meta_catch
+from launchers import meta_train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A tiny Catch meta-training run (fast to compile, a few ms per meta-step).
+OVERRIDES = {
+    'tasks.num_agents': 4,
+    'optimizer.hidden_size': 4,
+    'optimizer.mlp_dims': (4,),
+    'network.torso': 'mlp',
+    'network.hidden_sizes': (8,),
+    'a2c.rollout_len': 5,
+    'meta.num_inner_steps': 2,
+    'meta.reset_interval': 3,
+    'num_meta_steps': 60,
+    'log_every': 2,
+    'save_every': 4,
+    'keep_checkpoints': 2,
+}
+
+
+def _config():
+  cfg = meta_catch.get_config()
+  for key, value in OVERRIDES.items():
+    node = cfg
+    *path, leaf = key.split('.')
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def _command(workdir, **extra):
+  args = [sys.executable, '-m', 'launchers.meta_train',
+          '--config=configs/meta_catch.py', f'--workdir={workdir}']
+  for key, value in {**OVERRIDES, **extra}.items():
+    args.append(f'--config.{key}={value}')
+  return args
+
+
+def _checkpoints(workdir):
+  d = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(d):
+    return []
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+def _start_and_signal(workdir, sig, after_step, log):
+  """Starts meta_train.py; sends `sig` once a checkpoint > after_step exists."""
+  proc = subprocess.Popen(_command(workdir), cwd=ROOT, stdout=log,
+                          stderr=subprocess.STDOUT)
+  deadline = time.time() + 400
+  while time.time() < deadline and proc.poll() is None:
+    ckpts = _checkpoints(workdir)
+    if ckpts and ckpts[-1] > after_step:
+      proc.send_signal(sig)
+      break
+    time.sleep(0.02)
+  proc.wait(timeout=300)
+  return proc.returncode, _checkpoints(workdir)
+
+
+def _meta_params(path):
+  with np.load(path, allow_pickle=False) as f:
+    return {k: f[k] for k in f.files if not k.startswith('__')}
+
+
+def test_killed_and_resumed_run_is_bitwise_equal(tmp_path):
+  workdir = str(tmp_path / 'interrupted')
+  with open(tmp_path / 'log.txt', 'w') as log:
+    # 1. SIGKILL after the first checkpoint: no chance to save anything more.
+    rc, ckpts = _start_and_signal(workdir, signal.SIGKILL, 0, log)
+    assert rc == -signal.SIGKILL, 'run ended before it could be killed'
+    killed_at = ckpts[-1]
+    assert killed_at < OVERRIDES['num_meta_steps']
+    assert not os.path.exists(os.path.join(workdir, 'meta_params.npz'))
+    # 2. Resume, then SIGTERM: saves a checkpoint and exits cleanly.
+    rc, ckpts = _start_and_signal(workdir, signal.SIGTERM, killed_at, log)
+    assert rc == 0
+    assert killed_at < ckpts[-1] < OVERRIDES['num_meta_steps']
+    assert len(ckpts) <= OVERRIDES['keep_checkpoints']
+    # 3. Resume to the end.
+    done = subprocess.run(_command(workdir), cwd=ROOT, stdout=log,
+                          stderr=subprocess.STDOUT, timeout=400)
+    assert done.returncode == 0
+  text = (tmp_path / 'log.txt').read_text()
+  assert text.count('resumed from checkpoint') == 2
+  assert 'signal 15: saving a checkpoint' in text
+
+  reference = str(tmp_path / 'uninterrupted')
+  summary = meta_train.meta_train(_config(), reference, verbose=False)
+  assert summary['meta_step'] == OVERRIDES['num_meta_steps']
+  a = _meta_params(os.path.join(workdir, 'meta_params.npz'))
+  b = _meta_params(os.path.join(reference, 'meta_params.npz'))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # The metrics CSV has each meta-step exactly once despite the restarts.
+  with open(os.path.join(workdir, 'metrics.csv')) as f:
+    steps = [int(line.split(',')[0]) for line in f.readlines()[1:]]
+  assert steps == list(range(1, OVERRIDES['num_meta_steps'] + 1))
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+  cfg = _config()
+  cfg.num_meta_steps = 2
+  cfg.save_every = 2
+  meta_train.meta_train(cfg, str(tmp_path), verbose=False)
+  other = _config()
+  other.optimizer.hidden_size = 8
+  with pytest.raises(ValueError, match='optimizer.hidden_size: checkpoint '
+                     'has 4, config has 8'):
+    meta_train.meta_train(other, str(tmp_path), verbose=False)
+  # Nothing saved was lost.
+  assert os.path.exists(tmp_path / 'checkpoints' / '2')
+  # Changing only the run length is fine (resumes).
+  more = _config()
+  more.num_meta_steps = 4
+  more.save_every = 2
+  assert meta_train.meta_train(more, str(tmp_path),
+                               verbose=False)['meta_step'] == 4
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('tasks.env_names', ('pong',), "tasks.env_names: unknown environment"),
+    ('optimizer.cell', 'lstm', "cell: unknown cell 'lstm'"),
+    ('optimizer.preprocessor', 'sqrt', 'preprocessor: unknown'),
+    ('meta.meta_loss', 'ppo9', 'meta_loss: unknown meta-loss head'),
+    ('meta.reset_interval', 0, 'meta.reset_interval: must be an int >= 1'),
+    ('tasks.learning_rates', (0.,), 'tasks.learning_rates: must be'),
+    ('save_every', 3, 'save_every: must be a multiple of log_every'),
+])
+def test_bad_input_fails_before_compiling(tmp_path, key, value, match):
+  cfg = _config()
+  node = cfg
+  *path, leaf = key.split('.')
+  for p in path:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=match):
+    meta_train.meta_train(cfg, str(tmp_path), verbose=False)
+  assert not os.path.exists(tmp_path / 'checkpoints')
