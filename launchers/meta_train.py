@@ -34,8 +34,6 @@ from lopt import meta
 from lopt import meta_losses
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 
 # Config keys that may change between a run and its resumption.
 RESUMABLE_CHANGES = ('num_meta_steps', 'save_every', 'keep_checkpoints')
@@ -261,4 +259,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Flags are defined only when run as a program, so that launchers can import
+  # each other's functions.
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
   app.run(main)

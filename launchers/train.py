@@ -27,8 +27,6 @@ from agents import a2c
 from launchers import common
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 
 
 def validate(cfg) -> None:
@@ -131,4 +129,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Flags are defined only when run as a program, so that launchers can import
+  # each other's functions.
+  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
   app.run(main)

@@ -1,0 +1,136 @@
+r"""Throughput, compile time and peak memory figures (prints them; no test).
+
+    # Meta-training on the reference setting (small_dense_short, 64 agents,
+    # K = 4, rollout 20, reset_interval 72):
+    python -m launchers.benchmark --mode=meta --env=small_dense_short --agents=64
+    python -m launchers.benchmark --mode=meta --env=small_dense_short --agents=512
+    python -m launchers.benchmark --mode=meta --env=catch --agents=512
+    # A2C + Adam, 64 envs, rollout 20:
+    python -m launchers.benchmark --mode=a2c --env=small_dense_short --envs=64
+    # Where meta-training time goes (the cell vs the agents):
+    python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
+
+Each run is one process, so `peak_rss_gib` (the process's peak resident
+memory, from getrusage) belongs to that setting alone. One JSON line with all
+figures is printed at the end (and appended to --out if given).
+"""
+
+import json
+import resource
+import time
+
+from absl import app
+from absl import flags
+import jax
+import optax
+
+from agents import a2c
+from agents import environments
+from agents import networks
+import lopt
+from lopt import meta
+
+_MODE = flags.DEFINE_enum('mode', 'meta', ['meta', 'a2c'], 'What to time.')
+_ENV = flags.DEFINE_string('env', 'small_dense_short', 'Environment.')
+_AGENTS = flags.DEFINE_integer('agents', 64, 'Meta-training population.')
+_ENVS = flags.DEFINE_integer('envs', 64, 'A2C: environments per agent.')
+_K = flags.DEFINE_integer('inner_steps', 4, 'Meta: K inner updates.')
+_ROLLOUT = flags.DEFINE_integer('rollout', 20, 'Rollout length.')
+_RESET = flags.DEFINE_integer('reset_interval', 72, 'Meta: reset interval.')
+_STEPS = flags.DEFINE_integer('steps_per_call', 5,
+                              'Meta-iterations (or A2C updates) per call.')
+_CALLS = flags.DEFINE_integer('calls', 3, 'Timed calls after the first.')
+_REMAT = flags.DEFINE_bool('remat', True, 'Meta: jax.checkpoint inner steps.')
+_SECOND = flags.DEFINE_bool('second_order', True, 'Meta: full meta-gradient.')
+_HIDDEN = flags.DEFINE_integer('cell_hidden', 8, 'Cell GRU hidden size.')
+_MLP = flags.DEFINE_list('cell_mlp', ['16', '16'], 'Cell MLP widths.')
+_OUT = flags.DEFINE_string('out', '', 'Append the JSON line to this file.')
+
+
+def _peak_rss_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def _time_calls(fn, state, calls):
+  t = time.time()
+  for _ in range(calls):
+    state, _ = fn(state)
+  jax.block_until_ready(state)
+  return state, (time.time() - t) / calls
+
+
+def bench_meta() -> dict:
+  env = environments.make(_ENV.value)
+  agent = a2c.make_a2c(env, networks.paper_network(_ENV.value),
+                       a2c.A2CConfig(num_envs=1, rollout_len=_ROLLOUT.value))
+  lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=_HIDDEN.value,
+                              mlp_dims=tuple(int(m) for m in _MLP.value if m))
+  trainer = meta.make_meta_trainer(
+      [meta.Task(_ENV.value, agent, _AGENTS.value, 1e-3)], lo,
+      meta.make_meta_optimizer(1e-3), num_inner_steps=_K.value,
+      reset_interval=_RESET.value, remat=_REMAT.value,
+      second_order=_SECOND.value, steps_per_call=_STEPS.value)
+  t0 = time.time()
+  state = meta.shard(trainer.init(jax.random.PRNGKey(0)))
+  jax.block_until_ready(state)
+  t_init = time.time() - t0
+  t1 = time.time()
+  compiled = trainer.run.lower(state).compile()
+  t_compile = time.time() - t1
+  t2 = time.time()
+  state, _ = compiled(state)
+  jax.block_until_ready(state)
+  t_first_call = time.time() - t2
+  state, per_call = _time_calls(compiled, state, _CALLS.value)
+  per_iter = per_call / _STEPS.value
+  steps = _AGENTS.value * (_K.value + 1) * _ROLLOUT.value
+  coords = lopt.cells.coordinate_count(
+      jax.eval_shape(agent.init_params, jax.random.PRNGKey(0)))
+  return {
+      'mode': 'meta', 'env': _ENV.value, 'agents': _AGENTS.value,
+      'K': _K.value, 'rollout': _ROLLOUT.value, 'remat': _REMAT.value,
+      'second_order': _SECOND.value, 'cell_hidden': _HIDDEN.value,
+      'cell_mlp': list(_MLP.value), 'coords_per_agent': coords,
+      'devices': jax.device_count(),
+      'seconds_per_meta_iteration': per_iter,
+      'agent_env_steps_per_second': steps / per_iter,
+      'compile_seconds': t_compile,
+      'time_to_first_meta_iteration_seconds': (
+          t_init + t_compile + t_first_call / _STEPS.value),
+      'peak_rss_gib': _peak_rss_gib(),
+  }
+
+
+def bench_a2c() -> dict:
+  env = environments.make(_ENV.value)
+  agent = a2c.make_a2c(env, networks.paper_network(_ENV.value),
+                       a2c.A2CConfig(num_envs=_ENVS.value,
+                                     rollout_len=_ROLLOUT.value))
+  opt = optax.adam(1e-3)
+  train = jax.jit(a2c.make_train(agent, opt, _STEPS.value))
+  state = a2c.init_state(agent, opt, jax.random.PRNGKey(0))
+  t1 = time.time()
+  compiled = train.lower(state).compile()
+  t_compile = time.time() - t1
+  state, _ = compiled(state)
+  state, per_call = _time_calls(compiled, state, _CALLS.value)
+  steps = _ENVS.value * _ROLLOUT.value * _STEPS.value
+  return {'mode': 'a2c', 'env': _ENV.value, 'envs': _ENVS.value,
+          'rollout': _ROLLOUT.value, 'updates_per_call': _STEPS.value,
+          'env_steps_per_second': steps / per_call,
+          'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}
+
+
+def main(argv):
+  del argv
+  result = bench_meta() if _MODE.value == 'meta' else bench_a2c()
+  line = json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                     for k, v in result.items()})
+  print(line, flush=True)
+  if _OUT.value:
+    with open(_OUT.value, 'a') as f:
+      f.write(line + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)

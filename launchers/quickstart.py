@@ -1,0 +1,138 @@
+r"""The main job: meta-train Optim4RL on Catch, then compare it with Adam.
+
+    python -m launchers.quickstart --config=configs/quickstart.py \
+        --workdir=runs/quickstart
+
+1. Meta-trains the learned optimizer (launchers/meta_train.py, resumable).
+2. Trains fresh A2C agents on Catch, several seeds each, with the
+   meta-learned optimizer, the baselines (Adam) and, optionally, the same cell
+   with its initial meta-params.
+3. Writes comparison.csv, comparison.md (final return mean, std, seeds, ratio
+   to Adam) and comparison.png (learning curves) into --workdir.
+"""
+
+import copy
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from launchers import common
+from launchers import meta_train
+from launchers import train
+from ml_collections import config_flags
+
+
+
+def _eval_config(cfg, name, lr, path=''):
+  ev = copy.deepcopy(cfg.eval)
+  ev.optimizer.name = name
+  ev.optimizer.learning_rate = lr
+  ev.optimizer.meta_params_path = path
+  return ev
+
+
+def run(cfg, workdir: str) -> dict:
+  """Runs the whole job; returns {label: train result}."""
+  t0 = time.time()
+  # Validate everything before the first compile.
+  meta_train.validate(cfg.meta)
+  for name, lr in cfg.baselines.items():
+    train.validate(_eval_config(cfg, name, lr))
+  agent_lr = float(cfg.meta.tasks.learning_rates[0])
+
+  print('== 1/2 meta-training', flush=True)
+  summary = meta_train.meta_train(cfg.meta, os.path.join(workdir, 'meta'))
+  meta_seconds = time.time() - t0
+
+  print('== 2/2 training fresh A2C agents on '
+        f'{cfg.eval.env_name} ({cfg.eval.num_seeds} seeds each)', flush=True)
+  runs = [('optim4rl (meta-learned)',
+           _eval_config(cfg, 'learned', agent_lr,
+                        summary['meta_params_path']))]
+  runs += [(name, _eval_config(cfg, name, lr))
+           for name, lr in cfg.baselines.items()]
+  if cfg.include_untrained:
+    untrained = _eval_config(cfg, cfg.meta.optimizer.cell, agent_lr)
+    untrained.seed = cfg.meta.seed  # the meta-params meta-training began at
+    runs.append(('optim4rl (untrained)', untrained))
+  results = {}
+  for label, ev in runs:
+    print(f'-- {label}', flush=True)
+    results[label] = train.train(
+        ev, os.path.join(workdir, label.split(' ')[0] +
+                         ('_untrained' if 'untrained' in label else '')),
+        label=label)
+
+  reference = results.get('adam')
+  rows = []
+  for label, r in results.items():
+    final = r['final_return']
+    row = {'optimizer': label, 'final_return_mean': float(np.mean(final)),
+           'final_return_std': float(np.std(final)),
+           'seeds': len(final),
+           'per_seed': ' '.join(f'{x:.3f}' for x in final),
+           'env_steps_per_agent': int(r['env_steps'][-1]),
+           'env_steps_per_second': float(r['steps_per_second'])}
+    if reference is not None:
+      row['ratio_to_adam'] = (row['final_return_mean'] /
+                              float(np.mean(reference['final_return'])))
+    rows.append(row)
+  common.write_csv(os.path.join(workdir, 'comparison.csv'), rows)
+  md = _markdown(rows, cfg, summary, meta_seconds, time.time() - t0)
+  with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
+    f.write(md)
+  x = next(iter(results.values()))['env_steps']
+  common.plot_curves(
+      os.path.join(workdir, 'comparison.png'),
+      {k: np.nanmean(r['returns'], axis=1) for k, r in results.items()}, x,
+      'env steps per agent', 'mean episode return',
+      f'A2C on {cfg.eval.env_name}: mean ± std over '
+      f'{cfg.eval.num_seeds} seeds',
+      spread={k: np.nanstd(r['returns'], axis=1) for k, r in results.items()})
+  print(md, flush=True)
+  print(f'results: {os.path.abspath(workdir)}/comparison.md, comparison.csv, '
+        f'comparison.png; meta-training: {workdir}/meta/', flush=True)
+  return results
+
+
+def _markdown(rows, cfg, summary, meta_seconds, total_seconds) -> str:
+  lines = [
+      f'# A2C on {cfg.eval.env_name}: meta-learned Optim4RL vs baselines', '',
+      f'Meta-training: {summary["meta_step"]} meta-iterations, '
+      f'{cfg.meta.tasks.num_agents} agents, K = '
+      f'{cfg.meta.meta.num_inner_steps}, reset_interval '
+      f'{cfg.meta.meta.reset_interval}, {meta_seconds:.0f} s. '
+      f'Evaluation: {cfg.eval.num_seeds} seeds x {cfg.eval.num_updates} '
+      f'updates x {cfg.eval.a2c.num_envs} envs x {cfg.eval.a2c.rollout_len} '
+      'steps. Final return = mean episode return over the last 10% of '
+      f'training. Whole job: {total_seconds:.0f} s.', '',
+      '| optimizer | final return (mean ± std) | ratio to Adam | per seed |',
+      '|---|---|---|---|']
+  for r in rows:
+    ratio = f'{r["ratio_to_adam"]:.3f}' if 'ratio_to_adam' in r else ''
+    lines.append(f'| {r["optimizer"]} | {r["final_return_mean"]:.3f} ± '
+                 f'{r["final_return_std"]:.3f} | {ratio} | {r["per_seed"]} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  cfg = _CONFIG.value
+  print(cfg, flush=True)
+  run(cfg, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  # Flags are defined only when run as a program, so that launchers can import
+  # each other's functions.
+  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',
+                                          'Config file.')
+  _WORKDIR = flags.DEFINE_string('workdir', 'runs/quickstart',
+                                 'Output directory.')
+  app.run(main)
