@@ -22,6 +22,7 @@ import time
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import optax
 
 from agents import a2c
@@ -30,7 +31,9 @@ from agents import networks
 import lopt
 from lopt import meta
 
-_MODE = flags.DEFINE_enum('mode', 'meta', ['meta', 'a2c'], 'What to time.')
+_MODE = flags.DEFINE_enum('mode', 'meta', ['meta', 'a2c', 'random'],
+                          'What to measure: meta-training, A2C + Adam, or '
+                          'the return of a uniform-random policy.')
 _ENV = flags.DEFINE_string('env', 'small_dense_short', 'Environment.')
 _AGENTS = flags.DEFINE_integer('agents', 64, 'Meta-training population.')
 _ENVS = flags.DEFINE_integer('envs', 64, 'A2C: environments per agent.')
@@ -121,9 +124,43 @@ def bench_a2c() -> dict:
           'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}
 
 
+def random_policy() -> dict:
+  """Mean episode return of a uniform-random policy (a reference figure)."""
+  env = environments.make(_ENV.value)
+  num_envs, num_steps = _ENVS.value, 2000
+
+  def run(key):
+    k_reset, k_run = jax.random.split(key)
+    obs, state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
+    del obs
+
+    def step(carry, key):
+      state, ret, total, count = carry
+      k_act, k_env = jax.random.split(key)
+      action = jax.random.randint(k_act, (num_envs,), 0, env.num_actions)
+      _, state, reward, term, trunc, _ = jax.vmap(env.step)(
+          jax.random.split(k_env, num_envs), state, action)
+      done = term | trunc
+      ret = ret + reward
+      total += jnp.sum(jnp.where(done, ret, 0.))
+      count += jnp.sum(done)
+      return (state, jnp.where(done, 0., ret), total, count), None
+
+    init = (state, jnp.zeros(num_envs), 0., 0)
+    (_, _, total, count), _ = jax.lax.scan(
+        step, init, jax.random.split(k_run, num_steps))
+    return total / count, count
+
+  mean_return, episodes = jax.jit(run)(jax.random.PRNGKey(0))
+  return {'mode': 'random', 'env': _ENV.value,
+          'mean_episode_return': float(mean_return),
+          'episodes': int(episodes)}
+
+
 def main(argv):
   del argv
-  result = bench_meta() if _MODE.value == 'meta' else bench_a2c()
+  result = {'meta': bench_meta, 'a2c': bench_a2c,
+            'random': random_policy}[_MODE.value]()
   line = json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                      for k, v in result.items()})
   print(line, flush=True)

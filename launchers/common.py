@@ -8,7 +8,7 @@ import csv
 import json
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import jax
 import numpy as np
@@ -189,8 +189,3 @@ def mean_episode_return(metrics) -> np.ndarray:
   num = np.asarray(metrics['episodes']).sum(axis=-1)
   with np.errstate(invalid='ignore', divide='ignore'):
     return np.where(num > 0, ret / np.maximum(num, 1), np.nan)
-
-
-def flatten_rows(rows: List[dict]) -> List[dict]:
-  return [{k: (float(v) if isinstance(v, (np.floating, float)) else v)
-           for k, v in r.items()} for r in rows]

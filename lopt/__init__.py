@@ -4,6 +4,9 @@ Usable on its own in any optax loop; knows nothing about RL agents.
 """
 
 from lopt import cells
+from lopt import checkpointing
+from lopt import meta
+from lopt import meta_losses
 from lopt import preprocessing
 from lopt import serialization
 from lopt.cells import CellConfig
@@ -18,8 +21,11 @@ __all__ = [
     'LearnedOptimizer',
     'LearnedOptimizerState',
     'cells',
+    'checkpointing',
     'learned_optimizer',
     'load',
+    'meta',
+    'meta_losses',
     'preprocessing',
     'save',
     'serialization',

@@ -163,3 +163,29 @@ def test_bad_arguments():
     meta.make_meta_optimizer(1e-3, clip_type='value')
   with pytest.raises(ValueError, match='meta.learning_rate: must be'):
     meta.make_meta_optimizer(0.)
+
+
+def test_several_tasks_each_with_own_settings():
+  env = environments.make('catch')
+  small = a2c.make_a2c(env, networks.NetworkConfig('mlp', (4,)),
+                       a2c.A2CConfig(num_envs=1, rollout_len=5))
+  wide = a2c.make_a2c(env, networks.NetworkConfig('mlp', (8,)),
+                      a2c.A2CConfig(num_envs=1, rollout_len=5,
+                                    reward_scale=10.))
+  lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4, mlp_dims=(4,))
+  trainer = meta.make_meta_trainer(
+      [meta.Task('small', small, 2, 1e-2), meta.Task('wide', wide, 4, 1e-3)],
+      lo, meta.make_meta_optimizer(1e-2), num_inner_steps=1,
+      reset_interval=(2, 4))
+  np.testing.assert_array_equal(trainer.reset_index[0], [0, 1])
+  np.testing.assert_array_equal(trainer.reset_index[1], [0, 1, 2, 3])
+  state = trainer.init(jax.random.PRNGKey(4))
+  # Each task keeps its own network shape.
+  assert state.population[0].params['linear']['w'].shape == (2, 50, 4)
+  assert state.population[1].params['linear']['w'].shape == (4, 50, 8)
+  new, metrics = jax.jit(trainer.step)(state)
+  np.testing.assert_allclose(
+      metrics['meta_loss'],
+      (metrics['meta_loss/small'] + metrics['meta_loss/wide']) / 2, rtol=1e-5)
+  assert int(metrics['resets']) == 2  # agent 0 of each task at step 0
+  assert not _equal(new.meta_params, state.meta_params)

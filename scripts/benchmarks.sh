@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the figures quoted in the README and the issue notes, one process per
+# setting (so peak memory is per setting), appending JSON lines to $1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/benchmarks.jsonl}
+mkdir -p "$(dirname "$out")"
+b() { .venv/bin/python -m launchers.benchmark --out="$out" "$@" 2>&1 | grep '^{'; }
+b --mode=random --env=small_dense_short --envs=64
+b --mode=random --env=catch --envs=64
+b --mode=a2c --env=small_dense_short --envs=64 --steps_per_call=100
+b --mode=meta --env=small_dense_short --agents=64
+b --mode=meta --env=small_dense_short --agents=64 --noremat
+b --mode=meta --env=small_dense_short --agents=64 --nosecond_order
+b --mode=meta --env=small_dense_short --agents=64 --cell_hidden=1 --cell_mlp=
+b --mode=meta --env=small_dense_short --agents=512 --steps_per_call=2 --calls=1
+b --mode=meta --env=catch --agents=512 --steps_per_call=1 --calls=1
