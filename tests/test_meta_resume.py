@@ -9,8 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from configs import a2c_catch
 from configs import meta_catch
 from launchers import meta_train
+from launchers import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,8 +131,16 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
   more = _config()
   more.num_meta_steps = 4
   more.save_every = 2
-  assert meta_train.meta_train(more, str(tmp_path),
-                               verbose=False)['meta_step'] == 4
+  summary = meta_train.meta_train(more, str(tmp_path), verbose=False)
+  assert summary['meta_step'] == 4
+  # The exported frozen meta-params train a fresh agent through train.py.
+  ev = a2c_catch.get_config()
+  ev.optimizer.name = 'learned'
+  ev.optimizer.meta_params_path = summary['meta_params_path']
+  ev.num_updates, ev.log_every, ev.a2c.num_envs = 10, 5, 2
+  result = train.train(ev, str(tmp_path / 'eval'), verbose=False)
+  assert not result['nonfinite']
+  assert result['returns'].shape == (2, 1)
 
 
 @pytest.mark.parametrize('key,value,match', [
