@@ -30,30 +30,42 @@ def base_config(env_name: str) -> ml_collections.ConfigDict:
   # A .npz written by lopt.save / meta_train.py, for name='learned'.
   config.optimizer.meta_params_path = ''
 
-  config.a2c = ml_collections.ConfigDict()
-  # Environments per agent, stepped in parallel.
-  config.a2c.num_envs = 1
-  # Environment steps per update.
-  config.a2c.rollout_len = 20
-  # Discount gamma.
-  config.a2c.discount = 0.995
-  # Lambda of the TD(lambda) advantage.
-  config.a2c.td_lambda = 0.95
-  # Weight of the value loss.
-  config.a2c.critic_weight = 0.5
-  # Weight of the entropy bonus.
-  config.a2c.entropy_weight = 0.01
-  # Rewards are multiplied by this inside the loss.
-  config.a2c.reward_scale = 1.0
-
-  config.network = ml_collections.ConfigDict()
-  # '' = the paper's network for env_name (gridworld MLP 32 / conv 16 + 32,
-  # Catch dense 256); else 'mlp' or 'conv' with the sizes below.
-  config.network.torso = ''
-  # Dense layer widths.
-  config.network.hidden_sizes = (32,)
-  # Conv filters per layer ('conv' only).
-  config.network.conv_channels = (16,)
-  # Conv kernel size ('conv' only).
-  config.network.kernel = 2
+  config.a2c = a2c_fields(reward_scale=True)
+  config.network = network_fields()
   return config
+
+
+def a2c_fields(reward_scale: bool) -> ml_collections.ConfigDict:
+  """The paper's A2C settings (shared by training and meta-training)."""
+  a2c = ml_collections.ConfigDict()
+  # Environments per agent, stepped in parallel.
+  a2c.num_envs = 1
+  # Environment steps per update (and per meta-loss rollout).
+  a2c.rollout_len = 20
+  # Discount gamma.
+  a2c.discount = 0.995
+  # Lambda of the TD(lambda) advantage.
+  a2c.td_lambda = 0.95
+  # Weight of the value loss.
+  a2c.critic_weight = 0.5
+  # Weight of the entropy bonus.
+  a2c.entropy_weight = 0.01
+  if reward_scale:  # meta-training sets it per task instead
+    # Rewards are multiplied by this inside the loss.
+    a2c.reward_scale = 1.0
+  return a2c
+
+
+def network_fields() -> ml_collections.ConfigDict:
+  """Actor-critic network fields; torso '' picks the paper's network."""
+  net = ml_collections.ConfigDict()
+  # '' = the paper's network for the env (gridworld MLP 32 / conv 16 + 32,
+  # Catch dense 256); else 'mlp' or 'conv' with the sizes below.
+  net.torso = ''
+  # Dense layer widths.
+  net.hidden_sizes = (32,)
+  # Conv filters per layer ('conv' only).
+  net.conv_channels = (16,)
+  # Conv kernel size ('conv' only).
+  net.kernel = 2
+  return net

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from configs import a2c_common
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Meta-training defaults; experiment files set tasks and sizes."""
@@ -29,29 +31,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Reset interval of each task; () = meta.reset_interval for every task.
   config.tasks.reset_intervals = ()
 
-  config.a2c = ml_collections.ConfigDict()
-  # Environments per agent.
-  config.a2c.num_envs = 1
-  # Environment steps per inner update (and per meta-loss rollout).
-  config.a2c.rollout_len = 20
-  # Discount gamma.
-  config.a2c.discount = 0.995
-  # Lambda of the TD(lambda) advantage.
-  config.a2c.td_lambda = 0.95
-  # Weight of the value loss.
-  config.a2c.critic_weight = 0.5
-  # Weight of the entropy bonus.
-  config.a2c.entropy_weight = 0.01
-
-  config.network = ml_collections.ConfigDict()
-  # '' = the paper's network for each env; else 'mlp' or 'conv'.
-  config.network.torso = ''
-  # Dense layer widths (when torso is set).
-  config.network.hidden_sizes = (32,)
-  # Conv filters per layer ('conv' only).
-  config.network.conv_channels = (16,)
-  # Conv kernel size ('conv' only).
-  config.network.kernel = 2
+  config.a2c = a2c_common.a2c_fields(reward_scale=False)
+  config.network = a2c_common.network_fields()
 
   config.optimizer = ml_collections.ConfigDict()
   # Learned-optimizer cell: optim4rl, l2lgd2 or linear.
