@@ -34,9 +34,10 @@ OPTAX_OPTIMIZERS = {
 }
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
-# 'learned' loads meta-params (and the cell config) from a file.
-OPTIMIZER_NAMES = tuple(sorted(OPTAX_OPTIMIZERS)) + LEARNED_CELLS + (
-    'learned',)
+# 'learned' loads meta-params (and the cell config) from a file; the
+# optimizers shipped in lopt/pretrained load by their name.
+OPTIMIZER_NAMES = (tuple(sorted(OPTAX_OPTIMIZERS)) + LEARNED_CELLS +
+                   ('learned',) + lopt.pretrained_lib.names())
 
 
 def check_optimizer_config(opt_cfg) -> None:
@@ -54,9 +55,6 @@ def check_optimizer_config(opt_cfg) -> None:
       raise ValueError("optimizer.meta_params_path: required when "
                        "optimizer.name='learned'")
     lopt.serialization.load(opt_cfg.meta_params_path)  # raises if bad
-  elif opt_cfg.name in LEARNED_CELLS:
-    lopt.CellConfig(cell=opt_cfg.name,
-                    **dict(opt_cfg.get('cell_overrides', {})))
 
 
 def make_optimizer(opt_cfg, seed: int = 0) -> optax.GradientTransformation:
@@ -69,9 +67,10 @@ def make_optimizer(opt_cfg, seed: int = 0) -> optax.GradientTransformation:
   elif name == 'learned':
     lo, meta_params = lopt.serialization.load(opt_cfg.meta_params_path)
     opt = lo.opt_fn(meta_params, learning_rate=lr)
+  elif name in lopt.pretrained_lib.names():
+    opt = lopt.pretrained(name, learning_rate=lr)
   else:
-    lo = lopt.learned_optimizer(
-        learning_rate=lr, cell=name, **dict(opt_cfg.get('cell_overrides', {})))
+    lo = lopt.learned_optimizer(learning_rate=lr, cell=name)
     opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)))
   clip = float(opt_cfg.get('max_grad_norm', 0.))
   return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt

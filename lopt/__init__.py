@@ -8,12 +8,14 @@ from lopt import checkpointing
 from lopt import meta
 from lopt import meta_losses
 from lopt import preprocessing
+from lopt import pretrained as pretrained_lib
 from lopt import serialization
 from lopt.cells import CellConfig
 from lopt.optimizer import LearnedOptimizer
 from lopt.optimizer import LearnedOptimizerState
 from lopt.optimizer import learned_optimizer
 from lopt.serialization import load
+from lopt.pretrained import pretrained
 from lopt.serialization import save
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     'meta',
     'meta_losses',
     'preprocessing',
+    'pretrained',
+    'pretrained_lib',
     'save',
     'serialization',
 ]

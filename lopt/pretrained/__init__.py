@@ -1,0 +1,52 @@
+"""Pretrained learned optimizers shipped with the package, loaded by name.
+
+    >>> import lopt
+    >>> opt = lopt.pretrained('optim4rl_gridworlds', learning_rate=1e-3)
+
+Each `<name>.npz` here was written by `launchers/meta_train.py` (through
+`lopt.save`); `<name>.md` beside it records the config, the exact command and
+how long meta-training took. Loading uses `np.load(allow_pickle=False)`, so no
+code from a file is ever executed.
+"""
+
+import os
+from typing import Optional, Tuple
+
+import optax
+
+from lopt import optimizer as optimizer_lib
+from lopt import serialization
+
+_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def names() -> Tuple[str, ...]:
+  """Names of the shipped optimizers."""
+  return tuple(sorted(f[:-4] for f in os.listdir(_DIR) if f.endswith('.npz')))
+
+
+def path(name: str) -> str:
+  """The file of a shipped optimizer (raises ValueError for unknown names)."""
+  if name not in names():
+    raise ValueError(f'pretrained: unknown optimizer {name!r}; allowed: '
+                     f'{list(names())}')
+  return os.path.join(_DIR, name + '.npz')
+
+
+def load(name: str) -> Tuple[optimizer_lib.LearnedOptimizer, dict]:
+  """(learned optimizer, meta_params) of a shipped optimizer."""
+  return serialization.load(path(name))
+
+
+def pretrained(name: str, learning_rate: Optional[float] = None
+               ) -> optax.GradientTransformation:
+  """A shipped learned optimizer as an `optax.GradientTransformation`.
+
+  Args:
+    name: one of `names()`, e.g. 'optim4rl_gridworlds'.
+    learning_rate: step size; None uses the one it was meta-trained with.
+  """
+  lo, meta_params = load(name)
+  if learning_rate is not None:
+    optimizer_lib.check_learning_rate(learning_rate)
+  return lo.opt_fn(meta_params, learning_rate)
