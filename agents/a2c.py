@@ -133,6 +133,9 @@ def make_a2c(env: environments.Environment,
              config: A2CConfig = A2CConfig()) -> A2C:
   """Builds the A2C functions for `env` with an actor-critic `network`."""
   config.validate()
+  if getattr(env, 'continuous', False):
+    raise ValueError(f'env_name: A2C needs discrete actions; {env.name} is '
+                     'continuous (use agent=ppo)')
   net = networks.make_actor_critic(env.num_actions, env.observation_shape,
                                    network)
   batch_step = jax.vmap(env.step)

@@ -11,7 +11,8 @@ Every environment here follows the gymnax 1.0 calling convention, without the
 vmap (`jax.vmap(env.step)` steps a batch of environments).
 
 `make(name)` builds any registered environment: the gridworlds of Oh et al.
-(2020) used by Optim4RL, and gymnax's Catch-bsuite and CartPole-v1.
+(2020) used by Optim4RL, gymnax's Catch-bsuite and CartPole-v1, and the Brax
+tasks (ant, humanoid, walker2d, inverted_pendulum, halfcheetah, hopper).
 """
 
 import abc
@@ -32,8 +33,10 @@ class Environment(abc.ABC):
   """
 
   name: str
-  num_actions: int
+  num_actions: int  # discrete actions; 0 for continuous environments
   observation_shape: Tuple[int, ...]
+  continuous: bool = False
+  action_size: int = 0  # continuous action dimension
 
   @abc.abstractmethod
   def reset_env(self, key: Array) -> Tuple[Array, Any]:
@@ -99,6 +102,9 @@ def _registry() -> Dict[str, Callable[[], Environment]]:
           for name in gridworlds.GRIDWORLDS}
   envs.update({name: (lambda g=gid: GymnaxEnvironment(g))
                for name, gid in _GYMNAX.items()})
+  from agents import brax_envs  # pylint: disable=g-import-not-at-top
+  envs.update({name: (lambda n=name, **kw: brax_envs.BraxEnvironment(n, **kw))
+               for name in brax_envs.BRAX_ENVS})
   return envs
 
 
@@ -107,10 +113,16 @@ def names() -> Tuple[str, ...]:
   return tuple(sorted(_registry()))
 
 
-def make(name: str) -> Environment:
-  """Builds the environment called `name` (see `names()`)."""
+def make(name: str, **kwargs) -> Environment:
+  """Builds the environment called `name` (see `names()`).
+
+  Keyword arguments go to its constructor (e.g. `episode_length=` for Brax).
+  """
   registry = _registry()
   if name not in registry:
     raise ValueError(
         f'env_name: unknown environment {name!r}; allowed: {sorted(registry)}')
-  return registry[name]()
+  try:
+    return registry[name](**kwargs)
+  except TypeError as e:
+    raise ValueError(f'{name}: unsupported options {sorted(kwargs)}') from e

@@ -17,6 +17,7 @@ import optax
 from agents import a2c
 from agents import environments
 from agents import networks
+from agents import ppo
 import lopt
 
 # Named optax optimizers train.py accepts, with their learning rate argument.
@@ -91,15 +92,38 @@ def a2c_config(cfg) -> a2c.A2CConfig:
   return conf
 
 
-def make_agent(cfg) -> a2c.A2C:
-  """Env + network + A2C from a config (raises on unknown names first)."""
+AGENTS = {'a2c': a2c, 'ppo': ppo}
+
+
+def make_agent(cfg):
+  """Env + agent from a config (raises on unknown names first).
+
+  Returns:
+    (agent, its module -- `agents.a2c` or `agents.ppo`, both with
+    `init_state` and `make_train` -- and env steps per update).
+  """
   if cfg.env_name not in environments.names():
     raise ValueError(f'env_name: unknown environment {cfg.env_name!r}; '
                      f'allowed: {list(environments.names())}')
+  kind = cfg.get('agent', 'a2c')
+  if kind not in AGENTS:
+    raise ValueError(f'agent: unknown agent {kind!r}; allowed: '
+                     f'{sorted(AGENTS)}')
+  env_kwargs = {}
+  if cfg.get('episode_length', 0):
+    env_kwargs['episode_length'] = int(cfg.episode_length)
+  if kind == 'ppo':
+    conf = ppo.PPOConfig(**{k: (tuple(v) if isinstance(v, (list, tuple))
+                                else v) for k, v in cfg.ppo.items()})
+    conf.validate()
+    agent = ppo.make_ppo(environments.make(cfg.env_name, **env_kwargs), conf)
+    return agent, ppo, conf.num_envs * conf.unroll_len
   conf = a2c_config(cfg)
   net = network_config(cfg.env_name, cfg.get('network', None))
   networks.check_network(net)
-  return a2c.make_a2c(environments.make(cfg.env_name), net, conf)
+  agent = a2c.make_a2c(environments.make(cfg.env_name, **env_kwargs), net,
+                       conf)
+  return agent, a2c, conf.num_envs * conf.rollout_len
 
 
 def check_positive_int(value, field: str) -> int:

@@ -1,4 +1,4 @@
-r"""Trains A2C agents with a named optax optimizer or a learned optimizer.
+r"""Trains A2C or PPO agents with a named optax or a learned optimizer.
 
     python -m launchers.train --config=configs/a2c_catch.py --workdir=runs/catch
     python -m launchers.train --config=configs/a2c_gridworld.py:small_dense_short \
@@ -6,6 +6,8 @@ r"""Trains A2C agents with a named optax optimizer or a learned optimizer.
     python -m launchers.train --config=configs/a2c_catch.py \
         --config.optimizer.name=learned \
         --config.optimizer.meta_params_path=runs/meta/meta_params.npz
+    python -m launchers.train --config=configs/ppo_brax.py:inverted_pendulum,cpu \
+        --workdir=runs/ppo_ip
 
 Several seeds train at once (`--config.num_seeds=N`, vmapped). Writes
 `returns.csv` (mean episode return per logging chunk, per seed),
@@ -23,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents import a2c
 from launchers import common
 from ml_collections import config_flags
 
@@ -31,7 +32,7 @@ from ml_collections import config_flags
 
 def validate(cfg) -> None:
   """Checks every field that could fail later, before compiling anything."""
-  common.make_agent(cfg)  # env name, network, A2C fields
+  common.make_agent(cfg)  # env and agent names, network, agent fields
   common.check_optimizer_config(cfg.optimizer)
   for field in ('num_updates', 'log_every', 'num_seeds'):
     common.check_positive_int(cfg[field], field)
@@ -47,16 +48,15 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
     `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
   """
   validate(cfg)
-  agent = common.make_agent(cfg)
+  agent, algo, steps_per_update = common.make_agent(cfg)
   optimizer = common.make_optimizer(cfg.optimizer, seed=cfg.seed)
   num_chunks = math.ceil(cfg.num_updates / cfg.log_every)
-  steps_per_update = agent.config.num_envs * agent.config.rollout_len
   steps_per_chunk = steps_per_update * cfg.log_every
 
   keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-  init = jax.jit(jax.vmap(lambda k: a2c.init_state(agent, optimizer, k)))
+  init = jax.jit(jax.vmap(lambda k: algo.init_state(agent, optimizer, k)))
   train_chunk = jax.jit(jax.vmap(
-      a2c.make_train(agent, optimizer, cfg.log_every)))
+      algo.make_train(agent, optimizer, cfg.log_every)))
   states = init(keys)
   progress = common.Progress(num_chunks * cfg.log_every,
                              unit='env-steps (all seeds)')
@@ -99,7 +99,8 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
         os.path.join(workdir, 'learning_curve.png'),
         {result['label']: np.nanmean(returns, axis=1)},
         np.asarray(env_steps), 'env steps (per agent)', 'mean episode return',
-        f'A2C on {cfg.env_name} ({cfg.num_seeds} seeds)',
+        f'{cfg.get("agent", "a2c").upper()} on {cfg.env_name} '
+        f'({cfg.num_seeds} seeds)',
         spread={result['label']: np.nanstd(returns, axis=1)})
     common.write_json(os.path.join(workdir, 'summary.json'), {
         'env': cfg.env_name, 'optimizer': cfg.optimizer.to_dict(),

@@ -1,0 +1,316 @@
+"""Proximal policy optimization (PPO) from RLax losses, as pure functions.
+
+One agent = `PPOState(params, opt_state, actor, obs_stats, key)`. An update
+rolls out `unroll_len` steps of `num_envs` environments, updates the running
+observation statistics, computes truncated GAE advantages, then runs
+`num_epochs` x `num_minibatches` optimizer steps on the clipped surrogate
+loss (nested `lax.scan`s). The optimizer is any `optax.GradientTransformation`,
+including a frozen learned optimizer.
+
+Policies: a Gaussian with tanh squashing for continuous actions (Brax), a
+categorical for discrete ones (gymnax). The trajectory stores the pre-tanh
+sample, so log-probabilities need no atanh.
+"""
+
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+import rlax
+
+from agents import a2c
+from agents import environments
+
+Array = jax.Array
+_LOG_2PI = jnp.log(2. * jnp.pi)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+  """PPO hyperparameters (defaults: the paper's Brax settings).
+
+  Attributes:
+    num_envs: environments stepped in parallel.
+    unroll_len: environment steps per update (T).
+    num_minibatches: minibatches per epoch (num_envs * T must divide).
+    num_epochs: passes over each batch.
+    clip_eps: PPO ratio clipping.
+    entropy_weight: weight of the entropy bonus.
+    value_weight: weight of the value loss.
+    discount: gamma.
+    gae_lambda: lambda of GAE.
+    reward_scale: rewards are multiplied by this inside the loss.
+    normalize_obs: normalize observations with running statistics.
+    policy_hidden: policy MLP widths.
+    value_hidden: value MLP widths.
+  """
+  num_envs: int = 4096
+  unroll_len: int = 5
+  num_minibatches: int = 32
+  num_epochs: int = 4
+  clip_eps: float = 0.3
+  entropy_weight: float = 1e-2
+  value_weight: float = 0.5
+  discount: float = 0.97
+  gae_lambda: float = 0.95
+  reward_scale: float = 10.
+  normalize_obs: bool = True
+  policy_hidden: Tuple[int, ...] = (32, 32, 32, 32)
+  value_hidden: Tuple[int, ...] = (256, 256, 256, 256, 256)
+
+  def validate(self) -> None:
+    for f in ('num_envs', 'unroll_len', 'num_minibatches', 'num_epochs'):
+      if int(getattr(self, f)) < 1:
+        raise ValueError(f'{f}: must be an int >= 1, got {getattr(self, f)}')
+    if (self.num_envs * self.unroll_len) % self.num_minibatches:
+      raise ValueError(
+          f'num_minibatches: {self.num_minibatches} does not divide the '
+          f'batch num_envs * unroll_len = {self.num_envs * self.unroll_len}')
+    for f in ('discount', 'gae_lambda'):
+      if not 0. <= float(getattr(self, f)) <= 1.:
+        raise ValueError(f'{f}: must be in [0, 1], got {getattr(self, f)}')
+    if not float(self.clip_eps) > 0:
+      raise ValueError(f'clip_eps: must be > 0, got {self.clip_eps}')
+    if not float(self.reward_scale) > 0:
+      raise ValueError(f'reward_scale: must be > 0, got {self.reward_scale}')
+
+
+class ObsStats(NamedTuple):
+  """Running mean and variance (Welford / Chan parallel update)."""
+  count: Array
+  mean: Array
+  m2: Array
+
+
+class Transition(NamedTuple):
+  """A rollout, time-major `[T, B, ...]`."""
+  obs: Array          # raw observations at t
+  action: Array       # pre-tanh sample (continuous) or action index
+  log_prob: Array     # log-prob under the behaviour policy
+  value: Array
+  reward: Array
+  discount: Array     # 0 where the episode terminated at t + 1
+  truncated: Array
+
+
+class PPOState(NamedTuple):
+  params: Any
+  opt_state: Any
+  actor: a2c.ActorState
+  obs_stats: ObsStats
+  key: Array
+
+
+class PPO(NamedTuple):
+  """PPO agent functions (all pure; built once by `make_ppo`)."""
+  config: PPOConfig
+  env: environments.Environment
+  network: hk.Transformed
+  init_params: Callable[[Array], Any]
+  init_actor: Callable[[Array], a2c.ActorState]
+  rollout: Callable[..., Tuple[Transition, a2c.ActorState, Dict[str, Array]]]
+  advantages: Callable[[Transition, Array], Tuple[Array, Array]]
+  loss: Callable[..., Tuple[Array, Dict[str, Array]]]
+  observe: Callable[[ObsStats, Array], Array]
+
+
+def update_stats(stats: ObsStats, obs: Array) -> ObsStats:
+  """Merges a batch `[..., *obs_shape]` into the running statistics."""
+  x = obs.reshape((-1,) + stats.mean.shape)
+  n = x.shape[0]
+  batch_mean = jnp.mean(x, axis=0)
+  batch_m2 = jnp.sum(jnp.square(x - batch_mean), axis=0)
+  count = stats.count + n
+  delta = batch_mean - stats.mean
+  mean = stats.mean + delta * n / count
+  m2 = stats.m2 + batch_m2 + jnp.square(delta) * stats.count * n / count
+  return ObsStats(count, mean, m2)
+
+
+def normalize(stats: ObsStats, obs: Array) -> Array:
+  var = stats.m2 / jnp.maximum(stats.count, 1.)
+  return jnp.clip((obs - stats.mean) / jnp.sqrt(var + 1e-8), -5., 5.)
+
+
+def _gaussian_log_prob(u, mean, log_std):
+  return jnp.sum(-0.5 * jnp.square((u - mean) / jnp.exp(log_std)) - log_std
+                 - 0.5 * _LOG_2PI, axis=-1)
+
+
+def _tanh_correction(u):
+  # log |d tanh(u) / du| = log(1 - tanh(u)^2), in a stable form.
+  return jnp.sum(2. * (jnp.log(2.) - u - jax.nn.softplus(-2. * u)), axis=-1)
+
+
+def make_ppo(env: environments.Environment,
+             config: PPOConfig = PPOConfig()) -> PPO:
+  """Builds the PPO functions for `env` (continuous or discrete actions)."""
+  config.validate()
+  continuous = bool(getattr(env, 'continuous', False))
+  num_out = 2 * env.action_size if continuous else env.num_actions
+
+  def forward(obs):
+    x = obs.reshape(obs.shape[:obs.ndim - len(env.observation_shape)] +
+                    (-1,))
+    policy = hk.nets.MLP(tuple(config.policy_hidden) + (num_out,),
+                         activation=jax.nn.swish, name='policy')(x)
+    value = hk.nets.MLP(tuple(config.value_hidden) + (1,),
+                        activation=jax.nn.swish, name='value')(x)[..., 0]
+    return policy, value
+
+  net = hk.without_apply_rng(hk.transform(forward))
+
+  def dist_params(out):
+    mean, raw_std = jnp.split(out, 2, axis=-1)
+    return mean, jnp.log(jax.nn.softplus(raw_std) + 1e-3)
+
+  def log_prob(out, action):
+    if continuous:  # `action` is the pre-tanh sample u
+      mean, log_std = dist_params(out)
+      return _gaussian_log_prob(action, mean, log_std) - _tanh_correction(
+          action)
+    return jnp.take_along_axis(jax.nn.log_softmax(out), action[..., None],
+                               axis=-1)[..., 0]
+
+  def entropy(out):
+    if continuous:  # entropy of the Gaussian before squashing
+      _, log_std = dist_params(out)
+      return jnp.sum(log_std + 0.5 * (1. + _LOG_2PI), axis=-1)
+    return -jnp.sum(jax.nn.softmax(out) * jax.nn.log_softmax(out), axis=-1)
+
+  def sample(key, out):
+    """(stored action, env action, log-prob)."""
+    if continuous:
+      mean, log_std = dist_params(out)
+      u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+      return u, jnp.tanh(u), log_prob(out, u)
+    a = jax.random.categorical(key, out)
+    return a, a, log_prob(out, a)
+
+  def observe(stats, obs):
+    return normalize(stats, obs) if config.normalize_obs else obs
+
+  batch_step = jax.vmap(env.step)
+  batch_reset = jax.vmap(env.reset)
+
+  def init_params(key):
+    return net.init(key, jnp.zeros(env.observation_shape, jnp.float32))
+
+  def init_actor(key):
+    obs, env_state = batch_reset(jax.random.split(key, config.num_envs))
+    return a2c.ActorState(env_state, obs, jnp.zeros((config.num_envs,)))
+
+  def rollout(params, actor, stats, key):
+    """`unroll_len` steps of all envs: (traj, actor, metrics)."""
+    params = jax.lax.stop_gradient(params)
+
+    def step(carry, key):
+      actor, ret_sum, ret_count = carry
+      k_act, k_env = jax.random.split(key)
+      out, value = net.apply(params, observe(stats, actor.obs))
+      stored, env_action, logp = sample(k_act, out)
+      obs, env_state, reward, term, trunc, _ = batch_step(
+          jax.random.split(k_env, config.num_envs), actor.env_state,
+          env_action)
+      done = jnp.logical_or(term, trunc)
+      ret = actor.episode_return + reward
+      ret_sum += jnp.sum(jnp.where(done, ret, 0.))
+      ret_count += jnp.sum(done)
+      tr = Transition(actor.obs, stored, logp, value,
+                      jnp.asarray(reward, jnp.float32),
+                      1. - term.astype(jnp.float32),
+                      trunc.astype(jnp.float32))
+      return (a2c.ActorState(env_state, obs, jnp.where(done, 0., ret)),
+              ret_sum, ret_count), tr
+
+    (actor, ret_sum, ret_count), traj = jax.lax.scan(
+        step, (actor, jnp.zeros(()), jnp.zeros((), jnp.int32)),
+        jax.random.split(key, config.unroll_len))
+    return traj, actor, {'return_sum': ret_sum, 'episodes': ret_count}
+
+  def advantages(traj: Transition, last_value: Array):
+    """Truncated GAE per env. Termination zeroes the bootstrap; truncation
+    (auto-reset without the final observation) cuts the trace there."""
+    values = jnp.concatenate([traj.value, last_value[None]], axis=0)
+    discount = config.discount * traj.discount * (1. - traj.truncated)
+    gae = jax.vmap(rlax.truncated_generalized_advantage_estimation,
+                   in_axes=(1, 1, None, 1), out_axes=1)
+    adv = gae(traj.reward * config.reward_scale, discount,
+              config.gae_lambda, values)
+    return adv, adv + traj.value
+
+  def loss(params, stats, batch):
+    """Clipped surrogate + value + entropy loss of a flat minibatch."""
+    traj, adv, target = batch
+    out, value = net.apply(params, observe(stats, traj.obs))
+    ratio = jnp.exp(log_prob(out, traj.action) - traj.log_prob)
+    adv = (adv - jnp.mean(adv)) / (jnp.std(adv) + 1e-8)
+    pg = rlax.clipped_surrogate_pg_loss(ratio, adv, config.clip_eps)
+    value_loss = 0.5 * jnp.mean(jnp.square(value - target))
+    ent = jnp.mean(entropy(out))
+    total = pg + config.value_weight * value_loss - config.entropy_weight * ent
+    return total, {'pg_loss': pg, 'value_loss': value_loss, 'entropy': ent}
+
+  return PPO(config, env, net, init_params, init_actor, rollout, advantages,
+             loss, observe)
+
+
+def init_state(agent: PPO, optimizer: optax.GradientTransformation,
+               key: Array) -> PPOState:
+  key_params, key_actor, key = jax.random.split(key, 3)
+  params = agent.init_params(key_params)
+  shape = agent.env.observation_shape
+  stats = ObsStats(jnp.zeros(()), jnp.zeros(shape), jnp.zeros(shape))
+  return PPOState(params, optimizer.init(params),
+                  agent.init_actor(key_actor), stats, key)
+
+
+def update(agent: PPO, optimizer: optax.GradientTransformation,
+           state: PPOState) -> Tuple[PPOState, Dict[str, Array]]:
+  """Roll out, then num_epochs x num_minibatches optimizer steps."""
+  c = agent.config
+  key, k_rollout, k_perm = jax.random.split(state.key, 3)
+  traj, actor, metrics = agent.rollout(state.params, state.actor,
+                                       state.obs_stats, k_rollout)
+  stats = (update_stats(state.obs_stats, traj.obs) if c.normalize_obs
+           else state.obs_stats)
+  _, last_value = agent.network.apply(state.params,
+                                      agent.observe(stats, actor.obs))
+  adv, target = agent.advantages(traj, last_value)
+  size = c.num_envs * c.unroll_len
+  batch = jax.tree.map(lambda x: x.reshape((size,) + x.shape[2:]),
+                       (traj, adv, target))
+
+  def epoch(carry, key):
+    perm = jax.random.permutation(key, size)
+    minibatches = jax.tree.map(
+        lambda x: x[perm].reshape((c.num_minibatches, -1) + x.shape[1:]),
+        batch)
+
+    def sgd_step(carry, minibatch):
+      params, opt_state = carry
+      grads, m = jax.grad(agent.loss, has_aux=True)(params, stats, minibatch)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), m
+
+    return jax.lax.scan(sgd_step, carry, minibatches)
+
+  (params, opt_state), loss_metrics = jax.lax.scan(
+      epoch, (state.params, state.opt_state),
+      jax.random.split(k_perm, c.num_epochs))
+  metrics.update(jax.tree.map(jnp.mean, loss_metrics))
+  return PPOState(params, opt_state, actor, stats, key), metrics
+
+
+def make_train(agent: PPO, optimizer: optax.GradientTransformation,
+               num_updates: int):
+  """`train(state) -> (state, metrics[num_updates])` (not jitted here)."""
+
+  def train(state: PPOState):
+    return jax.lax.scan(lambda s, _: update(agent, optimizer, s), state,
+                        None, length=num_updates)
+
+  return train
