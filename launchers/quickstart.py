@@ -18,9 +18,9 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 from launchers import common
+from launchers import evaluate
 from launchers import meta_train
 from launchers import train
 from ml_collections import config_flags
@@ -59,40 +59,14 @@ def run(cfg, workdir: str) -> dict:
     untrained = _eval_config(cfg, cfg.meta.optimizer.cell, agent_lr)
     untrained.seed = cfg.meta.seed  # the meta-params meta-training began at
     runs.append(('optim4rl (untrained)', untrained))
-  results = {}
-  for label, ev in runs:
-    print(f'-- {label}', flush=True)
-    results[label] = train.train(
-        ev, os.path.join(workdir, label.split(' ')[0] +
-                         ('_untrained' if 'untrained' in label else '')),
-        label=label)
-
-  reference = results.get('adam')
-  rows = []
-  for label, r in results.items():
-    final = r['final_return']
-    row = {'optimizer': label, 'final_return_mean': float(np.mean(final)),
-           'final_return_std': float(np.std(final)),
-           'seeds': len(final),
-           'per_seed': ' '.join(f'{x:.3f}' for x in final),
-           'env_steps_per_agent': int(r['env_steps'][-1]),
-           'env_steps_per_second': float(r['steps_per_second'])}
-    if reference is not None:
-      row['ratio_to_adam'] = (row['final_return_mean'] /
-                              float(np.mean(reference['final_return'])))
-    rows.append(row)
+  results, rows = evaluate.compare(
+      runs, workdir, os.path.join(workdir, 'comparison.png'),
+      f'A2C on {cfg.eval.env_name}: mean ± std over '
+      f'{cfg.eval.num_seeds} seeds')
   common.write_csv(os.path.join(workdir, 'comparison.csv'), rows)
   md = _markdown(rows, cfg, summary, meta_seconds, time.time() - t0)
   with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
     f.write(md)
-  x = next(iter(results.values()))['env_steps']
-  common.plot_curves(
-      os.path.join(workdir, 'comparison.png'),
-      {k: np.nanmean(r['returns'], axis=1) for k, r in results.items()}, x,
-      'env steps per agent', 'mean episode return',
-      f'A2C on {cfg.eval.env_name}: mean ± std over '
-      f'{cfg.eval.num_seeds} seeds',
-      spread={k: np.nanstd(r['returns'], axis=1) for k, r in results.items()})
   print(md, flush=True)
   print(f'results: {os.path.abspath(workdir)}/comparison.md, comparison.csv, '
         f'comparison.png; meta-training: {workdir}/meta/', flush=True)
@@ -110,13 +84,8 @@ def _markdown(rows, cfg, summary, meta_seconds, total_seconds) -> str:
       f'updates x {cfg.eval.a2c.num_envs} envs x {cfg.eval.a2c.rollout_len} '
       'steps. Final return = mean episode return over the last 10% of '
       f'training. Whole job: {total_seconds:.0f} s.', '',
-      '| optimizer | final return (mean ± std) | ratio to Adam | per seed |',
-      '|---|---|---|---|']
-  for r in rows:
-    ratio = f'{r["ratio_to_adam"]:.3f}' if 'ratio_to_adam' in r else ''
-    lines.append(f'| {r["optimizer"]} | {r["final_return_mean"]:.3f} ± '
-                 f'{r["final_return_std"]:.3f} | {ratio} | {r["per_seed"]} |')
-  return '\n'.join(lines) + '\n'
+      evaluate.markdown_table(rows)]
+  return '\n'.join(lines)
 
 
 def main(argv):
