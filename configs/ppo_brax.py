@@ -19,9 +19,8 @@ from configs import a2c_common
 def get_config(arg: str = 'ant'):
   env_name, *flags = (arg or 'ant').split(',')
   cpu = 'cpu' in flags
+  # (The a2c / network fields stay, for --config.agent=a2c on discrete envs.)
   config = a2c_common.base_config(env_name=env_name)
-  del config.a2c
-  del config.network
   # Which agent train.py builds: 'a2c' or 'ppo'.
   config.agent = 'ppo'
   # Brax episode length (steps before truncation).

@@ -84,3 +84,23 @@ def test_cli_rejects_unknown_env_before_compiling(tmp_path):
   assert "env_name: unknown environment 'pong'" in proc.stderr
   assert 'small_dense_short' in proc.stderr  # lists what is allowed
   assert not os.path.exists(tmp_path / 'returns.csv')
+
+
+def test_train_runs_ppo_from_the_brax_config_family(tmp_path):
+  from configs import ppo_brax  # pylint: disable=g-import-not-at-top
+  cfg = ppo_brax.get_config('cartpole,cpu')  # PPO on a gymnax env: quick
+  cfg.episode_length = 0  # gymnax CartPole has its own episode length
+  cfg.ppo.num_envs, cfg.ppo.unroll_len = 8, 8
+  cfg.ppo.num_minibatches, cfg.ppo.num_epochs = 2, 1
+  cfg.ppo.policy_hidden, cfg.ppo.value_hidden = (16,), (16,)
+  cfg.num_updates, cfg.log_every = 4, 2
+  result = train.train(cfg, str(tmp_path), verbose=False)
+  assert not result['nonfinite']
+  np.testing.assert_array_equal(result['env_steps'], [128, 256])
+  cfg.agent = 'dqn'
+  with pytest.raises(ValueError, match="agent: unknown agent 'dqn'"):
+    train.validate(cfg)
+  cfg.agent = 'a2c'
+  cfg.env_name = 'inverted_pendulum'
+  with pytest.raises(ValueError, match='A2C needs discrete actions'):
+    train.validate(cfg)
