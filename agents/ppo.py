@@ -23,6 +23,7 @@ import rlax
 
 from agents import a2c
 from agents import environments
+from lopt import meta_losses
 
 Array = jax.Array
 _LOG_2PI = jnp.log(2. * jnp.pi)
@@ -314,3 +315,68 @@ def make_train(agent: PPO, optimizer: optax.GradientTransformation,
                         None, length=num_updates)
 
   return train
+
+
+class InnerActor(NamedTuple):
+  """A PPO agent's environments plus its observation statistics."""
+  actor: a2c.ActorState
+  obs_stats: ObsStats
+
+
+class PPOBatch(NamedTuple):
+  """One rollout with its advantages and value targets, flattened."""
+  traj: Transition
+  advantages: Array
+  targets: Array
+  obs_stats: ObsStats
+
+
+class InnerAgent(NamedTuple):
+  """PPO as an inner agent of `lopt.meta` (one full-batch step per update)."""
+  init_params: Callable[[Array], Any]
+  init_actor: Callable[[Array], InnerActor]
+  rollout: Callable[..., Tuple[PPOBatch, InnerActor, Dict[str, Array]]]
+  loss: Callable[[Any, PPOBatch], Tuple[Array, Dict[str, Array]]]
+
+
+def inner_agent(agent: PPO) -> InnerAgent:
+  """Wraps a PPO agent for meta-training: rollout -> batch, loss(batch).
+
+  Each inner update is one gradient step on the whole rollout (the clipped
+  surrogate with the behaviour policy's log-probs), so the learned optimizer
+  sees PPO's gradients while the meta-gradient stays affordable.
+  """
+  c = agent.config
+
+  def init_actor(key):
+    shape = agent.env.observation_shape
+    return InnerActor(agent.init_actor(key), ObsStats(
+        jnp.zeros(()), jnp.zeros(shape), jnp.zeros(shape)))
+
+  def rollout(params, inner: InnerActor, key):
+    traj, actor, metrics = agent.rollout(params, inner.actor,
+                                         inner.obs_stats, key)
+    stats = (update_stats(inner.obs_stats, traj.obs) if c.normalize_obs
+             else inner.obs_stats)
+    _, last_value = agent.network.apply(jax.lax.stop_gradient(params),
+                                        agent.observe(stats, actor.obs))
+    adv, target = agent.advantages(traj, last_value)
+    size = c.num_envs * c.unroll_len
+    flat = jax.tree.map(lambda x: x.reshape((size,) + x.shape[2:]),
+                        (traj, adv, target))
+    return PPOBatch(*flat, stats), InnerActor(actor, stats), metrics
+
+  def loss(params, batch: PPOBatch):
+    return agent.loss(params, batch.obs_stats,
+                      (batch.traj, batch.advantages, batch.targets))
+
+  return InnerAgent(agent.init_params, init_actor, rollout, loss)
+
+
+@meta_losses.register('ppo')
+def ppo_meta_loss(agent, params, actor, key):
+  """PPO meta-loss: the clipped-surrogate PPO loss of the updated agent on a
+  fresh rollout (`agent` from `inner_agent`)."""
+  batch, actor, rollout_metrics = agent.rollout(params, actor, key)
+  loss_value, loss_metrics = agent.loss(params, batch)
+  return loss_value, (actor, {**rollout_metrics, **loss_metrics})

@@ -19,6 +19,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Checkpoints kept in <workdir>/checkpoints.
   config.keep_checkpoints = 3
 
+  # Inner agent: 'a2c' (fields in config.a2c) or 'ppo' (needs a config.ppo
+  # section, see configs/meta_ppo_brax.py).
+  config.agent = 'a2c'
+
   config.tasks = ml_collections.ConfigDict()
   # Environments meta-trained on together (see agents.environments.names()).
   config.tasks.env_names = ('catch',)

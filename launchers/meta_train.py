@@ -27,6 +27,7 @@ import numpy as np
 
 from agents import a2c
 from agents import environments
+from agents import ppo
 from launchers import common
 import lopt
 from lopt import checkpointing
@@ -82,8 +83,21 @@ def validate(cfg) -> None:
   if cfg.save_every % cfg.log_every:
     raise ValueError(f'save_every: must be a multiple of log_every '
                      f'({cfg.log_every}), got {cfg.save_every}')
-  for scale in t.reward_scales:
-    a2c.A2CConfig(reward_scale=scale, **dict(cfg.a2c)).validate()
+  agent = cfg.get('agent', 'a2c')
+  if agent not in ('a2c', 'ppo'):
+    raise ValueError(f"agent: unknown inner agent {agent!r}; allowed: "
+                     "['a2c', 'ppo']")
+  if agent == 'ppo' and 'ppo' not in cfg:
+    raise ValueError('ppo: agent=ppo needs a ppo section (see '
+                     'configs/meta_ppo_brax.py)')
+  for name, scale in zip(names, t.reward_scales):
+    if agent == 'ppo':
+      ppo_config(cfg, scale).validate()
+    else:
+      a2c.A2CConfig(reward_scale=scale, **dict(cfg.a2c)).validate()
+      if getattr(environments.make(name), 'continuous', False):
+        raise ValueError(f'tasks.env_names: {name} has continuous actions; '
+                         'A2C needs discrete ones (use agent=ppo)')
 
 
 def build(cfg):
@@ -92,10 +106,12 @@ def build(cfg):
   tasks = []
   for name, lr, scale in zip(cfg.tasks.env_names, cfg.tasks.learning_rates,
                              cfg.tasks.reward_scales):
-    agent = a2c.make_a2c(
-        environments.make(name),
-        common.network_config(name, cfg.network),
-        a2c.A2CConfig(reward_scale=scale, **dict(cfg.a2c)))
+    env = environments.make(name)
+    if cfg.get('agent', 'a2c') == 'ppo':
+      agent = ppo.inner_agent(ppo.make_ppo(env, ppo_config(cfg, scale)))
+    else:
+      agent = a2c.make_a2c(env, common.network_config(name, cfg.network),
+                           a2c.A2CConfig(reward_scale=scale, **dict(cfg.a2c)))
     tasks.append(meta.Task(name, agent, cfg.tasks.num_agents, float(lr)))
   lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
                               config=cell_config(cfg))
@@ -112,10 +128,20 @@ def build(cfg):
   return tasks, lo, trainer
 
 
+def ppo_config(cfg, reward_scale: float) -> ppo.PPOConfig:
+  fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in cfg.ppo.items()}
+  fields['reward_scale'] = reward_scale
+  return ppo.PPOConfig(**fields)
+
+
 def env_steps_per_iteration(cfg) -> int:
+  if cfg.get('agent', 'a2c') == 'ppo':
+    per_rollout = cfg.ppo.num_envs * cfg.ppo.unroll_len
+  else:
+    per_rollout = cfg.a2c.num_envs * cfg.a2c.rollout_len
   return (len(cfg.tasks.env_names) * cfg.tasks.num_agents *
-          (cfg.meta.num_inner_steps + 1) * cfg.a2c.num_envs *
-          cfg.a2c.rollout_len)
+          (cfg.meta.num_inner_steps + 1) * per_rollout)
 
 
 def _read_rows(path: str, upto: int):

@@ -189,3 +189,27 @@ def test_several_tasks_each_with_own_settings():
       (metrics['meta_loss/small'] + metrics['meta_loss/wide']) / 2, rtol=1e-5)
   assert int(metrics['resets']) == 2  # agent 0 of each task at step 0
   assert not _equal(new.meta_params, state.meta_params)
+
+
+def test_ppo_inner_agents_and_ppo_meta_loss_head():
+  from agents import ppo  # pylint: disable=g-import-not-at-top
+  agent = ppo.inner_agent(ppo.make_ppo(environments.make('cartpole'),
+                                       ppo.PPOConfig(
+                                           num_envs=4, unroll_len=5,
+                                           num_minibatches=1, num_epochs=1,
+                                           reward_scale=1.,
+                                           policy_hidden=(8,),
+                                           value_hidden=(8,))))
+  lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4, mlp_dims=(4,))
+  trainer = meta.make_meta_trainer(
+      [meta.Task('cartpole', agent, 2, 1e-2)], lo,
+      meta.make_meta_optimizer(1e-2), num_inner_steps=2, reset_interval=4,
+      meta_loss='ppo')
+  state = trainer.init(jax.random.PRNGKey(5))
+  new, metrics = jax.jit(trainer.step)(state)
+  assert bool(metrics['finite'])
+  assert float(metrics['grad_norm']) > 0
+  assert not _equal(new.meta_params, state.meta_params)
+  # Observation statistics are carried: 3 rollouts of 4 envs x 5 steps.
+  np.testing.assert_array_equal(new.population[0].actor.obs_stats.count[1],
+                                60.)
