@@ -95,6 +95,18 @@ class A2C(NamedTuple):
   loss: Callable[[Any, Trajectory], Tuple[Array, Dict[str, Array]]]
 
 
+def make_init_actor(env: environments.Environment, num_envs: int
+                    ) -> Callable[[Array], ActorState]:
+  """`init_actor(key)`: `num_envs` fresh environments (shared with PPO)."""
+  batch_reset = jax.vmap(env.reset)
+
+  def init_actor(key):
+    obs, env_state = batch_reset(jax.random.split(key, num_envs))
+    return ActorState(env_state, obs, jnp.zeros((num_envs,)))
+
+  return init_actor
+
+
 def a2c_loss(logits_t: Array, v_t: Array, a_t: Array, r_t: Array,
              discount_t: Array, *, td_lambda: float, critic_weight: float,
              entropy_weight: float) -> Tuple[Array, Dict[str, Array]]:
@@ -139,14 +151,10 @@ def make_a2c(env: environments.Environment,
   net = networks.make_actor_critic(env.num_actions, env.observation_shape,
                                    network)
   batch_step = jax.vmap(env.step)
-  batch_reset = jax.vmap(env.reset)
+  init_actor = make_init_actor(env, config.num_envs)
 
   def init_params(key):
     return net.init(key, jnp.zeros(env.observation_shape, jnp.float32))
-
-  def init_actor(key):
-    obs, env_state = batch_reset(jax.random.split(key, config.num_envs))
-    return ActorState(env_state, obs, jnp.zeros((config.num_envs,)))
 
   def rollout(params, actor: ActorState, key):
     """`rollout_len` steps of all envs; returns (traj, actor, metrics)."""

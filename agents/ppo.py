@@ -195,14 +195,10 @@ def make_ppo(env: environments.Environment,
     return normalize(stats, obs) if config.normalize_obs else obs
 
   batch_step = jax.vmap(env.step)
-  batch_reset = jax.vmap(env.reset)
+  init_actor = a2c.make_init_actor(env, config.num_envs)
 
   def init_params(key):
     return net.init(key, jnp.zeros(env.observation_shape, jnp.float32))
-
-  def init_actor(key):
-    obs, env_state = batch_reset(jax.random.split(key, config.num_envs))
-    return a2c.ActorState(env_state, obs, jnp.zeros((config.num_envs,)))
 
   def rollout(params, actor, stats, key):
     """`unroll_len` steps of all envs: (traj, actor, metrics)."""
