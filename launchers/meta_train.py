@@ -246,8 +246,9 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
         os.path.join(workdir, 'meta_training.png'),
         {'agent return': _smooth([float(r['agent_return']) for r in rows])},
         x, 'meta-iteration', 'mean agent return (smoothed)',
-        f'meta-training {cfg.optimizer.cell} on '
-        f'{",".join(cfg.tasks.env_names)}')
+        f'meta-training {cfg.optimizer.cell} on ' +
+        (','.join(cfg.tasks.env_names) if len(cfg.tasks.env_names) <= 2
+         else f'{len(cfg.tasks.env_names)} tasks'))
     common.plot_curves(
         os.path.join(workdir, 'meta_loss.png'),
         {'meta-loss': _smooth([float(r['meta_loss']) for r in rows])},
