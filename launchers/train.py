@@ -30,12 +30,17 @@ from ml_collections import config_flags
 
 
 
-def validate(cfg) -> None:
-  """Checks every field that could fail later, before compiling anything."""
-  common.make_agent(cfg)  # env and agent names, network, agent fields
+def validate(cfg):
+  """Checks every field that could fail later, before compiling anything.
+
+  Returns `common.make_agent(cfg)` (built while checking), so callers need
+  not build the environment twice.
+  """
+  built = common.make_agent(cfg)  # env and agent names, network, fields
   common.check_optimizer_config(cfg.optimizer)
   for field in ('num_updates', 'log_every', 'num_seeds'):
     common.check_positive_int(cfg[field], field)
+  return built
 
 
 def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
@@ -47,8 +52,7 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
     last 10% of chunks), `steps_per_second` (after compilation),
     `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
   """
-  validate(cfg)
-  agent, algo, steps_per_update = common.make_agent(cfg)
+  agent, algo, steps_per_update = validate(cfg)
   optimizer = common.make_optimizer(cfg.optimizer, seed=cfg.seed)
   num_chunks = math.ceil(cfg.num_updates / cfg.log_every)
   steps_per_chunk = steps_per_update * cfg.log_every

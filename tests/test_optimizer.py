@@ -55,13 +55,13 @@ def test_optim4rl_update_has_sign_of_minus_g(seed):
 
 
 @pytest.mark.parametrize('cell', CELLS)
-def test_zero_gradient_gives_zero_update_for_optim4rl_and_l2lgd2(cell):
+def test_zero_gradient_update(cell):
   lo = _lo(cell)
-  opt = lo.opt_fn(lo.init(jax.random.PRNGKey(0)))
+  opt = lo.opt_fn(_random_meta_params(lo, jax.random.PRNGKey(0), 1.))
   g = jnp.zeros(7)
   u, _ = opt.update(g, opt.init(g))
-  if cell == 'linear':  # exp(o2) * o3 needs no gradient: not zero in general
-    assert u.shape == (7,)
+  if cell == 'linear':  # exp(o2) * o3 needs no gradient: moves anyway
+    assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.abs(u).max()) > 0
   else:
     np.testing.assert_array_equal(u, 0.)
 
