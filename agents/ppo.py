@@ -116,6 +116,9 @@ class PPO(NamedTuple):
   advantages: Callable[[Transition, Array], Tuple[Array, Array]]
   loss: Callable[..., Tuple[Array, Dict[str, Array]]]
   observe: Callable[[ObsStats, Array], Array]
+  # act(params, stats, obs, key, deterministic=False) -> env actions: the
+  # policy for evaluation or deployment (tanh(mean) when deterministic).
+  act: Callable[..., Array]
 
 
 def update_stats(stats: ObsStats, obs: Array) -> ObsStats:
@@ -194,6 +197,13 @@ def make_ppo(env: environments.Environment,
   def observe(stats, obs):
     return normalize(stats, obs) if config.normalize_obs else obs
 
+  def act(params, stats, obs, key, deterministic=False):
+    out, _ = net.apply(params, observe(stats, obs))
+    if deterministic:
+      return (jnp.tanh(dist_params(out)[0]) if continuous
+              else jnp.argmax(out, axis=-1))
+    return sample(key, out)[1]
+
   batch_step = jax.vmap(env.step)
   init_actor = a2c.make_init_actor(env, config.num_envs)
 
@@ -252,7 +262,7 @@ def make_ppo(env: environments.Environment,
     return total, {'pg_loss': pg, 'value_loss': value_loss, 'entropy': ent}
 
   return PPO(config, env, net, init_params, init_actor, rollout, advantages,
-             loss, observe)
+             loss, observe, act)
 
 
 def init_state(agent: PPO, optimizer: optax.GradientTransformation,

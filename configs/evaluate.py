@@ -18,6 +18,10 @@ def get_config():
   config.num_seeds = 3
   # Updates per seed; 0 keeps each env config's budget.
   config.num_updates = 0
+  # Per-env updates overriding the above, 'ENV=N,...' (e.g. 'humanoid=100').
+  config.updates_per_env = ''
+  # Add a uniform-random policy row per env (the floor to compare with).
+  config.random_policy = True
   # Brax at the paper's scale (4096 envs, 1e8 steps) instead of the CPU one.
   config.paper_scale = False
   return config

@@ -22,12 +22,12 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import optax
 
 from agents import a2c
 from agents import environments
 from agents import networks
+from launchers import common
 import lopt
 from lopt import meta
 
@@ -127,31 +127,9 @@ def bench_a2c() -> dict:
 def random_policy() -> dict:
   """Mean episode return of a uniform-random policy (a reference figure)."""
   env = environments.make(_ENV.value)
-  num_envs, num_steps = _ENVS.value, 2000
-
-  def run(key):
-    k_reset, k_run = jax.random.split(key)
-    obs, state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
-    del obs
-
-    def step(carry, key):
-      state, ret, total, count = carry
-      k_act, k_env = jax.random.split(key)
-      action = jax.random.randint(k_act, (num_envs,), 0, env.num_actions)
-      _, state, reward, term, trunc, _ = jax.vmap(env.step)(
-          jax.random.split(k_env, num_envs), state, action)
-      done = term | trunc
-      ret = ret + reward
-      total += jnp.sum(jnp.where(done, ret, 0.))
-      count += jnp.sum(done)
-      return (state, jnp.where(done, 0., ret), total, count), None
-
-    init = (state, jnp.zeros(num_envs), 0., 0)
-    (_, _, total, count), _ = jax.lax.scan(
-        step, init, jax.random.split(k_run, num_steps))
-    return total / count, count
-
-  mean_return, episodes = jax.jit(run)(jax.random.PRNGKey(0))
+  mean_return, episodes = jax.jit(
+      lambda k: common.random_policy_return(env, k, _ENVS.value, 2000))(
+          jax.random.PRNGKey(0))
   return {'mode': 'random', 'env': _ENV.value,
           'mean_episode_return': float(mean_return),
           'episodes': int(episodes)}

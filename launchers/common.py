@@ -11,6 +11,7 @@ import time
 from typing import Dict, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -165,9 +166,9 @@ class Progress:
 
 def write_csv(path: str, rows: Sequence[Dict[str, float]]) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fields = list(rows[0]) if rows else []
+  fields = list(dict.fromkeys(k for row in rows for k in row))
   with open(path, 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=fields)
+    w = csv.DictWriter(f, fieldnames=fields, restval='')
     w.writeheader()
     w.writerows(rows)
   return path
@@ -212,3 +213,35 @@ def mean_episode_return(metrics) -> np.ndarray:
   num = np.asarray(metrics['episodes']).sum(axis=-1)
   with np.errstate(invalid='ignore', divide='ignore'):
     return np.where(num > 0, ret / np.maximum(num, 1), np.nan)
+
+
+def random_policy_return(env: environments.Environment, key: jax.Array,
+                         num_envs: int = 16, num_steps: int = 2000):
+  """Mean return of the episodes a uniform-random policy ends, and their count.
+
+  Discrete envs draw actions uniformly from `num_actions`; continuous ones
+  (Brax) uniformly from [-1, 1]^action_size. Jittable; vmap it over keys for
+  several seeds.
+  """
+  def step(carry, key):
+    state, ret, total, count = carry
+    k_act, k_env = jax.random.split(key)
+    if env.continuous:
+      action = jax.random.uniform(k_act, (num_envs, env.action_size),
+                                  minval=-1., maxval=1.)
+    else:
+      action = jax.random.randint(k_act, (num_envs,), 0, env.num_actions)
+    _, state, reward, term, trunc, _ = jax.vmap(env.step)(
+        jax.random.split(k_env, num_envs), state, action)
+    done = term | trunc
+    ret = ret + reward
+    total += jnp.sum(jnp.where(done, ret, 0.))
+    count += jnp.sum(done)
+    return (state, jnp.where(done, 0., ret), total, count), None
+
+  k_reset, k_run = jax.random.split(key)
+  _, state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
+  init = (state, jnp.zeros(num_envs), jnp.zeros(()), jnp.zeros((), jnp.int32))
+  (_, _, total, count), _ = jax.lax.scan(
+      step, init, jax.random.split(k_run, num_steps))
+  return total / jnp.maximum(count, 1), count

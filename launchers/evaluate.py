@@ -22,6 +22,7 @@ from typing import List, Sequence, Tuple
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import numpy as np
 
 from agents import brax_envs
@@ -31,6 +32,11 @@ from configs import ppo_brax
 from launchers import common
 from launchers import train
 from ml_collections import config_flags
+
+
+# The label of the uniform-random policy's rows, and its steps per seed.
+RANDOM_LABEL = 'random policy'
+RANDOM_STEPS = 2000
 
 
 def env_config(env_name: str, paper_scale: bool = False):
@@ -110,6 +116,46 @@ def compare(runs: Sequence[Tuple[str, object]], workdir: str,
   return results, summarize(results)
 
 
+def parse_updates_per_env(spec: str, envs: Sequence[str]) -> dict:
+  """'ENV=N,...' -> {env: N}, each env one of `envs` and N >= 1."""
+  out = {}
+  for item in (x for x in spec.split(',') if x):
+    env, sep, n = item.partition('=')
+    if not sep or env not in envs:
+      raise ValueError(f'updates_per_env: {item!r} is not ENV=N with ENV one '
+                       f'of the evaluated envs {list(envs)}')
+    try:
+      out[env] = common.check_positive_int(int(n), 'updates_per_env')
+    except ValueError as e:
+      raise ValueError(f'updates_per_env: {item!r} needs a positive integer '
+                       'number of updates') from e
+  return out
+
+
+def random_row(base, num_seeds: int, num_steps: int = RANDOM_STEPS,
+               num_envs: int = 16) -> dict:
+  """The table row of a uniform-random policy on `base.env_name`.
+
+  Each seed runs `num_envs` of the config's environments (its episode length
+  included) for `num_steps` steps; a seed's figure is the mean return of the
+  episodes that ended.
+  """
+  env = train.validate(base)[0].env
+  fn = jax.jit(jax.vmap(
+      lambda k: common.random_policy_return(env, k, num_envs, num_steps)))
+  means, counts = fn(jax.random.split(jax.random.PRNGKey(12345), num_seeds))
+  final = np.asarray(means, np.float64)
+  return {'env': base.env_name, 'optimizer': RANDOM_LABEL,
+          'final_return_mean': float(np.mean(final)),
+          'final_return_sem': float(np.std(final, ddof=1) / np.sqrt(
+              len(final))) if len(final) > 1 else float('nan'),
+          'final_return_std': float(np.std(final)),
+          'seeds': len(final),
+          'per_seed': ' '.join(f'{x:.3f}' for x in final),
+          'env_steps_per_agent': num_envs * num_steps,
+          'episodes': int(np.sum(counts))}
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
   lines = ['| env | optimizer | final return (mean ± s.e.) | std | ratio to '
            'Adam | seeds | env steps |', '|---|---|---|---|---|---|---|']
@@ -130,6 +176,7 @@ def evaluate(cfg, workdir: str) -> List[dict]:
     raise ValueError('envs: give at least one environment')
   if not specs:
     raise ValueError('optimizers: give at least one NAME:LEARNING_RATE')
+  updates = parse_updates_per_env(cfg.get('updates_per_env', ''), envs)
   plans = []
   for env in envs:  # build and validate everything before compiling
     base = env_config(env, cfg.paper_scale)
@@ -137,12 +184,16 @@ def evaluate(cfg, workdir: str) -> List[dict]:
     base.num_seeds = cfg.num_seeds
     if cfg.num_updates:
       base.num_updates = cfg.num_updates
-    plans.append((env, [with_optimizer(base, s) for s in specs]))
+    base.num_updates = updates.get(env, base.num_updates)
+    plans.append((base, [with_optimizer(base, s) for s in specs]))
   rows = []
   os.makedirs(workdir, exist_ok=True)
-  for env, runs in plans:
+  for base, runs in plans:
+    env = base.env_name
     _, env_rows = compare(runs, workdir, os.path.join(workdir, f'{env}.png'),
                           f'{env}: mean ± std over {cfg.num_seeds} seeds')
+    if cfg.get('random_policy', True):
+      env_rows.append(random_row(base, cfg.num_seeds))
     rows += env_rows
     common.write_csv(os.path.join(workdir, 'results.csv'), rows)
     with open(os.path.join(workdir, 'results.md'), 'w') as f:
