@@ -17,7 +17,7 @@ learning curves per env into --workdir.
 
 import copy
 import os
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -98,8 +98,12 @@ def summarize(results: dict) -> List[dict]:
 
 
 def compare(runs: Sequence[Tuple[str, object]], workdir: str,
-            plot_path: str, title: str) -> Tuple[dict, List[dict]]:
-  """Trains every (label, config); plots their curves; returns rows."""
+            plot_path: str, title: str,
+            levels: Optional[dict] = None) -> Tuple[dict, List[dict]]:
+  """Trains every (label, config); plots their curves; returns rows.
+
+  `levels` ({label: return}) are drawn as flat lines (e.g. a random policy).
+  """
   results = {}
   for label, cfg in runs:
     print(f'-- {cfg.env_name}: {label}', flush=True)
@@ -108,9 +112,10 @@ def compare(runs: Sequence[Tuple[str, object]], workdir: str,
                           label.replace(' ', '_').replace('(', '')
                           .replace(')', '')), label=label)
   x = next(iter(results.values()))['env_steps']
+  curves = {k: np.nanmean(r['returns'], axis=1) for k, r in results.items()}
+  curves.update({k: np.full(len(x), v) for k, v in (levels or {}).items()})
   common.plot_curves(
-      plot_path,
-      {k: np.nanmean(r['returns'], axis=1) for k, r in results.items()}, x,
+      plot_path, curves, x,
       'env steps per agent', 'mean episode return', title,
       spread={k: np.nanstd(r['returns'], axis=1) for k, r in results.items()})
   return results, summarize(results)
@@ -190,11 +195,13 @@ def evaluate(cfg, workdir: str) -> List[dict]:
   os.makedirs(workdir, exist_ok=True)
   for base, runs in plans:
     env = base.env_name
-    _, env_rows = compare(runs, workdir, os.path.join(workdir, f'{env}.png'),
-                          f'{env}: mean ± std over {cfg.num_seeds} seeds')
-    if cfg.get('random_policy', True):
-      env_rows.append(random_row(base, cfg.num_seeds))
-    rows += env_rows
+    floor = ([random_row(base, cfg.num_seeds)]
+             if cfg.get('random_policy', True) else [])
+    _, env_rows = compare(
+        runs, workdir, os.path.join(workdir, f'{env}.png'),
+        f'{env}: mean ± std over {cfg.num_seeds} seeds',
+        levels={r['optimizer']: r['final_return_mean'] for r in floor})
+    rows += env_rows + floor
     common.write_csv(os.path.join(workdir, 'results.csv'), rows)
     with open(os.path.join(workdir, 'results.md'), 'w') as f:
       f.write(markdown_table(rows))
