@@ -140,7 +140,8 @@ def evaluate_policy(env, policy: Callable, key, num_envs: int,
   """Mean undiscounted return of one episode in each of `num_envs` envs.
 
   `env` is a raw Brax env; `policy(obs[num_envs, ...], key) -> actions`.
-  Rewards count until the first `done` or `episode_length` steps.
+  Rewards count until the first `done` (or non-finite reward) or
+  `episode_length` steps.
   """
   k_reset, k_run = jax.random.split(key)
   state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
@@ -148,8 +149,10 @@ def evaluate_policy(env, policy: Callable, key, num_envs: int,
   def step(carry, key):
     state, ret, alive = carry
     state = jax.vmap(env.step)(state, jnp.clip(policy(state.obs, key), -1, 1))
-    ret = ret + alive * state.reward
-    alive = alive * (1. - state.done)
+    # An env whose physics goes non-finite ends there (0 * nan is nan).
+    ok = jnp.isfinite(state.reward)
+    ret = ret + jnp.where((alive > 0) & ok, state.reward, 0.)
+    alive = alive * (1. - state.done) * ok
     return (state, ret, alive), None
 
   (_, ret, _), _ = jax.lax.scan(
