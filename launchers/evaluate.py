@@ -74,20 +74,25 @@ def with_optimizer(base, spec: str) -> Tuple[str, object]:
   return label, cfg
 
 
+def return_stats(final) -> dict:
+  """Mean, standard error, std, seed count and per-seed figures of returns."""
+  final = np.asarray(final, np.float64)
+  return {'final_return_mean': float(np.mean(final)),
+          'final_return_sem': float(np.std(final, ddof=1) /
+                                    np.sqrt(len(final)))
+                              if len(final) > 1 else float('nan'),
+          'final_return_std': float(np.std(final)),
+          'seeds': len(final),
+          'per_seed': ' '.join(f'{x:.3f}' for x in final)}
+
+
 def summarize(results: dict) -> List[dict]:
   """Table rows: final return mean, standard error, std, ratio to Adam."""
   reference = results.get('adam')
   rows = []
   for label, r in results.items():
-    final = np.asarray(r['final_return'], np.float64)
     row = {'env': r['env'], 'optimizer': label,
-           'final_return_mean': float(np.mean(final)),
-           'final_return_sem': float(np.std(final, ddof=1) /
-                                     np.sqrt(len(final)))
-                               if len(final) > 1 else float('nan'),
-           'final_return_std': float(np.std(final)),
-           'seeds': len(final),
-           'per_seed': ' '.join(f'{x:.3f}' for x in final),
+           **return_stats(r['final_return']),
            'env_steps_per_agent': int(r['env_steps'][-1]),
            'env_steps_per_second': float(r['steps_per_second'])}
     if reference is not None:
@@ -149,14 +154,8 @@ def random_row(base, num_seeds: int, num_steps: int = RANDOM_STEPS,
   fn = jax.jit(jax.vmap(
       lambda k: common.random_policy_return(env, k, num_envs, num_steps)))
   means, counts = fn(jax.random.split(jax.random.PRNGKey(12345), num_seeds))
-  final = np.asarray(means, np.float64)
   return {'env': base.env_name, 'optimizer': RANDOM_LABEL,
-          'final_return_mean': float(np.mean(final)),
-          'final_return_sem': float(np.std(final, ddof=1) / np.sqrt(
-              len(final))) if len(final) > 1 else float('nan'),
-          'final_return_std': float(np.std(final)),
-          'seeds': len(final),
-          'per_seed': ' '.join(f'{x:.3f}' for x in final),
+          **return_stats(means),
           'env_steps_per_agent': num_envs * num_steps,
           'episodes': int(np.sum(counts))}
 
