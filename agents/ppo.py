@@ -239,14 +239,21 @@ def make_ppo(env: environments.Environment,
     return traj, actor, {'return_sum': ret_sum, 'episodes': ret_count}
 
   def advantages(traj: Transition, last_value: Array):
-    """Truncated GAE per env. Termination zeroes the bootstrap; truncation
-    (auto-reset without the final observation) cuts the trace there."""
+    """Truncated GAE per env, `[T, B]` advantages and value targets.
+
+    Termination zeroes the bootstrap. A truncated step (auto-reset, so the
+    observation it led to is lost) cannot be bootstrapped: its advantage is
+    0 and its target its own value, and the trace is cut there. rlax does
+    this with reward := value and discount := 0 at that step.
+    """
     values = jnp.concatenate([traj.value, last_value[None]], axis=0)
-    discount = config.discount * traj.discount * (1. - traj.truncated)
+    truncated = traj.truncated > 0
+    discount = jnp.where(truncated, 0., config.discount * traj.discount)
+    reward = jnp.where(truncated, traj.value,
+                       traj.reward * config.reward_scale)
     gae = jax.vmap(rlax.truncated_generalized_advantage_estimation,
                    in_axes=(1, 1, None, 1), out_axes=1)
-    adv = gae(traj.reward * config.reward_scale, discount,
-              config.gae_lambda, values)
+    adv = gae(reward, discount, config.gae_lambda, values)
     return adv, adv + traj.value
 
   def loss(params, stats, batch):

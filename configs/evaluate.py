@@ -22,6 +22,8 @@ def get_config():
   config.updates_per_env = ''
   # Add a uniform-random policy row per env (the floor to compare with).
   config.random_policy = True
+  # Brax auto-reset mode ('first' or 'sample'); '' keeps the env config's.
+  config.reset_mode = ''
   # Brax at the paper's scale (4096 envs, 1e8 steps) instead of the CPU one.
   config.paper_scale = False
   return config

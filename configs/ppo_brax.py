@@ -25,6 +25,9 @@ def get_config(arg: str = 'ant'):
   config.agent = 'ppo'
   # Brax episode length (steps before truncation).
   config.episode_length = 1000
+  # Auto-reset: 'first' restarts an env from its first initial state (as
+  # Brax's trainers); 'sample' draws a new one per episode (slower on CPU).
+  config.reset_mode = 'first'
   config.optimizer.learning_rate = 3e-4
   config.optimizer.max_grad_norm = 1.0
 

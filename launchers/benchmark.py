@@ -9,6 +9,8 @@ r"""Throughput, compile time and peak memory figures (prints them; no test).
     python -m launchers.benchmark --mode=a2c --env=small_dense_short --envs=64
     # Where meta-training time goes (the cell vs the agents):
     python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
+    # Raw environment throughput (uniform-random actions, auto-reset):
+    python -m launchers.benchmark --mode=env --env=ant --envs=64 --reset_mode=first
 
 Each run is one process, so `peak_rss_gib` (the process's peak resident
 memory, from getrusage) belongs to that setting alone. One JSON line with all
@@ -25,15 +27,17 @@ import jax
 import optax
 
 from agents import a2c
+from agents import brax_envs
 from agents import environments
 from agents import networks
 from launchers import common
 import lopt
 from lopt import meta
 
-_MODE = flags.DEFINE_enum('mode', 'meta', ['meta', 'a2c', 'random'],
-                          'What to measure: meta-training, A2C + Adam, or '
-                          'the return of a uniform-random policy.')
+_MODE = flags.DEFINE_enum('mode', 'meta', ['meta', 'a2c', 'random', 'env'],
+                          'What to measure: meta-training, A2C + Adam, '
+                          'the return of a uniform-random policy, or raw '
+                          'environment steps per second.')
 _ENV = flags.DEFINE_string('env', 'small_dense_short', 'Environment.')
 _AGENTS = flags.DEFINE_integer('agents', 64, 'Meta-training population.')
 _ENVS = flags.DEFINE_integer('envs', 64, 'A2C: environments per agent.')
@@ -47,6 +51,8 @@ _REMAT = flags.DEFINE_bool('remat', True, 'Meta: jax.checkpoint inner steps.')
 _SECOND = flags.DEFINE_bool('second_order', True, 'Meta: full meta-gradient.')
 _HIDDEN = flags.DEFINE_integer('cell_hidden', 8, 'Cell GRU hidden size.')
 _MLP = flags.DEFINE_list('cell_mlp', ['16', '16'], 'Cell MLP widths.')
+_RESET_MODE = flags.DEFINE_enum('reset_mode', 'first', ['first', 'sample'],
+                                'Brax envs: auto-reset mode.')
 _OUT = flags.DEFINE_string('out', '', 'Append the JSON line to this file.')
 
 
@@ -135,10 +141,46 @@ def random_policy() -> dict:
           'episodes': int(episodes)}
 
 
+def bench_env() -> dict:
+  """Env steps per second of `--envs` vmapped envs under random actions."""
+  kwargs = ({'reset_mode': _RESET_MODE.value}
+            if _ENV.value in brax_envs.BRAX_ENVS else {})
+  env = environments.make(_ENV.value, **kwargs)
+  n = _ENVS.value
+
+  def scan(state, key):
+    def step(state, key):
+      k_act, k_env = jax.random.split(key)
+      if env.continuous:
+        action = jax.random.uniform(k_act, (n, env.action_size),
+                                    minval=-1., maxval=1.)
+      else:
+        action = jax.random.randint(k_act, (n,), 0, env.num_actions)
+      out = jax.vmap(env.step)(jax.random.split(k_env, n), state, action)
+      return out[1], out[2]
+    key, k = jax.random.split(key)
+    state, rewards = jax.lax.scan(
+        step, state, jax.random.split(k, _ROLLOUT.value * _STEPS.value))
+    return (state, key), rewards
+
+  init = jax.jit(lambda k: jax.vmap(env.reset)(jax.random.split(k, n))[1])
+  carry = (init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1))
+  t1 = time.time()
+  compiled = jax.jit(lambda c: scan(*c)).lower(carry).compile()
+  t_compile = time.time() - t1
+  carry, _ = compiled(carry)
+  carry, per_call = _time_calls(compiled, carry, _CALLS.value)
+  steps = n * _ROLLOUT.value * _STEPS.value
+  return {'mode': 'env', 'env': _ENV.value, 'envs': n,
+          'reset_mode': kwargs.get('reset_mode', ''),
+          'env_steps_per_second': steps / per_call,
+          'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}
+
+
 def main(argv):
   del argv
-  result = {'meta': bench_meta, 'a2c': bench_a2c,
-            'random': random_policy}[_MODE.value]()
+  result = {'meta': bench_meta, 'a2c': bench_a2c, 'random': random_policy,
+            'env': bench_env}[_MODE.value]()
   line = json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                      for k, v in result.items()})
   print(line, flush=True)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from agents import a2c
+from agents import brax_envs
 from agents import environments
 from agents import networks
 from agents import ppo
@@ -113,6 +114,8 @@ def make_agent(cfg):
   env_kwargs = {}
   if cfg.get('episode_length', 0):
     env_kwargs['episode_length'] = int(cfg.episode_length)
+  if cfg.get('reset_mode', '') and cfg.env_name in brax_envs.BRAX_ENVS:
+    env_kwargs['reset_mode'] = cfg.reset_mode
   if kind == 'ppo':
     conf = ppo.PPOConfig(**{k: (tuple(v) if isinstance(v, (list, tuple))
                                 else v) for k, v in cfg.ppo.items()})

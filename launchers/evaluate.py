@@ -189,6 +189,8 @@ def evaluate(cfg, workdir: str) -> List[dict]:
     if cfg.num_updates:
       base.num_updates = cfg.num_updates
     base.num_updates = updates.get(env, base.num_updates)
+    if cfg.get('reset_mode', '') and 'reset_mode' in base:
+      base.reset_mode = cfg.reset_mode
     plans.append((base, [with_optimizer(base, s) for s in specs]))
   rows = []
   os.makedirs(workdir, exist_ok=True)

@@ -81,6 +81,10 @@ def validate(cfg):
   if cfg.optimizer.name != 'adam':
     raise ValueError('optimizer.name: Brax\'s trainer uses Adam; got '
                      f'{cfg.optimizer.name!r}, allowed: [\'adam\']')
+  if cfg.get('reset_mode', 'first') != 'first':
+    raise ValueError('reset_mode: Brax\'s trainer restarts each env from its '
+                     f'first state; got {cfg.reset_mode!r}, allowed: '
+                     "['first']")
   for field in ('num_seeds', 'num_chunks', 'num_eval_envs'):
     common.check_positive_int(cfg.peer[field], f'peer.{field}')
   if not 0 <= cfg.peer.num_warmup_chunks < cfg.peer.num_chunks:
@@ -183,6 +187,8 @@ def make_ours(cfg, agent):
       jax.block_until_ready(state)
       seconds.append(time.time() - t)
       returns.append(float(eval_fn(state.params, state.obs_stats)))
+      _progress('ours', seed, seconds, steps_per_chunk, returns,
+                cfg.peer.num_chunks)
     return _summary('ours', seed, seconds, steps_per_chunk, returns,
                     cfg.peer.num_warmup_chunks)
 
@@ -201,6 +207,8 @@ def run_brax(cfg, env, eval_fn, seed: int) -> dict:
     seconds.append(wall - last['walltime'])
     last['walltime'] = wall
     steps.append(int(step))
+    # (Brax calls policy_params_fn, which evaluates, before progress_fn.)
+    _progress('brax', seed, seconds, steps[0], returns, cfg.peer.num_chunks)
 
   def params_fn(step, make_policy, params):
     del make_policy
@@ -214,6 +222,16 @@ def run_brax(cfg, env, eval_fn, seed: int) -> dict:
     raise RuntimeError(f'Brax epochs are uneven: env steps {steps}')
   return _summary('brax', seed, seconds, steps_per_chunk, returns,
                   cfg.peer.num_warmup_chunks)
+
+
+def _progress(impl: str, seed: int, seconds: List[float],
+              steps_per_chunk: int, returns: List[float], num_chunks: int):
+  done = len(seconds)
+  print(f'{impl} seed {seed}: chunk {done}/{num_chunks}, '
+        f'{steps_per_chunk * done:,} env steps, '
+        f'{steps_per_chunk / seconds[-1]:,.0f} env-steps/s, eval return '
+        f'{returns[-1]:.1f}, ETA {seconds[-1] * (num_chunks - done):.0f} s',
+        flush=True)
 
 
 def _summary(impl: str, seed: int, seconds: List[float], steps_per_chunk: int,

@@ -61,6 +61,7 @@ def test_shim_replicates_like_the_removed_function(monkeypatch):
     ('ppo.num_minibatches', 3, 'ppo.num_minibatches: .*must divide'),
     ('peer.num_warmup_chunks', 3, r'peer.num_warmup_chunks: must be in'),
     ('peer.num_chunks', 4, 'peer.num_chunks: 4 must divide num_updates'),
+    ('reset_mode', 'sample', "reset_mode: Brax's trainer restarts"),
 ])
 def test_bad_fields_fail_before_building(field, value, match):
   cfg = _tiny()

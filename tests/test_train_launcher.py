@@ -104,3 +104,7 @@ def test_train_runs_ppo_from_the_brax_config_family(tmp_path):
   cfg.env_name = 'inverted_pendulum'
   with pytest.raises(ValueError, match='A2C needs discrete actions'):
     train.validate(cfg)
+  cfg.agent = 'ppo'
+  cfg.reset_mode = 'restart'
+  with pytest.raises(ValueError, match="reset_mode: unknown 'restart'"):
+    train.validate(cfg)
