@@ -245,8 +245,12 @@ def make_meta_trainer(tasks: Sequence[Task],
           update, (state.params, state.opt_state, state.actor),
           jax.random.split(k_inner, num_inner_steps))
       loss, (actor, m) = head(agent, params, actor, k_meta)
-      metrics = {'return_sum': jnp.sum(ret) + m['return_sum'],
-                 'episodes': jnp.sum(num) + m['episodes']}
+      # The head's loss terms (e.g. pg_loss, value_loss, entropy) are
+      # logged per task: they show what the meta-objective is made of.
+      metrics = {k: v for k, v in m.items()
+                 if k not in ('return_sum', 'episodes') and jnp.ndim(v) == 0}
+      metrics.update(return_sum=jnp.sum(ret) + m['return_sum'],
+                     episodes=jnp.sum(num) + m['episodes'])
       return loss, (AgentState(params, opt_state, actor, state.key), metrics)
 
     return jax.vmap(inner, in_axes=(None, 0, 0))
@@ -315,6 +319,9 @@ def make_meta_trainer(tasks: Sequence[Task],
     }
     for t, m in zip(tasks, task_metrics):
       metrics[f'meta_loss/{t.name}'] = m['meta_loss']
+      for k, v in m.items():
+        if k not in ('meta_loss', 'return_sum', 'episodes'):
+          metrics[f'{k}/{t.name}'] = jnp.mean(v)
     new_state = MetaState(meta_params, meta_opt_state, tuple(reset_pop),
                           state.step + 1,
                           state.skipped + (~finite).astype(jnp.int32))

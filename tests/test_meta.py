@@ -213,3 +213,9 @@ def test_ppo_inner_agents_and_ppo_meta_loss_head():
   # Observation statistics are carried: 3 rollouts of 4 envs x 5 steps.
   np.testing.assert_array_equal(new.population[0].actor.obs_stats.count[1],
                                 60.)
+  # The PPO head's loss terms are logged per task; they add up to the loss.
+  parts = (float(metrics['pg_loss/cartpole']) +
+           0.5 * float(metrics['value_loss/cartpole']) -
+           0.01 * float(metrics['entropy/cartpole']))
+  np.testing.assert_allclose(parts, float(metrics['meta_loss/cartpole']),
+                             rtol=1e-4, atol=1e-6)
