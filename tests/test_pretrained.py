@@ -20,7 +20,18 @@ def test_shipped_optimizer_is_listed_and_documented():
       'big_dense_short', 'big_sparse_long', 'big_dense_long']
 
 
-def test_pretrained_trains_a_supervised_problem_in_a_plain_optax_loop():
+def test_ant_ppo_optimizer_is_listed_and_documented():
+  assert 'optim4rl_ant_ppo' in lopt.pretrained_lib.names()
+  meta = lopt.serialization.read_metadata(
+      lopt.pretrained_lib.path('optim4rl_ant_ppo'))
+  assert meta['extra']['config']['agent'] == 'ppo'
+  assert meta['extra']['config']['meta']['meta_loss'] == 'ppo'
+  assert meta['extra']['config']['tasks']['env_names'] == ['ant']
+  assert meta['learning_rate'] == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize('name', ['optim4rl_gridworlds', 'optim4rl_ant_ppo'])
+def test_pretrained_trains_a_supervised_problem_in_a_plain_optax_loop(name):
   # Only jax, haiku and optax here: nothing from agents/.
   net = hk.without_apply_rng(hk.transform(
       lambda x: hk.nets.MLP((32, 32, 1))(x)[:, 0]))
@@ -29,8 +40,7 @@ def test_pretrained_trains_a_supervised_problem_in_a_plain_optax_loop():
   params = net.init(jax.random.PRNGKey(0), x)
   loss = lambda p: jnp.mean((net.apply(p, x) - y) ** 2)
   opt = optax.chain(optax.clip_by_global_norm(1.0),
-                    lopt.pretrained('optim4rl_gridworlds',
-                                    learning_rate=3e-3))
+                    lopt.pretrained(name))  # its meta-training lr
   state = opt.init(params)
 
   @jax.jit
