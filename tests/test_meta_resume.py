@@ -162,3 +162,19 @@ def test_bad_input_fails_before_compiling(tmp_path, key, value, match):
   with pytest.raises(ValueError, match=match):
     meta_train.meta_train(cfg, str(tmp_path), verbose=False)
   assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_ppo_brax_meta_config_validates_and_rejects_bad_ppo_fields():
+  from configs import meta_ppo_brax  # pylint: disable=g-import-not-at-top
+  cfg = meta_ppo_brax.get_config('ant,humanoid')
+  meta_train.validate(cfg)
+  assert cfg.tasks.env_names == ('ant', 'humanoid')
+  assert tuple(cfg.tasks.reward_scales) == (1., 1.)
+  # 50 env steps per rollout cannot be split into 3 minibatches.
+  cfg.ppo.num_envs, cfg.ppo.unroll_len, cfg.ppo.num_minibatches = 5, 10, 3
+  with pytest.raises(ValueError, match='num_minibatches: 3 does not divide'):
+    meta_train.validate(cfg)
+  cfg = meta_ppo_brax.get_config('ant')
+  cfg.tasks.reward_scales = (1., 1.)
+  with pytest.raises(ValueError, match='tasks.reward_scales: 2 values for 1'):
+    meta_train.validate(cfg)
