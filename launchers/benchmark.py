@@ -151,11 +151,7 @@ def bench_env() -> dict:
   def scan(state, key):
     def step(state, key):
       k_act, k_env = jax.random.split(key)
-      if env.continuous:
-        action = jax.random.uniform(k_act, (n, env.action_size),
-                                    minval=-1., maxval=1.)
-      else:
-        action = jax.random.randint(k_act, (n,), 0, env.num_actions)
+      action = common.random_actions(env, k_act, n)
       out = jax.vmap(env.step)(jax.random.split(k_env, n), state, action)
       return out[1], out[2]
     key, k = jax.random.split(key)

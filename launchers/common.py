@@ -218,6 +218,16 @@ def mean_episode_return(metrics) -> np.ndarray:
     return np.where(num > 0, ret / np.maximum(num, 1), np.nan)
 
 
+def random_actions(env: environments.Environment, key: jax.Array,
+                   num_envs: int) -> jax.Array:
+  """Uniform actions for `num_envs` envs: indices below `num_actions`
+  (discrete) or points of [-1, 1]^action_size (continuous, Brax)."""
+  if env.continuous:
+    return jax.random.uniform(key, (num_envs, env.action_size), minval=-1.,
+                              maxval=1.)
+  return jax.random.randint(key, (num_envs,), 0, env.num_actions)
+
+
 def random_policy_return(env: environments.Environment, key: jax.Array,
                          num_envs: int = 16, num_steps: int = 2000):
   """Mean return of the episodes a uniform-random policy ends, and their count.
@@ -229,11 +239,7 @@ def random_policy_return(env: environments.Environment, key: jax.Array,
   def step(carry, key):
     state, ret, total, count = carry
     k_act, k_env = jax.random.split(key)
-    if env.continuous:
-      action = jax.random.uniform(k_act, (num_envs, env.action_size),
-                                  minval=-1., maxval=1.)
-    else:
-      action = jax.random.randint(k_act, (num_envs,), 0, env.num_actions)
+    action = random_actions(env, k_act, num_envs)
     _, state, reward, term, trunc, _ = jax.vmap(env.step)(
         jax.random.split(k_env, num_envs), state, action)
     done = term | trunc
