@@ -23,7 +23,6 @@ import rlax
 
 from agents import a2c
 from agents import environments
-from lopt import meta_losses
 
 Array = jax.Array
 _LOG_2PI = jnp.log(2. * jnp.pi)
@@ -357,7 +356,9 @@ def inner_agent(agent: PPO) -> InnerAgent:
 
   Each inner update is one gradient step on the whole rollout (the clipped
   surrogate with the behaviour policy's log-probs), so the learned optimizer
-  sees PPO's gradients while the meta-gradient stays affordable.
+  sees PPO's gradients while the meta-gradient stays affordable. Its
+  meta-loss head is `lopt.meta_losses.rollout_loss` (name 'ppo'): the
+  clipped-surrogate loss on a fresh rollout, from these two functions.
   """
   c = agent.config
 
@@ -384,12 +385,3 @@ def inner_agent(agent: PPO) -> InnerAgent:
                       (batch.traj, batch.advantages, batch.targets))
 
   return InnerAgent(agent.init_params, init_actor, rollout, loss)
-
-
-@meta_losses.register('ppo')
-def ppo_meta_loss(agent, params, actor, key):
-  """PPO meta-loss: the clipped-surrogate PPO loss of the updated agent on a
-  fresh rollout (`agent` from `inner_agent`)."""
-  batch, actor, rollout_metrics = agent.rollout(params, actor, key)
-  loss_value, loss_metrics = agent.loss(params, batch)
-  return loss_value, (actor, {**rollout_metrics, **loss_metrics})
