@@ -1,36 +1,65 @@
 """lopt: learned optimizers for reinforcement learning (Optim4RL) in JAX.
 
 Usable on its own in any optax loop; knows nothing about RL agents.
+
+    >>> import lopt, optax
+    >>> opt = lopt.pretrained('optim4rl_gridworlds',
+    ...                       learning_rate=optax.linear_schedule(3e-4, 0., 1000))
+
+`import lopt` is light (jax, haiku, optax): `lopt.checkpointing` (Orbax) and
+`lopt.testing` (chex assertions for new cells) load on first use.
 """
 
+import importlib
+
 from lopt import cells
-from lopt import checkpointing
 from lopt import meta
 from lopt import meta_losses
+from lopt import optimizer
 from lopt import preprocessing
 from lopt import pretrained as pretrained_lib
 from lopt import serialization
 from lopt.cells import CellConfig
+from lopt.optimizer import direction_state
 from lopt.optimizer import LearnedOptimizer
 from lopt.optimizer import LearnedOptimizerState
 from lopt.optimizer import learned_optimizer
-from lopt.serialization import load
+from lopt.optimizer import scale_by_learned_optimizer
+from lopt.optimizer import ScaleByLearnedOptimizerState
 from lopt.pretrained import pretrained
+from lopt.serialization import load
 from lopt.serialization import save
+
+# Submodules with heavy dependencies, imported when first used.
+_LAZY_MODULES = ('checkpointing', 'testing')
+
+
+def __getattr__(name):
+  if name in _LAZY_MODULES:
+    module = importlib.import_module(f'lopt.{name}')
+    globals()[name] = module
+    return module
+  raise AttributeError(f'module lopt has no attribute {name!r}')
+
 
 __all__ = [
     'CellConfig',
     'LearnedOptimizer',
     'LearnedOptimizerState',
+    'ScaleByLearnedOptimizerState',
     'cells',
     'checkpointing',
+    'direction_state',
     'learned_optimizer',
     'load',
     'meta',
     'meta_losses',
+    'optimizer',
     'preprocessing',
     'pretrained',
     'pretrained_lib',
     'save',
+    'scale_by_learned_optimizer',
     'serialization',
+    'testing',
 ]

@@ -22,6 +22,7 @@ Cells (Lan et al., 2023, and the baselines they compare against):
 import dataclasses
 from typing import Callable, Dict, Tuple
 
+import chex
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -180,8 +181,30 @@ def make_cell(config: CellConfig) -> hk.Transformed:
   return hk.without_apply_rng(hk.transform(forward))
 
 
+def make_apply(config: CellConfig, cell: hk.Transformed = None) -> Callable:
+  """`apply(meta_params, g[N], state) -> (d[N], state)`, shapes checked.
+
+  The door of every cell call: `g` must be a float vector and `state` one
+  `[N, hidden_size]` float32 array per GRU of the cell, else a clear error
+  names the argument before anything is traced further.
+  """
+  cell = make_cell(config) if cell is None else cell
+  num_grus = NUM_GRUS[config.cell]
+
+  def apply(meta_params, g: Array, state: CellState):
+    chex.assert_rank(g, 1)
+    chex.assert_type(g, float)
+    if not isinstance(state, (tuple, list)) or len(state) != num_grus:
+      raise ValueError(f'state: the {config.cell} cell needs a tuple of '
+                       f'{num_grus} arrays, got {type(state).__name__}')
+    chex.assert_shape(list(state), (g.shape[0], config.hidden_size))
+    return cell.apply(meta_params, g, tuple(state))
+
+  return apply
+
+
 def coordinate_count(params) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
-__all__ = ['CellConfig', 'make_cell', 'ACTIVATIONS', 'CELLS']
+__all__ = ['CellConfig', 'make_apply', 'make_cell', 'ACTIVATIONS', 'CELLS']

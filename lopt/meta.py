@@ -54,18 +54,20 @@ class Task(NamedTuple):
     name: for logs and metrics.
     agent: the inner agent (see module docstring).
     num_agents: population size of this task.
-    learning_rate: the learned optimizer's step size for this task's agents.
+      learning_rate: the learned optimizer's step size for this task's agents:
+      a float or an `optax.Schedule` of the agent's update count (counted
+      from the agent's last reset).
   """
   name: str
   agent: Any
   num_agents: int
-  learning_rate: float
+  learning_rate: Any
 
 
 class AgentState(NamedTuple):
   """One inner agent (leading `[num_agents]` axis inside the population)."""
   params: Any
-  opt_state: optimizer_lib.LearnedOptimizerState
+  opt_state: Any  # opt_fn(meta_params).init(params)
   actor: Any
   key: Array
 
@@ -89,7 +91,7 @@ class MetaTrainer(NamedTuple):
     run: `run(state) -> (state, metrics[steps_per_call])`, jitted, scanning
       `steps_per_call` meta-iterations; the input state is donated.
     reset_index: per task, the `[num_agents]` reset slot of each agent.
-    init_agent: per task, `init_agent(key) -> AgentState` (pure).
+    init_agent: per task, `init_agent(key, meta_params) -> AgentState`.
     steps_per_call: meta-iterations per `run` call.
   """
   init: Any
@@ -144,6 +146,182 @@ def _per_agent_finite(params) -> Array:
   return jnp.all(jnp.stack(leaves), axis=0)
 
 
+def make_init_agent(task: Task, learned_opt: optimizer_lib.LearnedOptimizer):
+  """`init_agent(key, meta_params) -> AgentState`: a fresh agent of `task`.
+
+  The optimizer state comes from `opt_fn(meta_params).init(params)` (it
+  reads only the parameters' shapes), so the agent starts with a zero
+  recurrent state and step count.
+  """
+  agent = task.agent
+
+  def init_agent(key: Array, meta_params) -> AgentState:
+    k_params, k_actor, k_next = jax.random.split(key, 3)
+    params = agent.init_params(k_params)
+    opt = learned_opt.opt_fn(meta_params, task.learning_rate)
+    return AgentState(params, opt.init(params), agent.init_actor(k_actor),
+                      k_next)
+
+  return init_agent
+
+
+def inner_unroll(agent, opt: optax.GradientTransformation,
+                 state: AgentState, keys: Array, *, second_order: bool = True,
+                 remat: bool = True):
+  """K = len(keys) inner updates of one agent with a learned optimizer.
+
+  Each update rolls out, takes the agent's loss gradient and applies the
+  optimizer. Returns `((params, opt_state, actor), (return_sum[K],
+  episodes[K]))`; differentiable w.r.t. the meta-params inside `opt`.
+
+  Args:
+    agent: the inner agent (see module docstring).
+    opt: `learned_opt.opt_fn(meta_params, lr)`.
+    state: the agent before the updates.
+    keys: `[K, 2]` one key per update.
+    second_order: differentiate through the inner gradients too, or treat
+      them as constants (`stop_gradient`, cheaper).
+    remat: recompute each update on the backward pass (`jax.checkpoint`).
+  """
+  def update(carry, k):
+    params, opt_state, actor = carry
+    traj, actor, metrics = agent.rollout(params, actor, k)
+    grads, _ = jax.grad(agent.loss, has_aux=True)(params, traj)
+    if not second_order:
+      grads = jax.lax.stop_gradient(grads)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, opt_state, actor), (metrics['return_sum'],
+                                        metrics['episodes'])
+
+  if remat:
+    update = jax.checkpoint(update)
+  return jax.lax.scan(update, (state.params, state.opt_state, state.actor),
+                      keys)
+
+
+def make_agent_meta_loss(task: Task,
+                         learned_opt: optimizer_lib.LearnedOptimizer,
+                         head, *, num_inner_steps: int, second_order: bool,
+                         remat: bool):
+  """`loss(meta_params, agent_state, key) -> (meta_loss, (state, metrics))`.
+
+  K inner updates (`inner_unroll`), then the meta-loss head on the updated
+  agent. Metrics: the head's scalar terms, and `return_sum` / `episodes`
+  over the K + 1 rollouts.
+  """
+  agent = task.agent
+
+  def loss(meta_params, state: AgentState, key: Array):
+    opt = learned_opt.opt_fn(meta_params, task.learning_rate)
+    k_inner, k_meta = jax.random.split(key)
+    (params, opt_state, actor), (ret, num) = inner_unroll(
+        agent, opt, state, jax.random.split(k_inner, num_inner_steps),
+        second_order=second_order, remat=remat)
+    value, (actor, m) = head(agent, params, actor, k_meta)
+    # The head's loss terms (e.g. pg_loss, value_loss, entropy) are logged
+    # per task: they show what the meta-objective is made of.
+    metrics = {k: v for k, v in m.items()
+               if k not in ('return_sum', 'episodes') and jnp.ndim(v) == 0}
+    metrics.update(return_sum=jnp.sum(ret) + m['return_sum'],
+                   episodes=jnp.sum(num) + m['episodes'])
+    return value, (AgentState(params, opt_state, actor, state.key), metrics)
+
+  return loss
+
+
+def population_loss(agent_losses: Sequence[Any], meta_params,
+                    population: Sequence[AgentState], keys: Sequence[Array]):
+  """Mean meta-loss over each task's agents (vmapped), then over tasks.
+
+  Returns `(loss, (new_population, per-task metrics))`.
+  """
+  total, new_pop, metrics = 0., [], []
+  for agent_loss, pop, k in zip(agent_losses, population, keys):
+    losses, (p, m) = jax.vmap(agent_loss, in_axes=(None, 0, 0))(
+        meta_params, pop, k)
+    total += jnp.mean(losses) / len(agent_losses)
+    new_pop.append(p)
+    metrics.append({'meta_loss': jnp.mean(losses), **m})
+  return total, (tuple(new_pop), metrics)
+
+
+def guarded_meta_update(meta_optimizer: optax.GradientTransformation, grads,
+                        meta_params, meta_opt_state):
+  """One meta-optimizer step, skipped whole if any meta-gradient is NaN/inf.
+
+  Returns `(meta_params, meta_opt_state, finite)`.
+  """
+  finite = _all_finite(grads)
+  updates, new_opt_state = meta_optimizer.update(grads, meta_opt_state,
+                                                 meta_params)
+  new_params = optax.apply_updates(meta_params, updates)
+  keep = lambda new, old: jax.tree.map(
+      lambda a, b: jnp.where(finite, a, b), new, old)
+  return (keep(new_params, meta_params), keep(new_opt_state, meta_opt_state),
+          finite)
+
+
+def pipeline_reset(init_agent, population: AgentState, step: Array,
+                   slots: np.ndarray, interval: int, keys: Array,
+                   meta_params) -> Tuple[AgentState, Array]:
+  """Resets the agents due at `step` (and any with non-finite parameters).
+
+  Agent i is due when `step % interval == slots[i]`. Returns the population
+  with fresh agents in their places, and how many were reset.
+  """
+  due = jnp.logical_or(step % interval == jnp.asarray(slots),
+                       ~_per_agent_finite(population.params))
+  fresh = jax.vmap(init_agent, in_axes=(0, None))(keys, meta_params)
+  return _where(due, fresh, population), jnp.sum(due)
+
+
+def step_metrics(tasks: Sequence[Task], loss, grads, finite, num_reset,
+                 task_metrics) -> dict:
+  """The logged scalars of one meta-iteration (overall and per task)."""
+  ret = sum(m['return_sum'].sum() for m in task_metrics)
+  num = sum(m['episodes'].sum() for m in task_metrics)
+  metrics = {
+      'meta_loss': loss,
+      'agent_return': jnp.where(num > 0, ret / jnp.maximum(num, 1), jnp.nan),
+      'episodes': num,
+      'grad_norm': optax.global_norm(grads),
+      'finite': finite,
+      'resets': num_reset,
+  }
+  for t, m in zip(tasks, task_metrics):
+    metrics[f'meta_loss/{t.name}'] = m['meta_loss']
+    for k, v in m.items():
+      if k not in ('meta_loss', 'return_sum', 'episodes'):
+        metrics[f'{k}/{t.name}'] = jnp.mean(v)
+  return metrics
+
+
+def _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
+                        num_devices) -> None:
+  if not tasks:
+    raise ValueError('tasks: at least one task is required')
+  if len(intervals) != len(tasks):
+    raise ValueError(f'reset_interval: {len(intervals)} values for '
+                     f'{len(tasks)} tasks')
+  for field, value in ((('num_inner_steps', num_inner_steps),
+                        ('steps_per_call', steps_per_call)) +
+                       tuple(('reset_interval', r) for r in intervals)):
+    if int(value) != value or value < 1:
+      raise ValueError(f'{field}: must be an int >= 1, got {value}')
+  for t in tasks:
+    if int(t.num_agents) < 1:
+      raise ValueError(f'num_agents: must be >= 1, got {t.num_agents} '
+                       f'(task {t.name})')
+    if t.num_agents % num_devices:
+      raise ValueError(
+          f'num_agents: {t.num_agents} agents of task {t.name} cannot be '
+          f'split evenly over {num_devices} devices; use a multiple of '
+          f'{num_devices}')
+    optimizer_lib.check_learning_rate(t.learning_rate,
+                                      f'learning_rate (task {t.name})')
+
+
 def make_meta_trainer(tasks: Sequence[Task],
                       learned_opt: optimizer_lib.LearnedOptimizer,
                       meta_optimizer: optax.GradientTransformation,
@@ -157,6 +335,10 @@ def make_meta_trainer(tasks: Sequence[Task],
                       steps_per_call: int = 1,
                       num_devices: int = 1) -> MetaTrainer:
   """Builds the meta-training functions (validates everything first).
+
+  Assembles the pieces above: `make_init_agent`, `make_agent_meta_loss`
+  (K `inner_unroll` updates + the head), `population_loss`,
+  `guarded_meta_update` and `pipeline_reset`.
 
   Args:
     tasks: one or more `Task`s, meta-trained together (meta-gradients are
@@ -179,98 +361,28 @@ def make_meta_trainer(tasks: Sequence[Task],
   Returns:
     A `MetaTrainer`.
   """
-  if not tasks:
-    raise ValueError('tasks: at least one task is required')
-  head = meta_losses.get(meta_loss)
+  tasks = tuple(tasks)
   intervals = (tuple(reset_interval) if isinstance(reset_interval,
                                                    (tuple, list))
                else (reset_interval,) * len(tasks))
-  if len(intervals) != len(tasks):
-    raise ValueError(f'reset_interval: {len(intervals)} values for '
-                     f'{len(tasks)} tasks')
-  for field, value in ((('num_inner_steps', num_inner_steps),
-                        ('steps_per_call', steps_per_call)) +
-                       tuple(('reset_interval', r) for r in intervals)):
-    if int(value) != value or value < 1:
-      raise ValueError(f'{field}: must be an int >= 1, got {value}')
-  for t in tasks:
-    if int(t.num_agents) < 1:
-      raise ValueError(f'num_agents: must be >= 1, got {t.num_agents} '
-                       f'(task {t.name})')
-    if t.num_agents % num_devices:
-      raise ValueError(
-          f'num_agents: {t.num_agents} agents of task {t.name} cannot be '
-          f'split evenly over {num_devices} devices; use a multiple of '
-          f'{num_devices}')
-    optimizer_lib.check_learning_rate(t.learning_rate,
-                                      f'learning_rate (task {t.name})')
+  _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
+                      num_devices)
+  head = meta_losses.get(meta_loss)
   slots = tuple(reset_index(t.num_agents, r, pipeline)
                 for t, r in zip(tasks, intervals))
-
-  def make_init_agent(task):
-    agent = task.agent
-    opt_init = learned_opt.opt_fn(None).init  # init needs no meta-params
-
-    def init_agent(key):
-      k_params, k_actor, k_next = jax.random.split(key, 3)
-      params = agent.init_params(k_params)
-      return AgentState(params, opt_init(params), agent.init_actor(k_actor),
-                        k_next)
-
-    return init_agent
-
-  init_agents = tuple(make_init_agent(t) for t in tasks)
-
-  def make_inner(task):
-    agent = task.agent
-
-    def inner(meta_params, state: AgentState, key):
-      opt = learned_opt.opt_fn(meta_params, task.learning_rate)
-
-      def update(carry, k):
-        params, opt_state, actor = carry
-        traj, actor, metrics = agent.rollout(params, actor, k)
-        grads, _ = jax.grad(agent.loss, has_aux=True)(params, traj)
-        if not second_order:
-          grads = jax.lax.stop_gradient(grads)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state, actor), (metrics['return_sum'],
-                                            metrics['episodes'])
-
-      if remat:
-        update = jax.checkpoint(update)
-      k_inner, k_meta = jax.random.split(key)
-      (params, opt_state, actor), (ret, num) = jax.lax.scan(
-          update, (state.params, state.opt_state, state.actor),
-          jax.random.split(k_inner, num_inner_steps))
-      loss, (actor, m) = head(agent, params, actor, k_meta)
-      # The head's loss terms (e.g. pg_loss, value_loss, entropy) are
-      # logged per task: they show what the meta-objective is made of.
-      metrics = {k: v for k, v in m.items()
-                 if k not in ('return_sum', 'episodes') and jnp.ndim(v) == 0}
-      metrics.update(return_sum=jnp.sum(ret) + m['return_sum'],
-                     episodes=jnp.sum(num) + m['episodes'])
-      return loss, (AgentState(params, opt_state, actor, state.key), metrics)
-
-    return jax.vmap(inner, in_axes=(None, 0, 0))
-
-  inners = tuple(make_inner(t) for t in tasks)
-
-  def population_loss(meta_params, population, keys):
-    total, new_pop, metrics = 0., [], []
-    for inner, pop, k in zip(inners, population, keys):
-      losses, (p, m) = inner(meta_params, pop, k)
-      total += jnp.mean(losses) / len(tasks)
-      new_pop.append(p)
-      metrics.append({'meta_loss': jnp.mean(losses), **m})
-    return total, (tuple(new_pop), metrics)
+  init_agents = tuple(make_init_agent(t, learned_opt) for t in tasks)
+  agent_losses = tuple(
+      make_agent_meta_loss(t, learned_opt, head,
+                           num_inner_steps=num_inner_steps,
+                           second_order=second_order, remat=remat)
+      for t in tasks)
 
   def init(key) -> MetaState:
     k_meta, *k_tasks = jax.random.split(key, len(tasks) + 1)
     meta_params = learned_opt.init(k_meta)
     population = tuple(
-        jax.vmap(init_agent)(jax.random.split(k, t.num_agents))
+        jax.vmap(init_agent, in_axes=(0, None))(
+            jax.random.split(k, t.num_agents), meta_params)
         for init_agent, t, k in zip(init_agents, tasks, k_tasks))
     return MetaState(meta_params, meta_optimizer.init(meta_params),
                      population, jnp.zeros((), jnp.int32),
@@ -281,51 +393,23 @@ def make_meta_trainer(tasks: Sequence[Task],
              for p in state.population]
     population = tuple(p._replace(key=s[:, 0])
                        for p, s in zip(state.population, split))
-    inner_keys = [s[:, 1] for s in split]
-    reset_keys = [s[:, 2] for s in split]
-
     (loss, (new_pop, task_metrics)), grads = jax.value_and_grad(
-        population_loss, has_aux=True)(state.meta_params, population,
-                                       inner_keys)
-    finite = _all_finite(grads)
-    updates, meta_opt_state = meta_optimizer.update(
-        grads, state.meta_opt_state, state.meta_params)
-    meta_params = optax.apply_updates(state.meta_params, updates)
-    keep = lambda new, old: jax.tree.map(
-        lambda a, b: jnp.where(finite, a, b), new, old)
-    meta_params = keep(meta_params, state.meta_params)
-    meta_opt_state = keep(meta_opt_state, state.meta_opt_state)
-
+        population_loss, argnums=1, has_aux=True)(
+            agent_losses, state.meta_params, population,
+            [s[:, 1] for s in split])
+    meta_params, meta_opt_state, finite = guarded_meta_update(
+        meta_optimizer, grads, state.meta_params, state.meta_opt_state)
     # Pipeline resets, plus any agent whose parameters became non-finite.
-    reset_pop, num_reset = [], 0
-    for init_agent, pop, slot, interval, k in zip(
-        init_agents, new_pop, slots, intervals, reset_keys):
-      due = jnp.logical_or(state.step % interval == jnp.asarray(slot),
-                           ~_per_agent_finite(pop.params))
-      fresh = jax.vmap(init_agent)(k)
-      reset_pop.append(_where(due, fresh, pop))
-      num_reset += jnp.sum(due)
-
-    ret = sum(m['return_sum'].sum() for m in task_metrics)
-    num = sum(m['episodes'].sum() for m in task_metrics)
-    metrics = {
-        'meta_loss': loss,
-        'agent_return': jnp.where(num > 0, ret / jnp.maximum(num, 1),
-                                  jnp.nan),
-        'episodes': num,
-        'grad_norm': optax.global_norm(grads),
-        'finite': finite,
-        'resets': num_reset,
-    }
-    for t, m in zip(tasks, task_metrics):
-      metrics[f'meta_loss/{t.name}'] = m['meta_loss']
-      for k, v in m.items():
-        if k not in ('meta_loss', 'return_sum', 'episodes'):
-          metrics[f'{k}/{t.name}'] = jnp.mean(v)
-    new_state = MetaState(meta_params, meta_opt_state, tuple(reset_pop),
-                          state.step + 1,
-                          state.skipped + (~finite).astype(jnp.int32))
-    return new_state, metrics
+    resets = [pipeline_reset(init_agent, pop, state.step, slot, interval,
+                             s[:, 2], meta_params)
+              for init_agent, pop, slot, interval, s in zip(
+                  init_agents, new_pop, slots, intervals, split)]
+    num_reset = sum(n for _, n in resets)
+    metrics = step_metrics(tasks, loss, grads, finite, num_reset,
+                           task_metrics)
+    return MetaState(meta_params, meta_opt_state, tuple(p for p, _ in resets),
+                     state.step + 1,
+                     state.skipped + (~finite).astype(jnp.int32)), metrics
 
   def run(state: MetaState):
     return jax.lax.scan(lambda s, _: step(s), state, None,

@@ -1,62 +1,119 @@
-"""The learned optimizer as an `optax.GradientTransformation`.
+"""The learned optimizer as an optax transformation, and its contract.
+
+A learned optimizer is built in two optax pieces, as optax's own `adam` is
+`chain(scale_by_adam(...), scale_by_learning_rate(lr))`:
+
+    direction d = cell(meta_params, g, cell_state)     # scale_by_learned_optimizer
+    update      = -learning_rate(count) * d           # optax.scale_by_learning_rate
+
+so `learning_rate` may be a float or an `optax.Schedule`, and the optimizer
+works under `optax.inject_hyperparams` (the rate changes between steps
+without re-jitting).
 
     >>> import jax, jax.numpy as jnp, optax
-    >>> from lopt import optimizer
-    >>> lo = optimizer.learned_optimizer(cell='optim4rl', learning_rate=1e-3)
+    >>> import lopt
+    >>> lo = lopt.learned_optimizer(cell='optim4rl', learning_rate=1e-3)
     >>> meta_params = lo.init(jax.random.PRNGKey(0))
-    >>> opt = optax.chain(optax.clip(1.0), lo.opt_fn(meta_params))
+    >>> schedule = optax.linear_schedule(1e-3, 0., transition_steps=1000)
+    >>> opt = optax.chain(optax.clip_by_global_norm(1.0),
+    ...                   lo.opt_fn(meta_params, learning_rate=schedule))
     >>> params = {'w': jnp.ones(3)}
     >>> state = opt.init(params)
     >>> updates, state = opt.update({'w': jnp.ones(3)}, state, params)
 
+The contract of a learned optimizer (`LearnedOptimizer`, what meta-training,
+serialization and the launchers rely on, and nothing else):
+
+* `name`: a short string naming the optimizer family (the cell's name).
+* `init(key) -> meta_params`: fresh meta-parameters (a pytree).
+* `num_meta_params`: the number of scalars in `meta_params`.
+* `opt_fn(meta_params, learning_rate=None) -> optax.GradientTransformation`:
+  a plain optax transformation. Its `init(params)` reads only the shapes of
+  `params` (never the parameters' values, never the meta-params' values) and
+  its state never holds the parameters, so it composes with `optax.chain`,
+  `jit`, `vmap` (a population of agents) and `grad` w.r.t. `meta_params`.
+  `learning_rate=None` uses the default rate given at construction.
+* `direction_fn(meta_params) -> optax.GradientTransformation`: the direction
+  alone (`scale_by_learned_optimizer`), for users who chain their own scaling.
+
+`lopt.testing.check_learned_optimizer(lo)` checks these properties for any
+learned optimizer; every shipped cell passes it (tests/test_optimizer.py).
+
 All gradient leaves are concatenated into one flat float32 vector, so the cell
 runs once per step whatever the number of leaves; the updates are split back
-and cast to each leaf's dtype. The optimizer state holds only a step count and
-the cell's per-coordinate recurrent state (never the parameters), so it
-composes with `optax.chain`, `jit`, `vmap` and `grad` w.r.t. the meta-params.
+and cast to each leaf's dtype.
 """
 
-from typing import Any, Callable, NamedTuple, Optional
+import math
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lopt import cells
 
 Array = jax.Array
 MetaParams = Any
+LearningRate = Union[float, optax.Schedule]
 
 
-class LearnedOptimizerState(NamedTuple):
-  """State of the learned optimizer: a step count and the cell state."""
+class ScaleByLearnedOptimizerState(NamedTuple):
+  """State of `scale_by_learned_optimizer`.
+
+  Attributes:
+    count: [] int32, updates done.
+    cell_state: the cell's recurrent state, one `[num_coords, hidden_size]`
+      float32 array per GRU (`num_coords` = all parameter scalars).
+  """
   count: Array
   cell_state: cells.CellState
 
 
+# The name under which earlier code and notebooks knew the direction's state.
+LearnedOptimizerState = ScaleByLearnedOptimizerState
+
+
 class LearnedOptimizer(NamedTuple):
-  """A learned optimizer: `init(key) -> meta_params` and `opt_fn`.
+  """A learned optimizer: see the module docstring for the contract.
 
   Attributes:
+    name: the optimizer family (the cell: 'optim4rl', 'l2lgd2', 'linear').
     config: the cell architecture (`cells.CellConfig`).
-    learning_rate: default learning rate of `opt_fn`.
+    learning_rate: default learning rate of `opt_fn` (float or schedule), or
+      None, in which case `opt_fn` must be given one.
     init: `init(key) -> meta_params`.
     opt_fn: `opt_fn(meta_params, learning_rate=None) ->
       optax.GradientTransformation`.
+    direction_fn: `direction_fn(meta_params) -> optax.GradientTransformation`
+      giving the cell's direction `d` (no learning rate, no sign flip).
+    num_meta_params: scalars in the meta-params.
     cell: the cell's Haiku transform (built once).
   """
+  name: str
   config: cells.CellConfig
-  learning_rate: float
+  learning_rate: Optional[LearningRate]
   init: Callable[[Array], MetaParams]
   opt_fn: Callable[..., optax.GradientTransformation]
+  direction_fn: Callable[[MetaParams], optax.GradientTransformation]
+  num_meta_params: int
   cell: Any
 
 
-def check_learning_rate(learning_rate, field='learning_rate') -> float:
-  lr = float(learning_rate)
-  if not lr > 0 or lr != lr or lr == float('inf'):
-    raise ValueError(f'{field}: must be a finite number > 0, got '
-                     f'{learning_rate}')
+def check_learning_rate(learning_rate, field='learning_rate'
+                        ) -> LearningRate:
+  """A finite float > 0, or a schedule (a callable of the step count)."""
+  if callable(learning_rate):
+    return learning_rate
+  try:
+    lr = float(learning_rate)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'{field}: must be a finite number > 0 or an optax '
+                     f'schedule, got {learning_rate!r}') from e
+  if not lr > 0 or math.isinf(lr):
+    raise ValueError(f'{field}: must be a finite number > 0 or an optax '
+                     f'schedule, got {learning_rate}')
   return lr
 
 
@@ -79,14 +136,47 @@ def unflatten(flat: Array, like):
   return jax.tree.unflatten(treedef, out)
 
 
-def learned_optimizer(learning_rate: float = 1e-3,
+def scale_by_learned_optimizer(
+    cell_apply: Callable, config: cells.CellConfig,
+    meta_params: MetaParams) -> optax.GradientTransformation:
+  """The cell's update direction `d` as an optax transformation.
+
+  Args:
+    cell_apply: `(meta_params, g[N], state) -> (d[N], state)`, e.g. the
+      `apply` of `cells.make_cell(config)`.
+    config: the cell architecture (gives the initial recurrent state).
+    meta_params: the cell's weights.
+
+  Returns:
+    A transformation whose updates are the direction `d` (same sign as the
+    gradient for the shipped cells); chain it with
+    `optax.scale_by_learning_rate(lr)` to get descent steps.
+  """
+
+  def init_fn(params) -> ScaleByLearnedOptimizerState:
+    return ScaleByLearnedOptimizerState(
+        count=jnp.zeros((), jnp.int32),
+        cell_state=config.initial_state(cells.coordinate_count(params)))
+
+  def update_fn(updates, state, params=None):
+    del params
+    direction, cell_state = cell_apply(meta_params, flatten(updates),
+                                       state.cell_state)
+    return unflatten(direction, updates), ScaleByLearnedOptimizerState(
+        count=optax.safe_increment(state.count), cell_state=cell_state)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                       config: Optional[cells.CellConfig] = None,
                       **config_kwargs) -> LearnedOptimizer:
   """Builds a learned optimizer (cell transform built once, here).
 
   Args:
-    learning_rate: default step size: updates are `-learning_rate * d` where
-      `d` is the cell's direction.
+    learning_rate: default step size, a float or an `optax.Schedule` of the
+      step count: updates are `-learning_rate(count) * d` where `d` is the
+      cell's direction. None: every `opt_fn` call must give one.
     config: a `cells.CellConfig`; or give its fields as keyword arguments,
       e.g. `learned_optimizer(cell='optim4rl', hidden_size=8)`.
     **config_kwargs: `CellConfig` fields, when `config` is None.
@@ -98,33 +188,48 @@ def learned_optimizer(learning_rate: float = 1e-3,
     config = cells.CellConfig(**config_kwargs)
   elif config_kwargs:
     raise ValueError('give either config or config fields, not both')
-  default_lr = check_learning_rate(learning_rate)
+  default_lr = (None if learning_rate is None
+                else check_learning_rate(learning_rate))
   cell = cells.make_cell(config)
+  apply = cells.make_apply(config, cell)
 
   def init(key: Array) -> MetaParams:
     g = jnp.zeros((1,), jnp.float32)
     return cell.init(key, g, config.initial_state(1))
 
+  def direction_fn(meta_params: MetaParams) -> optax.GradientTransformation:
+    return scale_by_learned_optimizer(apply, config, meta_params)
+
   def opt_fn(meta_params: MetaParams,
-             learning_rate: Optional[float] = None
+             learning_rate: Optional[LearningRate] = None
              ) -> optax.GradientTransformation:
     lr = default_lr if learning_rate is None else learning_rate
+    if lr is None:
+      raise ValueError('learning_rate: this learned optimizer has no default '
+                       'rate; pass opt_fn(meta_params, learning_rate=...)')
+    if not isinstance(lr, (jax.Array, np.ndarray)):  # arrays: traced or
+      lr = check_learning_rate(lr)                    # injected rates
+    return optax.chain(direction_fn(meta_params),
+                       optax.scale_by_learning_rate(lr))
 
-    def init_fn(params) -> LearnedOptimizerState:
-      num_coords = cells.coordinate_count(params)
-      return LearnedOptimizerState(
-          count=jnp.zeros((), jnp.int32),
-          cell_state=config.initial_state(num_coords))
+  shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
+  num_meta_params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+  return LearnedOptimizer(name=config.cell, config=config,
+                          learning_rate=default_lr, init=init, opt_fn=opt_fn,
+                          direction_fn=direction_fn,
+                          num_meta_params=int(num_meta_params), cell=cell)
 
-    def update_fn(updates, state, params=None):
-      del params
-      direction, cell_state = cell.apply(
-          meta_params, flatten(updates), state.cell_state)
-      new_updates = unflatten(-lr * direction, updates)
-      return new_updates, LearnedOptimizerState(
-          count=optax.safe_increment(state.count), cell_state=cell_state)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+def direction_state(opt_state) -> ScaleByLearnedOptimizerState:
+  """The `ScaleByLearnedOptimizerState` inside an `opt_fn(...)` state.
 
-  return LearnedOptimizer(config=config, learning_rate=default_lr, init=init,
-                          opt_fn=opt_fn, cell=cell)
+  Works on the state of `opt_fn(...)` itself, of an `optax.chain` holding it
+  and of `optax.inject_hyperparams` around either: the first such state
+  found in the tree.
+  """
+  found = [s for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda s: isinstance(s, ScaleByLearnedOptimizerState))
+           if isinstance(s, ScaleByLearnedOptimizerState)]
+  if not found:
+    raise ValueError('opt_state: holds no learned-optimizer state')
+  return found[0]

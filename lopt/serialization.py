@@ -32,8 +32,11 @@ def save(path: str, meta_params, lo: optimizer_lib.LearnedOptimizer,
   for module, params in meta_params.items():
     for name, value in params.items():
       arrays[f'{module}/{name}'] = np.asarray(value)
+  # A schedule cannot be stored: the file then holds no default rate and
+  # whoever loads it passes one to opt_fn.
+  lr = None if callable(lo.learning_rate) else lo.learning_rate
   meta = {'format_version': FORMAT_VERSION, 'config': lo.config.to_dict(),
-          'learning_rate': lo.learning_rate, 'extra': extra or {}}
+          'learning_rate': lr, 'extra': extra or {}}
   arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   if not path.endswith('.npz'):
     path += '.npz'

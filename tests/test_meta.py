@@ -69,25 +69,27 @@ def _equal(a, b):
 def test_pipeline_resets(pipeline):
   trainer = _trainer('a2c', pipeline)
   step = _jitted_step(pipeline=pipeline)
-  init_agent = jax.jit(jax.vmap(trainer.init_agent[0]))
+  init_agent = jax.jit(jax.vmap(trainer.init_agent[0], in_axes=(0, None)))
   state = trainer.init(jax.random.PRNGKey(0))
   resets = []
   for s in range(2 * RESET_INTERVAL):
     pop = state.population[0]
     reset_keys = jax.vmap(lambda k: jax.random.split(k, 3)[2])(pop.key)
-    fresh = init_agent(reset_keys)
+    fresh = init_agent(reset_keys, state.meta_params)
     state, metrics = step(state)
     new = state.population[0]
+    new_opt = lopt.direction_state(new.opt_state)
+    pop_opt = lopt.direction_state(pop.opt_state)
     was_reset = []
     for i in range(NUM_AGENTS):
       is_fresh = _equal(_agent(new, i), _agent(fresh, i))
       was_reset.append(is_fresh)
       if is_fresh:  # a fresh init from its new key: params, opt and envs
-        assert int(new.opt_state.count[i]) == 0
+        assert int(new_opt.count[i]) == 0
         assert all(float(jnp.abs(h[i]).max()) == 0
-                   for h in new.opt_state.cell_state)
+                   for h in new_opt.cell_state)
       else:  # not due: carries on from its K inner updates
-        assert int(new.opt_state.count[i]) == int(pop.opt_state.count[i]) + K
+        assert int(new_opt.count[i]) == int(pop_opt.count[i]) + K
         assert not _equal(new.params, pop.params)
     due = (s % RESET_INTERVAL) == trainer.reset_index[0]
     np.testing.assert_array_equal(was_reset, due)

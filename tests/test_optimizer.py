@@ -74,8 +74,8 @@ def test_recurrent_state_is_carried(cell):
   s0 = opt.init(g)
   u1, s1 = opt.update(g, s0)
   u2, s2 = opt.update(g, s1)
-  assert int(s2.count) == 2
-  for h in s1.cell_state:
+  assert int(lopt.direction_state(s2).count) == 2
+  for h in lopt.direction_state(s1).cell_state:
     assert h.shape == (6, lo.config.hidden_size)
     assert float(jnp.abs(h).max()) > 0
   # Same gradient, different state -> different update.
@@ -86,25 +86,72 @@ def test_recurrent_state_is_carried(cell):
 
 
 @pytest.mark.parametrize('cell', CELLS)
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_state_structure_shapes_dtypes_fixed(cell, dtype):
-  lo = _lo(cell)
-  opt = optax.chain(optax.clip(1.0),
-                    lo.opt_fn(lo.init(jax.random.PRNGKey(0))))
-  params = _params(dtype)
-  state = opt.init(params)
-  spec = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
-  want_struct, want_spec = jax.tree.structure(state), spec(state)
+def test_every_cell_passes_the_learned_optimizer_contract(cell):
+  lopt.testing.check_learned_optimizer(_lo(cell),
+                                       zero_grad_moves=(cell == 'linear'))
+
+
+def test_contract_check_catches_a_broken_optimizer():
+  # An optimizer whose state holds the parameters fails the shared check.
+  lo = _lo('l2lgd2')
+
+  def leaky_opt_fn(meta_params, learning_rate=None):
+    inner = lo.opt_fn(meta_params, learning_rate)
+
+    def update(u, s, p=None):
+      u, inner_state = inner.update(u, s[0])
+      return u, (inner_state, s[1])
+
+    return optax.GradientTransformation(lambda p: (inner.init(p), p), update)
+
+  with pytest.raises(AssertionError, match='read only shapes'):
+    lopt.testing.check_learned_optimizer(lo._replace(opt_fn=leaky_opt_fn),
+                                         zero_grad_moves=False)
+
+
+def test_contract_is_stated_on_the_optimizer():
+  lo = _lo('optim4rl')
+  assert lo.name == 'optim4rl'
+  mp = lo.init(jax.random.PRNGKey(0))
+  assert lo.num_meta_params == sum(x.size for x in jax.tree.leaves(mp))
+  # The direction alone: opt_fn is direction_fn chained with -lr.
+  g = jnp.array([0.3, -2e-5, 1.])
+  d, _ = lo.direction_fn(mp).update(g, lo.direction_fn(mp).init(g))
+  u, _ = lo.opt_fn(mp, 0.5).update(g, lo.opt_fn(mp).init(g))
+  np.testing.assert_allclose(u, -0.5 * d, rtol=1e-6)
+
+
+def test_linear_schedule_gives_the_expected_per_step_scale():
+  lo = _lo('optim4rl')
+  mp = _random_meta_params(lo, jax.random.PRNGKey(2), 1.)
+  schedule = optax.linear_schedule(1e-2, 0., transition_steps=4)
+  sched_opt, plain = lo.opt_fn(mp, schedule), lo.opt_fn(mp, 1.)
+  g = jnp.array([0.5, -1e-3, 2.])
+  s_sched, s_plain = sched_opt.init(g), plain.init(g)
+  update = jax.jit(sched_opt.update)
+  for step in range(5):
+    u, s_sched = update(g, s_sched)
+    d, s_plain = plain.update(g, s_plain)  # lr 1: minus the direction
+    np.testing.assert_allclose(u, float(schedule(step)) * d, rtol=1e-5,
+                               atol=1e-12)
+  np.testing.assert_array_equal(u, 0.)  # the schedule reached 0
+
+
+def test_inject_hyperparams_changes_the_step_without_recompiling():
+  lo = _lo('optim4rl')
+  mp = _random_meta_params(lo, jax.random.PRNGKey(3), 1.)
+  opt = optax.inject_hyperparams(functools.partial(lo.opt_fn, mp))(
+      learning_rate=1e-2)
+  g = jnp.array([0.5, -1e-3, 2.])
+  state = opt.init(g)
   update = jax.jit(opt.update)
-  for i in range(3):
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1 * (i + 1)), params)
-    updates, state = update(grads, state, params)
-    assert jax.tree.structure(state) == want_struct
-    assert spec(state) == want_spec
-    assert spec(updates) == spec(params)
-    params = optax.apply_updates(params, updates)
-    assert spec(params) == spec(_params(dtype))
-  assert int(state[1].count) == 3
+  u1, _ = update(g, state)
+  state.hyperparams['learning_rate'] = 3. * state.hyperparams['learning_rate']
+  u3, _ = update(g, state)
+  np.testing.assert_allclose(u3, 3. * u1, rtol=1e-5)
+  assert update._cache_size() == 1  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match='learning_rate: must be'):
+    lo.opt_fn(mp, 'fast')
 
 
 def test_one_flat_cell_call_for_all_leaves():
@@ -116,7 +163,8 @@ def test_one_flat_cell_call_for_all_leaves():
   u_tree, s_tree = opt.update(tree, opt.init(tree))
   u_flat, s_flat = opt.update(flat, opt.init(flat))
   np.testing.assert_array_equal(optimizer_lib.flatten(u_tree), u_flat)
-  for a, b in zip(s_tree.cell_state, s_flat.cell_state):
+  for a, b in zip(lopt.direction_state(s_tree).cell_state,
+                  lopt.direction_state(s_flat).cell_state):
     np.testing.assert_array_equal(a, b)
 
 
@@ -154,7 +202,8 @@ def test_vmap_population_matches_loop():
   for i in range(4):
     u_i, s_i = opt.update(grads[i], opt.init(grads[i]))
     np.testing.assert_allclose(u_v[i], u_i, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(s_v.cell_state[0][i], s_i.cell_state[0],
+    np.testing.assert_allclose(lopt.direction_state(s_v).cell_state[0][i],
+                               lopt.direction_state(s_i).cell_state[0],
                                rtol=1e-5, atol=1e-7)
 
 

@@ -62,3 +62,57 @@ def test_pretrained_trains_a_supervised_problem_in_a_plain_optax_loop(name):
 def test_unknown_pretrained_name():
   with pytest.raises(ValueError, match="pretrained: unknown optimizer 'nope'"):
     lopt.pretrained('nope')
+
+
+def _regression():
+  net = hk.without_apply_rng(hk.transform(
+      lambda x: hk.nets.MLP((32, 32, 1))(x)[:, 0]))
+  x = jnp.linspace(-2., 2., 128)[:, None]
+  y = jnp.sin(2. * x[:, 0])
+  params = net.init(jax.random.PRNGKey(0), x)
+  return params, lambda p: jnp.mean((net.apply(p, x) - y) ** 2)
+
+
+def test_pretrained_with_an_lr_schedule_in_a_plain_optax_loop():
+  # What a user with `optax.adam(learning_rate=schedule)` writes.
+  schedule = optax.linear_schedule(2.5e-4, 0.0, 1000)
+  opt = optax.chain(optax.clip_by_global_norm(1.0),
+                    lopt.pretrained('optim4rl_gridworlds',
+                                    learning_rate=schedule))
+  params, loss = _regression()
+  state = opt.init(params)
+
+  def step(carry, _):
+    params, state = carry
+    updates, state = opt.update(jax.grad(loss)(params), state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  initial = float(loss(params))
+  (params, state), _ = jax.jit(lambda c: jax.lax.scan(
+      step, c, None, length=1000))((params, state))
+  final = float(loss(params))
+  assert np.isfinite(final) and final < 0.3 * initial, (initial, final)
+  # The schedule ran to its end: one more step moves nothing.
+  updates, _ = opt.update(jax.grad(loss)(params), state, params)
+  assert max(float(jnp.abs(u).max()) for u in jax.tree.leaves(updates)) == 0
+
+
+def test_pretrained_under_inject_hyperparams():
+  opt = optax.inject_hyperparams(lopt.pretrained)(
+      name='optim4rl_gridworlds', learning_rate=3e-4)
+  params, loss = _regression()
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  grads = jax.grad(loss)(params)
+  u1, _ = update(grads, state, params)
+  state.hyperparams['learning_rate'] = 0.5 * state.hyperparams['learning_rate']
+  u_half, _ = update(grads, state, params)
+  for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u_half)):
+    np.testing.assert_allclose(b, 0.5 * a, rtol=1e-5, atol=1e-12)
+  # Training with it works: 300 steps with the rate set per step.
+  for i in range(300):
+    state.hyperparams['learning_rate'] = jnp.asarray(
+        3e-4 * (1. - i / 300), state.hyperparams['learning_rate'].dtype)
+    updates, state = update(jax.grad(loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  assert float(loss(params)) < 0.5 * float(loss(_regression()[0]))

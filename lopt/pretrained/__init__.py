@@ -38,15 +38,21 @@ def load(name: str) -> Tuple[optimizer_lib.LearnedOptimizer, dict]:
   return serialization.load(path(name))
 
 
-def pretrained(name: str, learning_rate: Optional[float] = None
+def pretrained(name: str,
+               learning_rate: Optional[optimizer_lib.LearningRate] = None
                ) -> optax.GradientTransformation:
   """A shipped learned optimizer as an `optax.GradientTransformation`.
 
+  A drop-in for `optax.adam(learning_rate)`: the rate may be a float or an
+  `optax.Schedule`, and `optax.inject_hyperparams(lopt.pretrained)(
+  name=..., learning_rate=...)` lets a loop change it between steps.
+
   Args:
     name: one of `names()`, e.g. 'optim4rl_gridworlds'.
-    learning_rate: step size; None uses the one it was meta-trained with.
+    learning_rate: step size (float or schedule); None uses the one it was
+      meta-trained with.
   """
   lo, meta_params = load(name)
-  if learning_rate is not None:
+  if learning_rate is not None and not hasattr(learning_rate, 'shape'):
     optimizer_lib.check_learning_rate(learning_rate)
   return lo.opt_fn(meta_params, learning_rate)
