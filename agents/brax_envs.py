@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-from agents import environments
+from agents import env_base
 
 BRAX_ENVS = ('ant', 'humanoid', 'walker2d', 'inverted_pendulum',
              'halfcheetah', 'hopper')
@@ -35,7 +35,7 @@ class BraxEnvState(NamedTuple):
   first: Any         # the state to restart from ('first' mode), else None
 
 
-class BraxEnvironment(environments.Environment):
+class BraxEnvironment(env_base.Environment):
   """A Brax `PipelineEnv` with episode length and auto-reset."""
 
   continuous = True

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agents import environments
+from agents import env_base
 
 Array = jax.Array
 Object = Tuple[float, float, float]  # (reward, terminate_prob, respawn_prob)
@@ -99,7 +99,7 @@ MOVES = np.array(
      [-1, -1], [-1, 1], [1, -1], [1, 1]], dtype=np.int32)
 
 
-class GridWorld(environments.Environment):
+class GridWorld(env_base.Environment):
   """One of the gridworlds in `GRIDWORLDS`, pure-functional and jittable.
 
   Attributes:

@@ -20,6 +20,7 @@ from agents import brax_envs
 from agents import environments
 from agents import networks
 from agents import ppo
+from agents import wrappers
 import lopt
 
 # Named optax optimizers train.py accepts, with their learning rate argument.
@@ -233,24 +234,23 @@ def random_policy_return(env: environments.Environment, key: jax.Array,
   """Mean return of the episodes a uniform-random policy ends, and their count.
 
   Discrete envs draw actions uniformly from `num_actions`; continuous ones
-  (Brax) uniformly from [-1, 1]^action_size. Jittable; vmap it over keys for
-  several seeds.
+  (Brax) uniformly from [-1, 1]^action_size. Returns are counted by
+  `wrappers.EpisodeReturns`. Jittable; vmap it over keys for several seeds.
   """
+  env = wrappers.track_returns(env)
+
   def step(carry, key):
-    state, ret, total, count = carry
+    state, episodes = carry
     k_act, k_env = jax.random.split(key)
     action = random_actions(env, k_act, num_envs)
-    _, state, reward, term, trunc, _ = jax.vmap(env.step)(
+    _, state, _, _, _, info = jax.vmap(env.step)(
         jax.random.split(k_env, num_envs), state, action)
-    done = term | trunc
-    ret = ret + reward
-    total += jnp.sum(jnp.where(done, ret, 0.))
-    count += jnp.sum(done)
-    return (state, jnp.where(done, 0., ret), total, count), None
+    return (state, episodes.add(info)), None
 
   k_reset, k_run = jax.random.split(key)
   _, state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
-  init = (state, jnp.zeros(num_envs), jnp.zeros(()), jnp.zeros((), jnp.int32))
-  (_, _, total, count), _ = jax.lax.scan(
-      step, init, jax.random.split(k_run, num_steps))
-  return total / jnp.maximum(count, 1), count
+  (_, episodes), _ = jax.lax.scan(
+      step, (state, wrappers.no_episodes()),
+      jax.random.split(k_run, num_steps))
+  count = episodes.episodes
+  return episodes.return_sum / jnp.maximum(count, 1), count

@@ -42,6 +42,7 @@ import numpy as np
 
 from agents import brax_envs
 from agents import ppo
+from agents import wrappers
 from launchers import common
 from launchers import train
 from ml_collections import config_flags
@@ -140,29 +141,38 @@ def brax_kwargs(cfg) -> Dict:
 
 
 def evaluate_policy(env, policy: Callable, key, num_envs: int,
-                    episode_length: int):
+                    num_steps: int):
   """Mean undiscounted return of one episode in each of `num_envs` envs.
 
-  `env` is a raw Brax env; `policy(obs[num_envs, ...], key) -> actions`.
-  Rewards count until the first `done` (or non-finite reward) or
-  `episode_length` steps.
+  `env` is one of our environments (the Brax task both sides train on, with
+  its episode length; `num_steps` >= that length gives every env a whole
+  episode); `policy(obs[num_envs, ...], key) -> actions`. Each env's figure
+  is the return `wrappers.EpisodeReturns` reports for its first episode. An
+  env whose reward goes non-finite first (Brax physics can go nan) ends there,
+  with the return it had; one still running after `num_steps` counts its
+  return so far.
   """
+  env = wrappers.track_returns(env)
   k_reset, k_run = jax.random.split(key)
-  state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
+  obs, state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
 
   def step(carry, key):
-    state, ret, alive = carry
-    state = jax.vmap(env.step)(state, jnp.clip(policy(state.obs, key), -1, 1))
-    # An env whose physics goes non-finite ends there (0 * nan is nan).
-    ok = jnp.isfinite(state.reward)
-    ret = ret + jnp.where((alive > 0) & ok, state.reward, 0.)
-    alive = alive * (1. - state.done) * ok
-    return (state, ret, alive), None
+    obs, state, ret, pending = carry
+    # `key` samples the policy; the env (which ignores its key when it
+    # restarts from its first state) gets its own.
+    env_keys = jax.random.split(jax.random.fold_in(key, 1), num_envs)
+    obs, new_state, reward, _, _, info = jax.vmap(env.step)(
+        env_keys, state, policy(obs, key))
+    ok = jnp.isfinite(reward)
+    ended = info['episode_done'] | ~ok
+    first = jnp.where(ok, info['episode_return'], state.episode_return)
+    ret = jnp.where(pending & ended, first, ret)
+    return (obs, new_state, ret, pending & ~ended), None
 
-  (_, ret, _), _ = jax.lax.scan(
-      step, (state, jnp.zeros(num_envs), jnp.ones(num_envs)),
-      jax.random.split(k_run, episode_length))
-  return jnp.mean(ret)
+  init = (obs, state, jnp.zeros(num_envs), jnp.ones(num_envs, bool))
+  (_, state, ret, pending), _ = jax.lax.scan(
+      step, init, jax.random.split(k_run, num_steps))
+  return jnp.mean(jnp.where(pending, state.episode_return, ret))
 
 
 def make_ours(cfg, agent):
@@ -250,13 +260,16 @@ def _summary(impl: str, seed: int, seconds: List[float], steps_per_chunk: int,
 
 
 def brax_policy_eval(cfg, env):
-  """jitted `eval(params) -> return` for Brax's (normalizer, policy, value)."""
+  """jitted `eval(params) -> return` for Brax's (normalizer, policy, value).
+
+  `env` is our environment of the task (`agent.env`), as for our policy.
+  """
   from brax.training.acme import running_statistics  # pylint: disable=g-import-not-at-top
   from brax.training.agents.ppo import networks as brax_ppo_networks  # pylint: disable=g-import-not-at-top
   normalize = (running_statistics.normalize if cfg.ppo.normalize_obs
                else (lambda x, y: x))
   nets = brax_kwargs(cfg)['network_factory'](
-      (env.observation_size,), env.action_size,
+      env.observation_shape, env.action_size,
       preprocess_observations_fn=normalize)
   make_policy = brax_ppo_networks.make_inference_fn(nets)
   key = jax.random.PRNGKey(cfg.seed + 1000)
@@ -272,13 +285,12 @@ def brax_policy_eval(cfg, env):
 
 def ours_policy_eval(cfg, agent):
   """jitted `eval(params, obs_stats) -> return` for our PPO agent."""
-  env = agent.env._env  # the raw Brax env  # pylint: disable=protected-access
   key = jax.random.PRNGKey(cfg.seed + 1000)  # the same episodes as Brax's
 
   @jax.jit
   def eval_fn(params, stats):
     return evaluate_policy(
-        env, lambda o, k: agent.act(params, stats, o, k), key,
+        agent.env, lambda o, k: agent.act(params, stats, o, k), key,
         cfg.peer.num_eval_envs, cfg.episode_length)
 
   return eval_fn
@@ -336,9 +348,10 @@ def markdown(rows: List[dict], cfg) -> str:
 def peer_check(cfg, workdir: str) -> List[dict]:
   """Runs both sides for every seed; writes and returns the summary rows."""
   agent, _, _ = validate(cfg)
-  env = agent.env._env  # the raw Brax env both sides train on  # pylint: disable=protected-access
+  # The raw Brax env Brax's trainer trains on (ours: agent.env wraps it).
+  env = agent.env.inner._env  # pylint: disable=protected-access
   run_ours = make_ours(cfg, agent)
-  brax_eval = brax_policy_eval(cfg, env)
+  brax_eval = brax_policy_eval(cfg, agent.env)
   runs = []
   for seed in range(cfg.seed, cfg.seed + cfg.peer.num_seeds):
     for impl, fn in (('ours', run_ours),
