@@ -22,7 +22,6 @@ import rlax
 
 from agents import environments
 from agents import networks
-from agents import wrappers
 
 Array = jax.Array
 
@@ -36,13 +35,10 @@ class Trajectory(NamedTuple):
 
 
 class ActorState(NamedTuple):
-  """The environments an agent acts in (batched over its `num_envs`).
-
-  `env_state` is a `wrappers.EpisodeState`: it carries each env's running
-  episode return, so rollouts report completed-episode returns.
-  """
+  """The environments an agent acts in, and its running episode returns."""
   env_state: Any
   obs: Array
+  episode_return: Array
 
 
 class A2CState(NamedTuple):
@@ -101,17 +97,28 @@ class A2C(NamedTuple):
 
 def make_init_actor(env: environments.Environment, num_envs: int
                     ) -> Callable[[Array], ActorState]:
-  """`init_actor(key)`: `num_envs` fresh environments (shared with PPO).
-
-  `env` is wrapped in `wrappers.EpisodeReturns` unless it already is.
-  """
-  batch_reset = jax.vmap(wrappers.track_returns(env).reset)
+  """`init_actor(key)`: `num_envs` fresh environments (shared with PPO)."""
+  batch_reset = jax.vmap(env.reset)
 
   def init_actor(key):
     obs, env_state = batch_reset(jax.random.split(key, num_envs))
-    return ActorState(env_state, obs)
+    return ActorState(env_state, obs, jnp.zeros((num_envs,)))
 
   return init_actor
+
+
+def check_args(where: str, **args) -> None:
+  """rlax-style checks at a function's door: `name=(array, rank, kind)`.
+
+  Asserts each array's rank and dtype kind (`float`, `int`, a dtype, or None
+  for any) with a message naming the function and the argument, e.g.
+  `[a2c_loss: v_t]`. Static (shapes and dtypes only): free under jit, and
+  under vmap it sees the unbatched shapes.
+  """
+  for name, (x, rank, kind) in args.items():
+    chex.assert_rank(x, rank, custom_message=f'{where}: {name}')
+    if kind is not None:
+      chex.assert_type(x, kind, custom_message=f'{where}: {name}')
 
 
 def a2c_loss(logits_t: Array, v_t: Array, a_t: Array, r_t: Array,
@@ -135,7 +142,16 @@ def a2c_loss(logits_t: Array, v_t: Array, a_t: Array, r_t: Array,
   Returns:
     (scalar loss, metrics).
   """
-  chex.assert_rank([logits_t, v_t, a_t, r_t, discount_t], [2, 1, 1, 1, 1])
+  check_args('a2c_loss', logits_t=(logits_t, 2, float), v_t=(v_t, 1, float),
+             a_t=(a_t, 1, int), r_t=(r_t, 1, float),
+             discount_t=(discount_t, 1, float))
+  chex.assert_equal_shape([a_t, r_t, discount_t], custom_message=(
+      'a2c_loss: a_t, r_t, discount_t must all be [T]'))
+  bootstrap = 'need T + 1 steps (one more than r_t [T])'
+  chex.assert_axis_dimension(logits_t, 0, r_t.shape[0] + 1,
+                             custom_message=f'a2c_loss: logits_t {bootstrap}')
+  chex.assert_shape(v_t, (r_t.shape[0] + 1,),
+                    custom_message=f'a2c_loss: v_t {bootstrap}')
   adv_t = rlax.td_lambda(v_t[:-1], r_t, discount_t, v_t[1:],
                          jnp.asarray(td_lambda, jnp.float32))
   w_t = jnp.ones_like(r_t)
@@ -157,7 +173,6 @@ def make_a2c(env: environments.Environment,
                      'continuous (use agent=ppo)')
   net = networks.make_actor_critic(env.num_actions, env.observation_shape,
                                    network)
-  env = wrappers.track_returns(env)  # rollouts report episode returns
   batch_step = jax.vmap(env.step)
   init_actor = make_init_actor(env, config.num_envs)
 
@@ -168,26 +183,30 @@ def make_a2c(env: environments.Environment,
     """`rollout_len` steps of all envs; returns (traj, actor, metrics)."""
 
     def step(carry, key):
-      actor, episodes = carry
+      actor, ret_sum, ret_count = carry
       key_act, key_env = jax.random.split(key)
       logits, _ = net.apply(params, actor.obs)
       action = jax.random.categorical(key_act, logits)
-      obs, env_state, reward, term, trunc, info = batch_step(
+      obs, env_state, reward, term, trunc, _ = batch_step(
           jax.random.split(key_env, config.num_envs), actor.env_state, action)
       done = jnp.logical_or(term, trunc)
-      new_actor = ActorState(env_state, obs)
+      episode_return = actor.episode_return + reward
+      ret_sum += jnp.sum(jnp.where(done, episode_return, 0.))
+      ret_count += jnp.sum(done)
+      new_actor = ActorState(env_state, obs,
+                             jnp.where(done, 0., episode_return))
       out = (actor.obs, action, reward,
              1. - done.astype(jnp.float32))
-      return (new_actor, episodes.add(info)), out
+      return (new_actor, ret_sum, ret_count), out
 
     params = jax.lax.stop_gradient(params)
-    init = (actor, wrappers.no_episodes())
-    (actor, episodes), (obs, actions, rewards, discounts) = (
+    init = (actor, jnp.zeros(()), jnp.zeros((), jnp.int32))
+    (actor, ret_sum, ret_count), (obs, actions, rewards, discounts) = (
         jax.lax.scan(step, init, jax.random.split(key, config.rollout_len)))
     obs = jnp.concatenate([obs, actor.obs[None]], axis=0)
     traj = Trajectory(obs, actions, rewards, discounts)
-    # return_sum, episodes: the episodes that ended (raw env rewards).
-    metrics = {**episodes._asdict(), 'reward_sum': jnp.sum(rewards)}
+    metrics = {'return_sum': ret_sum, 'episodes': ret_count,
+               'reward_sum': jnp.sum(rewards)}
     return traj, actor, metrics
 
   def loss(params, traj: Trajectory):

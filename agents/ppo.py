@@ -8,13 +8,14 @@ loss (nested `lax.scan`s). The optimizer is any `optax.GradientTransformation`,
 including a frozen learned optimizer.
 
 Policies: a Gaussian with tanh squashing for continuous actions (Brax), a
-categorical for discrete ones (gymnax). The trajectory stores the pre-tanh
-sample, so log-probabilities need no atanh.
+categorical for discrete ones (gymnax), chosen once by `make_policy`. The
+trajectory stores the pre-tanh sample, so log-probabilities need no atanh.
 """
 
 import dataclasses
 from typing import Any, Callable, Dict, NamedTuple, Tuple
 
+import chex
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,6 @@ import rlax
 
 from agents import a2c
 from agents import environments
-from agents import wrappers
 
 Array = jax.Array
 _LOG_2PI = jnp.log(2. * jnp.pi)
@@ -149,50 +149,108 @@ def _tanh_correction(u):
   return jnp.sum(2. * (jnp.log(2.) - u - jax.nn.softplus(-2. * u)), axis=-1)
 
 
-def make_ppo(env: environments.Environment,
-             config: PPOConfig = PPOConfig()) -> PPO:
-  """Builds the PPO functions for `env` (continuous or discrete actions)."""
-  config.validate()
-  continuous = bool(getattr(env, 'continuous', False))
-  num_out = 2 * env.action_size if continuous else env.num_actions
+class Policy(NamedTuple):
+  """An action distribution on the policy head's outputs `out[..., D]`.
 
-  def forward(obs):
-    x = obs.reshape(obs.shape[:obs.ndim - len(env.observation_shape)] +
-                    (-1,))
-    policy = hk.nets.MLP(tuple(config.policy_hidden) + (num_out,),
-                         activation=jax.nn.swish, name='policy')(x)
-    value = hk.nets.MLP(tuple(config.value_hidden) + (1,),
-                        activation=jax.nn.swish, name='value')(x)[..., 0]
-    return policy, value
+  Chosen once per agent (as acme's `make_tanh_normal_ppo_networks` and
+  `make_categorical_ppo_networks`); the PPO functions never branch on it.
 
-  net = hk.without_apply_rng(hk.transform(forward))
+  Attributes:
+    num_outputs: D, the policy head's width.
+    action_shape: shape of one stored action.
+    action_kind: dtype kind of a stored action (`float` or `int`).
+    log_prob: `(out, stored action) -> log-prob`.
+    entropy: `out -> entropy`.
+    sample: `(key, out) -> (stored action, env action, log-prob)`.
+    mode: `out -> env action` of the deterministic policy.
+  """
+  num_outputs: int
+  action_shape: Tuple[int, ...]
+  action_kind: type
+  log_prob: Callable[[Array, Array], Array]
+  entropy: Callable[[Array], Array]
+  sample: Callable[[Array, Array], Tuple[Array, Array, Array]]
+  mode: Callable[[Array], Array]
+
+
+def tanh_normal_policy(action_size: int) -> Policy:
+  """Gaussian squashed by tanh, for continuous actions in [-1, 1].
+
+    u ~ N(mean, std), std = softplus(raw) + 1e-3, env action = tanh(u),
+    log pi(tanh(u)) = log N(u; mean, std) - sum log(1 - tanh(u)^2).
+
+  The stored action is the pre-tanh sample u (no atanh needed); the entropy
+  is the Gaussian's, before squashing.
+  """
 
   def dist_params(out):
     mean, raw_std = jnp.split(out, 2, axis=-1)
     return mean, jnp.log(jax.nn.softplus(raw_std) + 1e-3)
 
-  def log_prob(out, action):
-    if continuous:  # `action` is the pre-tanh sample u
-      mean, log_std = dist_params(out)
-      return _gaussian_log_prob(action, mean, log_std) - _tanh_correction(
-          action)
-    return jnp.take_along_axis(jax.nn.log_softmax(out), action[..., None],
+  def log_prob(out, u):
+    mean, log_std = dist_params(out)
+    return _gaussian_log_prob(u, mean, log_std) - _tanh_correction(u)
+
+  def entropy(out):
+    _, log_std = dist_params(out)
+    return jnp.sum(log_std + 0.5 * (1. + _LOG_2PI), axis=-1)
+
+  def sample(key, out):
+    mean, log_std = dist_params(out)
+    u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+    return u, jnp.tanh(u), log_prob(out, u)
+
+  def mode(out):
+    return jnp.tanh(dist_params(out)[0])
+
+  return Policy(2 * action_size, (action_size,), float, log_prob, entropy,
+                sample, mode)
+
+
+def categorical_policy(num_actions: int) -> Policy:
+  """Softmax over `num_actions` logits, for discrete actions."""
+
+  def log_prob(out, a):
+    return jnp.take_along_axis(jax.nn.log_softmax(out), a[..., None],
                                axis=-1)[..., 0]
 
   def entropy(out):
-    if continuous:  # entropy of the Gaussian before squashing
-      _, log_std = dist_params(out)
-      return jnp.sum(log_std + 0.5 * (1. + _LOG_2PI), axis=-1)
     return -jnp.sum(jax.nn.softmax(out) * jax.nn.log_softmax(out), axis=-1)
 
   def sample(key, out):
-    """(stored action, env action, log-prob)."""
-    if continuous:
-      mean, log_std = dist_params(out)
-      u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-      return u, jnp.tanh(u), log_prob(out, u)
     a = jax.random.categorical(key, out)
     return a, a, log_prob(out, a)
+
+  def mode(out):
+    return jnp.argmax(out, axis=-1)
+
+  return Policy(num_actions, (), int, log_prob, entropy, sample, mode)
+
+
+def make_policy(env: environments.Environment) -> Policy:
+  """Tanh-Gaussian for a continuous `env`, categorical for a discrete one."""
+  if getattr(env, 'continuous', False):
+    return tanh_normal_policy(env.action_size)
+  return categorical_policy(env.num_actions)
+
+
+def make_ppo(env: environments.Environment,
+             config: PPOConfig = PPOConfig()) -> PPO:
+  """Builds the PPO functions for `env` (continuous or discrete actions)."""
+  config.validate()
+  policy = make_policy(env)
+  sample = policy.sample
+
+  def forward(obs):
+    x = obs.reshape(obs.shape[:obs.ndim - len(env.observation_shape)] +
+                    (-1,))
+    out = hk.nets.MLP(tuple(config.policy_hidden) + (policy.num_outputs,),
+                      activation=jax.nn.swish, name='policy')(x)
+    value = hk.nets.MLP(tuple(config.value_hidden) + (1,),
+                        activation=jax.nn.swish, name='value')(x)[..., 0]
+    return out, value
+
+  net = hk.without_apply_rng(hk.transform(forward))
 
   def observe(stats, obs):
     return normalize(stats, obs) if config.normalize_obs else obs
@@ -200,11 +258,9 @@ def make_ppo(env: environments.Environment,
   def act(params, stats, obs, key, deterministic=False):
     out, _ = net.apply(params, observe(stats, obs))
     if deterministic:
-      return (jnp.tanh(dist_params(out)[0]) if continuous
-              else jnp.argmax(out, axis=-1))
+      return policy.mode(out)
     return sample(key, out)[1]
 
-  env = wrappers.track_returns(env)  # rollouts report episode returns
   batch_step = jax.vmap(env.step)
   init_actor = a2c.make_init_actor(env, config.num_envs)
 
@@ -216,24 +272,28 @@ def make_ppo(env: environments.Environment,
     params = jax.lax.stop_gradient(params)
 
     def step(carry, key):
-      actor, episodes = carry
+      actor, ret_sum, ret_count = carry
       k_act, k_env = jax.random.split(key)
       out, value = net.apply(params, observe(stats, actor.obs))
       stored, env_action, logp = sample(k_act, out)
-      obs, env_state, reward, term, trunc, info = batch_step(
+      obs, env_state, reward, term, trunc, _ = batch_step(
           jax.random.split(k_env, config.num_envs), actor.env_state,
           env_action)
+      done = jnp.logical_or(term, trunc)
+      ret = actor.episode_return + reward
+      ret_sum += jnp.sum(jnp.where(done, ret, 0.))
+      ret_count += jnp.sum(done)
       tr = Transition(actor.obs, stored, logp, value,
                       jnp.asarray(reward, jnp.float32),
                       1. - term.astype(jnp.float32),
                       trunc.astype(jnp.float32))
-      return (a2c.ActorState(env_state, obs), episodes.add(info)), tr
+      return (a2c.ActorState(env_state, obs, jnp.where(done, 0., ret)),
+              ret_sum, ret_count), tr
 
-    (actor, episodes), traj = jax.lax.scan(
-        step, (actor, wrappers.no_episodes()),
+    (actor, ret_sum, ret_count), traj = jax.lax.scan(
+        step, (actor, jnp.zeros(()), jnp.zeros((), jnp.int32)),
         jax.random.split(key, config.unroll_len))
-    # return_sum, episodes: the episodes that ended (raw env rewards).
-    return traj, actor, episodes._asdict()
+    return traj, actor, {'return_sum': ret_sum, 'episodes': ret_count}
 
   def advantages(traj: Transition, last_value: Array):
     """Truncated GAE per env, `[T, B]` advantages and value targets.
@@ -242,7 +302,22 @@ def make_ppo(env: environments.Environment,
     observation it led to is lost) cannot be bootstrapped: its advantage is
     0 and its target its own value, and the trace is cut there. rlax does
     this with reward := value and discount := 0 at that step.
+
+    Args:
+      traj: a rollout; `value`, `reward`, `discount`, `truncated` are float
+        `[T, B]`.
+      last_value: `[B]` values of the observations after the rollout.
     """
+    a2c.check_args(
+        'ppo.advantages', last_value=(last_value, 1, float),
+        **{f'traj.{f}': (getattr(traj, f), 2, float)
+           for f in ('value', 'reward', 'discount', 'truncated')})
+    chex.assert_equal_shape(
+        [traj.value, traj.reward, traj.discount, traj.truncated],
+        custom_message='ppo.advantages: traj.value, traj.reward, '
+        'traj.discount, traj.truncated must all be [T, B]')
+    chex.assert_shape(last_value, traj.value.shape[1:],
+                      custom_message='ppo.advantages: last_value must be [B]')
     values = jnp.concatenate([traj.value, last_value[None]], axis=0)
     truncated = traj.truncated > 0
     discount = jnp.where(truncated, 0., config.discount * traj.discount)
@@ -254,14 +329,35 @@ def make_ppo(env: environments.Environment,
     return adv, adv + traj.value
 
   def loss(params, stats, batch):
-    """Clipped surrogate + value + entropy loss of a flat minibatch."""
+    """Clipped surrogate + value + entropy loss of a flat minibatch.
+
+    Args:
+      params: network parameters.
+      stats: observation statistics.
+      batch: `(traj, adv, target)` flattened to N samples: `traj.obs`
+        `[N, *obs_shape]`, `traj.action` `[N, *action_shape]`,
+        `traj.log_prob`, `adv`, `target` float `[N]`.
+    """
     traj, adv, target = batch
+    a2c.check_args('ppo.loss', adv=(adv, 1, float), target=(target, 1, float),
+                   **{'traj.log_prob': (traj.log_prob, 1, float),
+                      'traj.action': (traj.action,
+                                      1 + len(policy.action_shape),
+                                      policy.action_kind)})
+    chex.assert_equal_shape([adv, target, traj.log_prob], custom_message=(
+        'ppo.loss: adv, target, traj.log_prob must all be [N]'))
+    chex.assert_shape(traj.action, adv.shape + policy.action_shape,
+                      custom_message='ppo.loss: traj.action must be '
+                      f'[N, *{policy.action_shape}]')
+    chex.assert_shape(traj.obs, adv.shape + tuple(env.observation_shape),
+                      custom_message='ppo.loss: traj.obs must be '
+                      f'[N, *{tuple(env.observation_shape)}]')
     out, value = net.apply(params, observe(stats, traj.obs))
-    ratio = jnp.exp(log_prob(out, traj.action) - traj.log_prob)
+    ratio = jnp.exp(policy.log_prob(out, traj.action) - traj.log_prob)
     adv = (adv - jnp.mean(adv)) / (jnp.std(adv) + 1e-8)
     pg = rlax.clipped_surrogate_pg_loss(ratio, adv, config.clip_eps)
     value_loss = 0.5 * jnp.mean(jnp.square(value - target))
-    ent = jnp.mean(entropy(out))
+    ent = jnp.mean(policy.entropy(out))
     total = pg + config.value_weight * value_loss - config.entropy_weight * ent
     return total, {'pg_loss': pg, 'value_loss': value_loss, 'entropy': ent}
 

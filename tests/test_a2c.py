@@ -63,7 +63,7 @@ def test_rollout_shapes_and_episode_returns(catch_agent):
   assert int(m['episodes']) == 32
   assert abs(float(m['return_sum'])) <= 32
   np.testing.assert_allclose(float(m['reward_sum']), float(m['return_sum']) +
-                             float(jnp.sum(actor2.env_state.episode_return)))
+                             float(jnp.sum(actor2.episode_return)))
   assert set(np.unique(np.asarray(traj.discounts))) <= {0., 1.}
 
 
@@ -99,3 +99,47 @@ def test_bad_a2c_config():
     a2c.A2CConfig(rollout_len=0).validate()
   with pytest.raises(ValueError, match='discount'):
     a2c.A2CConfig(discount=1.5).validate()
+
+
+def _loss_inputs():
+  return (jnp.array([[0., 0.], [1., 0.], [0., 0.]]), jnp.array([0.5, 0.2, 1.]),
+          jnp.array([0, 1]), jnp.array([1., 2.]), jnp.array([0.9, 0.]))
+
+
+def _a2c_loss(*args):
+  return a2c.a2c_loss(*args, td_lambda=0.9, critic_weight=0.5,
+                      entropy_weight=0.01)
+
+
+@pytest.mark.parametrize('variant', ['jit', 'vmap', 'jit_vmap'])
+def test_a2c_loss_checks_pass_under_jit_and_vmap(variant):
+  args = _loss_inputs()
+  want, want_m = _a2c_loss(*args)
+  if variant == 'jit':
+    got, m = jax.jit(_a2c_loss)(*args)
+  else:  # a batch of 3 copies of the sequence, vmapped over axis 0
+    fn = jax.vmap(_a2c_loss)
+    fn = jax.jit(fn) if variant == 'jit_vmap' else fn
+    got, m = fn(*[jnp.stack([x] * 3) for x in args])
+    assert got.shape == (3,)
+    got, m = got[1], jax.tree.map(lambda x: x[1], m)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(m['pg_loss'], want_m['pg_loss'], rtol=1e-6)
+
+
+@pytest.mark.parametrize('arg, bad, message', [
+    (1, jnp.zeros((3, 1)), 'a2c_loss: v_t'),                 # rank
+    (0, jnp.zeros((3,)), 'a2c_loss: logits_t'),              # rank
+    (2, jnp.array([0., 1.]), 'a2c_loss: a_t'),               # dtype
+    (3, jnp.array([1, 2]), 'a2c_loss: r_t'),                 # dtype
+    (4, jnp.array([0.9, 0., 1.]), 'a_t, r_t, discount_t must all be'),
+    (1, jnp.array([0.5, 0.2]), r'a2c_loss: v_t need T \+ 1 steps'),
+    (0, jnp.zeros((2, 2)), r'a2c_loss: logits_t need T \+ 1 steps'),
+])
+def test_a2c_loss_wrong_shape_or_dtype_names_the_argument(arg, bad, message):
+  args = list(_loss_inputs())
+  args[arg] = bad
+  with pytest.raises(AssertionError, match=message):
+    _a2c_loss(*args)
+  with pytest.raises(AssertionError, match=message):  # also when traced
+    jax.jit(_a2c_loss)(*args)

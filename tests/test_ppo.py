@@ -129,3 +129,121 @@ def test_ppo_continuous_update_on_brax_is_finite():
   assert not all(bool(jnp.array_equal(a, b)) for a, b in
                  zip(jax.tree.leaves(new.params),
                      jax.tree.leaves(state.params)))
+
+
+def test_policies_are_chosen_once_and_match_their_formulas():
+  assert ppo.make_policy(environments.make('cartpole')).action_kind is int
+  tanh_normal = ppo.tanh_normal_policy(1)
+  assert tanh_normal.num_outputs == 2 and tanh_normal.action_shape == (1,)
+  mean, raw, u = 0.3, -0.4, 0.8
+  std = np.log1p(np.exp(raw)) + 1e-3
+  want = (-0.5 * ((u - mean) / std) ** 2 - np.log(std)
+          - 0.5 * np.log(2 * np.pi) - np.log(1 - np.tanh(u) ** 2))
+  out = jnp.array([[mean, raw]])
+  np.testing.assert_allclose(tanh_normal.log_prob(out, jnp.array([[u]])),
+                             [want], rtol=1e-5)
+  np.testing.assert_allclose(tanh_normal.mode(out), [[np.tanh(mean)]],
+                             rtol=1e-6)
+  categorical = ppo.categorical_policy(3)
+  logits = jnp.array([[0., 1., 2.]])
+  p = np.exp([0., 1., 2.]) / np.exp([0., 1., 2.]).sum()
+  np.testing.assert_allclose(categorical.log_prob(logits, jnp.array([2])),
+                             np.log(p[2:]), rtol=1e-5)
+  np.testing.assert_allclose(categorical.entropy(logits),
+                             [-(p * np.log(p)).sum()], rtol=1e-5)
+  stored, env_action, logp = categorical.sample(jax.random.PRNGKey(0),
+                                                logits)
+  assert stored.dtype == env_action.dtype == jnp.int32
+  np.testing.assert_allclose(logp, np.log(p[np.asarray(stored)]), rtol=1e-5)
+
+
+def _small_cartpole_ppo():
+  return ppo.make_ppo(environments.make('cartpole'), ppo.PPOConfig(
+      num_envs=2, unroll_len=3, num_minibatches=1, policy_hidden=(8,),
+      value_hidden=(8,)))
+
+
+def _rollout_like(t=3, b=2):
+  """A `[T, B]` rollout of cartpole with distinct values per entry."""
+  x = jnp.arange(t * b, dtype=jnp.float32).reshape(t, b) / 10.
+  return ppo.Transition(
+      obs=jnp.ones((t, b, 4)) * x[..., None], action=(x > 0.2).astype(int),
+      log_prob=-x, value=x, reward=1. - x, discount=jnp.ones((t, b)),
+      truncated=jnp.zeros((t, b)).at[1, 0].set(1.))
+
+
+@pytest.mark.parametrize('variant', ['jit', 'vmap', 'jit_vmap'])
+def test_advantages_and_loss_checks_pass_under_jit_and_vmap(variant):
+  agent = _small_cartpole_ppo()
+  params = agent.init_params(jax.random.PRNGKey(0))
+  stats = ppo.ObsStats(jnp.zeros(()), jnp.zeros(4), jnp.zeros(4))
+  traj, last_value = _rollout_like(), jnp.array([0.5, -0.5])
+
+  def adv_and_loss(traj, last_value):
+    adv, target = agent.advantages(traj, last_value)
+    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]),
+                        (traj, adv, target))
+    return adv, agent.loss(params, stats, flat)
+
+  want_adv, (want_loss, _) = adv_and_loss(traj, last_value)
+  if variant == 'jit':
+    adv, (loss, _) = jax.jit(adv_and_loss)(traj, last_value)
+  else:  # 3 copies of the rollout, vmapped over a leading axis
+    fn = jax.vmap(adv_and_loss)
+    fn = jax.jit(fn) if variant == 'jit_vmap' else fn
+    adv, (loss, _) = fn(*jax.tree.map(lambda x: jnp.stack([x] * 3),
+                                      (traj, last_value)))
+    assert loss.shape == (3,)
+    adv, loss = adv[2], loss[2]
+  np.testing.assert_allclose(adv, want_adv, rtol=1e-6)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize('field, bad, message', [
+    ('value', jnp.zeros((3,)), r'ppo.advantages: traj.value\]'),
+    ('reward', jnp.zeros((3, 2), jnp.int32), r'ppo.advantages: traj.reward'),
+    ('truncated', jnp.zeros((3, 3)), 'must all be \\[T, B\\]'),
+    ('last_value', jnp.zeros((3,)), r'ppo.advantages: last_value must be'),
+    ('last_value', jnp.zeros((2, 1)), r'ppo.advantages: last_value\]'),
+])
+def test_advantages_wrong_shape_or_dtype_names_the_argument(field, bad,
+                                                            message):
+  agent = _small_cartpole_ppo()
+  traj, last_value = _rollout_like(), jnp.zeros((2,))
+  if field == 'last_value':
+    last_value = bad
+  else:
+    traj = traj._replace(**{field: bad})
+  with pytest.raises(AssertionError, match=message):
+    agent.advantages(traj, last_value)
+  with pytest.raises(AssertionError, match=message):
+    jax.jit(agent.advantages)(traj, last_value)
+
+
+@pytest.mark.parametrize('field, bad, message', [
+    ('action', jnp.zeros((6,)), r'ppo.loss: traj.action\]'),    # float
+    ('action', jnp.zeros((6, 1), int), r'ppo.loss: traj.action\]'),
+    ('action', jnp.zeros((5,), int), r'ppo.loss: traj.action must be'),
+    ('log_prob', jnp.zeros((5,)), r'adv, target, traj.log_prob must all'),
+    ('adv', jnp.zeros((6, 1)), r'ppo.loss: adv\]'),
+    ('target', jnp.zeros((6,), int), r'ppo.loss: target\]'),
+    ('obs', jnp.zeros((6, 5)), r'ppo.loss: traj.obs must be'),
+])
+def test_ppo_loss_wrong_shape_or_dtype_names_the_argument(field, bad,
+                                                          message):
+  agent = _small_cartpole_ppo()
+  params = agent.init_params(jax.random.PRNGKey(0))
+  stats = ppo.ObsStats(jnp.zeros(()), jnp.zeros(4), jnp.zeros(4))
+  traj = jax.tree.map(lambda x: x.reshape((6,) + x.shape[2:]),
+                      _rollout_like())
+  adv, target = jnp.zeros((6,)), jnp.zeros((6,))
+  if field == 'adv':
+    adv = bad
+  elif field == 'target':
+    target = bad
+  else:
+    traj = traj._replace(**{field: bad})
+  with pytest.raises(AssertionError, match=message):
+    agent.loss(params, stats, (traj, adv, target))
+  with pytest.raises(AssertionError, match=message):
+    jax.jit(agent.loss)(params, stats, (traj, adv, target))
