@@ -22,6 +22,7 @@ import rlax
 
 from agents import environments
 from agents import networks
+from agents import wrappers
 
 Array = jax.Array
 
@@ -35,10 +36,13 @@ class Trajectory(NamedTuple):
 
 
 class ActorState(NamedTuple):
-  """The environments an agent acts in, and its running episode returns."""
+  """The environments an agent acts in (batched over its `num_envs`).
+
+  `env_state` is a `wrappers.EpisodeState`: it carries each env's running
+  episode return, so rollouts report completed-episode returns.
+  """
   env_state: Any
   obs: Array
-  episode_return: Array
 
 
 class A2CState(NamedTuple):
@@ -97,12 +101,15 @@ class A2C(NamedTuple):
 
 def make_init_actor(env: environments.Environment, num_envs: int
                     ) -> Callable[[Array], ActorState]:
-  """`init_actor(key)`: `num_envs` fresh environments (shared with PPO)."""
-  batch_reset = jax.vmap(env.reset)
+  """`init_actor(key)`: `num_envs` fresh environments (shared with PPO).
+
+  `env` is wrapped in `wrappers.EpisodeReturns` unless it already is.
+  """
+  batch_reset = jax.vmap(wrappers.track_returns(env).reset)
 
   def init_actor(key):
     obs, env_state = batch_reset(jax.random.split(key, num_envs))
-    return ActorState(env_state, obs, jnp.zeros((num_envs,)))
+    return ActorState(env_state, obs)
 
   return init_actor
 
@@ -173,6 +180,7 @@ def make_a2c(env: environments.Environment,
                      'continuous (use agent=ppo)')
   net = networks.make_actor_critic(env.num_actions, env.observation_shape,
                                    network)
+  env = wrappers.track_returns(env)  # rollouts report episode returns
   batch_step = jax.vmap(env.step)
   init_actor = make_init_actor(env, config.num_envs)
 
@@ -183,30 +191,26 @@ def make_a2c(env: environments.Environment,
     """`rollout_len` steps of all envs; returns (traj, actor, metrics)."""
 
     def step(carry, key):
-      actor, ret_sum, ret_count = carry
+      actor, episodes = carry
       key_act, key_env = jax.random.split(key)
       logits, _ = net.apply(params, actor.obs)
       action = jax.random.categorical(key_act, logits)
-      obs, env_state, reward, term, trunc, _ = batch_step(
+      obs, env_state, reward, term, trunc, info = batch_step(
           jax.random.split(key_env, config.num_envs), actor.env_state, action)
       done = jnp.logical_or(term, trunc)
-      episode_return = actor.episode_return + reward
-      ret_sum += jnp.sum(jnp.where(done, episode_return, 0.))
-      ret_count += jnp.sum(done)
-      new_actor = ActorState(env_state, obs,
-                             jnp.where(done, 0., episode_return))
+      new_actor = ActorState(env_state, obs)
       out = (actor.obs, action, reward,
              1. - done.astype(jnp.float32))
-      return (new_actor, ret_sum, ret_count), out
+      return (new_actor, episodes.add(info)), out
 
     params = jax.lax.stop_gradient(params)
-    init = (actor, jnp.zeros(()), jnp.zeros((), jnp.int32))
-    (actor, ret_sum, ret_count), (obs, actions, rewards, discounts) = (
+    init = (actor, wrappers.no_episodes())
+    (actor, episodes), (obs, actions, rewards, discounts) = (
         jax.lax.scan(step, init, jax.random.split(key, config.rollout_len)))
     obs = jnp.concatenate([obs, actor.obs[None]], axis=0)
     traj = Trajectory(obs, actions, rewards, discounts)
-    metrics = {'return_sum': ret_sum, 'episodes': ret_count,
-               'reward_sum': jnp.sum(rewards)}
+    # return_sum, episodes: the episodes that ended (raw env rewards).
+    metrics = {**episodes._asdict(), 'reward_sum': jnp.sum(rewards)}
     return traj, actor, metrics
 
   def loss(params, traj: Trajectory):

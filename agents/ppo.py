@@ -24,6 +24,7 @@ import rlax
 
 from agents import a2c
 from agents import environments
+from agents import wrappers
 
 Array = jax.Array
 _LOG_2PI = jnp.log(2. * jnp.pi)
@@ -261,6 +262,7 @@ def make_ppo(env: environments.Environment,
       return policy.mode(out)
     return sample(key, out)[1]
 
+  env = wrappers.track_returns(env)  # rollouts report episode returns
   batch_step = jax.vmap(env.step)
   init_actor = a2c.make_init_actor(env, config.num_envs)
 
@@ -272,28 +274,24 @@ def make_ppo(env: environments.Environment,
     params = jax.lax.stop_gradient(params)
 
     def step(carry, key):
-      actor, ret_sum, ret_count = carry
+      actor, episodes = carry
       k_act, k_env = jax.random.split(key)
       out, value = net.apply(params, observe(stats, actor.obs))
       stored, env_action, logp = sample(k_act, out)
-      obs, env_state, reward, term, trunc, _ = batch_step(
+      obs, env_state, reward, term, trunc, info = batch_step(
           jax.random.split(k_env, config.num_envs), actor.env_state,
           env_action)
-      done = jnp.logical_or(term, trunc)
-      ret = actor.episode_return + reward
-      ret_sum += jnp.sum(jnp.where(done, ret, 0.))
-      ret_count += jnp.sum(done)
       tr = Transition(actor.obs, stored, logp, value,
                       jnp.asarray(reward, jnp.float32),
                       1. - term.astype(jnp.float32),
                       trunc.astype(jnp.float32))
-      return (a2c.ActorState(env_state, obs, jnp.where(done, 0., ret)),
-              ret_sum, ret_count), tr
+      return (a2c.ActorState(env_state, obs), episodes.add(info)), tr
 
-    (actor, ret_sum, ret_count), traj = jax.lax.scan(
-        step, (actor, jnp.zeros(()), jnp.zeros((), jnp.int32)),
+    (actor, episodes), traj = jax.lax.scan(
+        step, (actor, wrappers.no_episodes()),
         jax.random.split(key, config.unroll_len))
-    return traj, actor, {'return_sum': ret_sum, 'episodes': ret_count}
+    # return_sum, episodes: the episodes that ended (raw env rewards).
+    return traj, actor, episodes._asdict()
 
   def advantages(traj: Transition, last_value: Array):
     """Truncated GAE per env, `[T, B]` advantages and value targets.

@@ -63,7 +63,7 @@ def test_rollout_shapes_and_episode_returns(catch_agent):
   assert int(m['episodes']) == 32
   assert abs(float(m['return_sum'])) <= 32
   np.testing.assert_allclose(float(m['reward_sum']), float(m['return_sum']) +
-                             float(jnp.sum(actor2.episode_return)))
+                             float(jnp.sum(actor2.env_state.episode_return)))
   assert set(np.unique(np.asarray(traj.discounts))) <= {0., 1.}
 
 
