@@ -9,6 +9,9 @@ r"""Throughput, compile time and peak memory figures (prints them; no test).
     python -m launchers.benchmark --mode=a2c --env=small_dense_short --envs=64
     # Where meta-training time goes (the cell vs the agents):
     python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
+    # One learned-optimizer update vs optax.adam, FLOPs and share of the
+    # matmul peak, per cell / MLP shape / implementation / N (JSON via --out):
+    python -m launchers.benchmark --mode=opt --out=opt.jsonl
     # Raw environment throughput (uniform-random actions, auto-reset):
     python -m launchers.benchmark --mode=env --env=ant --envs=64 --reset_mode=first
 
@@ -34,10 +37,12 @@ from launchers import common
 import lopt
 from lopt import meta
 
-_MODE = flags.DEFINE_enum('mode', 'meta', ['meta', 'a2c', 'random', 'env'],
+_MODE = flags.DEFINE_enum('mode', 'meta',
+                          ['meta', 'a2c', 'random', 'env', 'opt'],
                           'What to measure: meta-training, A2C + Adam, '
-                          'the return of a uniform-random policy, or raw '
-                          'environment steps per second.')
+                          'the return of a uniform-random policy, raw '
+                          'environment steps per second, or one '
+                          'learned-optimizer update vs optax.adam.')
 _ENV = flags.DEFINE_string('env', 'small_dense_short', 'Environment.')
 _AGENTS = flags.DEFINE_integer('agents', 64, 'Meta-training population.')
 _ENVS = flags.DEFINE_integer('envs', 64, 'A2C: environments per agent.')
@@ -54,6 +59,18 @@ _MLP = flags.DEFINE_list('cell_mlp', ['16', '16'], 'Cell MLP widths.')
 _RESET_MODE = flags.DEFINE_enum('reset_mode', 'first', ['first', 'sample'],
                                 'Brax envs: auto-reset mode.')
 _OUT = flags.DEFINE_string('out', '', 'Append the JSON line to this file.')
+_COORDS = flags.DEFINE_list('coords', ['1e4', '1e5', '1e6', '1e7'],
+                            'Opt: coordinate counts (forward pass).')
+_BWD_MAX = flags.DEFINE_float('bwd_max_coords', 1e6,
+                              'Opt: largest N timed forward + backward.')
+_CELLS = flags.DEFINE_list('cells', ['optim4rl', 'l2lgd2', 'linear'],
+                           'Opt: cells to time.')
+_SHAPES = flags.DEFINE_list('shapes', ['16x16', 'none'],
+                            "Opt: MLP shapes ('16x16' default, 'none' = no "
+                            'MLP, the reference code cell shape).')
+_IMPLS = flags.DEFINE_list('impls', ['haiku', 'fast'],
+                           'Opt: cell implementations to time.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 
 
 def _peak_rss_gib() -> float:
@@ -173,12 +190,49 @@ def bench_env() -> dict:
           'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}
 
 
+def bench_opt() -> dict:
+  """Learned-optimizer update time vs optax.adam, FLOPs, share of peak."""
+  from lopt import benchmarking  # pylint: disable=g-import-not-at-top
+  peak = benchmarking.matmul_peak_gflops()
+  print(f'matmul peak (2048^2 f32, this process): {peak:.1f} GFLOP/s',
+        flush=True)
+  rows = []
+  header = (f'{"impl":5} {"cell":8} {"mlp":5} {"pass":7} {"coords":>9} '
+            f'{"ms":>9} {"x adam":>7} {"flop/c":>7} {"GFLOP/s":>8} '
+            f'{"peak":>6} {"compile":>7}')
+  print(header, flush=True)
+  for n in [int(float(c)) for c in _COORDS.value]:
+    adam = benchmarking.adam_seconds(n, _REPEATS.value)
+    for impl in _IMPLS.value:
+      for cell in _CELLS.value:
+        for shape in _SHAPES.value:
+          mlp = () if shape == 'none' else tuple(int(d) for d in
+                                                 shape.split('x'))
+          lo = lopt.learned_optimizer(cell=cell, mlp_dims=mlp,
+                                      implementation=impl)
+          for backward in (False, True):
+            if backward and n > _BWD_MAX.value:
+              continue
+            row = benchmarking.update_row(lo, n, backward=backward,
+                                          peak_gflops=peak, adam=adam,
+                                          repeats=_REPEATS.value)
+            row['impl'] = impl
+            rows.append(row)
+            print(f'{impl:5} {cell:8} {row["mlp_dims"]:5} {row["pass"]:7} '
+                  f'{n:9.0e} {row["ms"]:9.2f} {row["vs_adam"]:7.1f} '
+                  f'{row["flops_per_coord"]:7.0f} {row["gflops"]:8.1f} '
+                  f'{row["share_of_peak"]:6.1%} {row["compile_s"]:6.1f}s',
+                  flush=True)
+  return {'mode': 'opt', 'matmul_peak_gflops': peak, 'rows': rows,
+          'peak_rss_gib': _peak_rss_gib()}
+
+
 def main(argv):
   del argv
   result = {'meta': bench_meta, 'a2c': bench_a2c, 'random': random_policy,
-            'env': bench_env}[_MODE.value]()
+            'env': bench_env, 'opt': bench_opt}[_MODE.value]()
   line = json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                     for k, v in result.items()})
+                     for k, v in result.items()}, default=float)
   print(line, flush=True)
   if _OUT.value:
     with open(_OUT.value, 'a') as f:

@@ -181,23 +181,32 @@ def make_cell(config: CellConfig) -> hk.Transformed:
   return hk.without_apply_rng(hk.transform(forward))
 
 
-def make_apply(config: CellConfig, cell: hk.Transformed = None) -> Callable:
-  """`apply(meta_params, g[N], state) -> (d[N], state)`, shapes checked.
+def check_inputs(config: CellConfig, g: Array, state: CellState,
+                 coordinate_axis: int = 0) -> None:
+  """The door of every cell call: `g` a float vector `[N]`, `state` one
+  array per GRU with N on `coordinate_axis` and `hidden_size` on the other.
 
-  The door of every cell call: `g` must be a float vector and `state` one
-  `[N, hidden_size]` float32 array per GRU of the cell, else a clear error
-  names the argument before anything is traced further.
+  Raises a clear error naming the argument, before anything is traced
+  further.
   """
-  cell = make_cell(config) if cell is None else cell
+  chex.assert_rank(g, 1)
+  chex.assert_type(g, float)
   num_grus = NUM_GRUS[config.cell]
+  if not isinstance(state, (tuple, list)) or len(state) != num_grus:
+    raise ValueError(f'state: the {config.cell} cell needs a tuple of '
+                     f'{num_grus} arrays, got {type(state).__name__}')
+  shape = [config.hidden_size, config.hidden_size]
+  shape[coordinate_axis] = g.shape[0]
+  chex.assert_shape(list(state), tuple(shape))
+
+
+def make_apply(config: CellConfig, cell: hk.Transformed = None) -> Callable:
+  """`apply(meta_params, g[N], state) -> (d[N], state)`, shapes checked
+  (`check_inputs`); state `[N, hidden_size]` per GRU."""
+  cell = make_cell(config) if cell is None else cell
 
   def apply(meta_params, g: Array, state: CellState):
-    chex.assert_rank(g, 1)
-    chex.assert_type(g, float)
-    if not isinstance(state, (tuple, list)) or len(state) != num_grus:
-      raise ValueError(f'state: the {config.cell} cell needs a tuple of '
-                       f'{num_grus} arrays, got {type(state).__name__}')
-    chex.assert_shape(list(state), (g.shape[0], config.hidden_size))
+    check_inputs(config, g, state)
     return cell.apply(meta_params, g, tuple(state))
 
   return apply
@@ -207,4 +216,4 @@ def coordinate_count(params) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
-__all__ = ['CellConfig', 'make_apply', 'make_cell', 'ACTIVATIONS', 'CELLS']
+__all__ = ['CellConfig', 'check_inputs', 'make_apply', 'make_cell', 'ACTIVATIONS', 'CELLS']

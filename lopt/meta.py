@@ -32,6 +32,7 @@ and `run` advances it by `steps_per_call` meta-iterations in one jitted call
 (`lax.scan`), with no host sync inside.
 """
 
+import functools
 from typing import Any, NamedTuple, Sequence, Tuple
 
 import jax
@@ -262,18 +263,48 @@ def guarded_meta_update(meta_optimizer: optax.GradientTransformation, grads,
           finite)
 
 
+def due_table(slots: np.ndarray, interval: int) -> np.ndarray:
+  """`[interval, width]` indices of the agents due at each `step % interval`.
+
+  Rows are padded with -1 to the largest number of agents due at one step
+  (`width`), so a step builds `width` fresh agents, not the population.
+  """
+  rows = [np.flatnonzero(np.asarray(slots) == r) for r in range(interval)]
+  table = np.full((interval, max(1, max(len(r) for r in rows))), -1,
+                  np.int32)
+  for r, idx in enumerate(rows):
+    table[r, :len(idx)] = idx
+  return table
+
+
 def pipeline_reset(init_agent, population: AgentState, step: Array,
                    slots: np.ndarray, interval: int, keys: Array,
                    meta_params) -> Tuple[AgentState, Array]:
   """Resets the agents due at `step` (and any with non-finite parameters).
 
-  Agent i is due when `step % interval == slots[i]`. Returns the population
-  with fresh agents in their places, and how many were reset.
+  Agent i is due when `step % interval == slots[i]`; it is replaced by
+  `init_agent(keys[i], meta_params)`. Only the agents due at this step are
+  built (`due_table`); the rare non-finite agent takes a second, full-width
+  path under `lax.cond`. Returns the new population and how many were reset.
   """
-  due = jnp.logical_or(step % interval == jnp.asarray(slots),
-                       ~_per_agent_finite(population.params))
-  fresh = jax.vmap(init_agent, in_axes=(0, None))(keys, meta_params)
-  return _where(due, fresh, population), jnp.sum(due)
+  num_agents = keys.shape[0]
+  idx = jnp.asarray(due_table(slots, interval))[step % interval]
+  valid = idx >= 0
+  fresh = jax.vmap(init_agent, in_axes=(0, None))(
+      keys[jnp.where(valid, idx, 0)], meta_params)
+  target = jnp.where(valid, idx, num_agents)  # out of range: dropped
+  scheduled = jax.tree.map(lambda a, f: a.at[target].set(f, mode='drop'),
+                           population, fresh)
+  nonfinite = ~_per_agent_finite(population.params)
+
+  def reset_nonfinite(pop):
+    every = jax.vmap(init_agent, in_axes=(0, None))(keys, meta_params)
+    return _where(nonfinite, every, pop)
+
+  new = jax.lax.cond(jnp.any(nonfinite), reset_nonfinite, lambda p: p,
+                     scheduled)
+  due = jnp.logical_or(step % interval == jnp.asarray(slots), nonfinite)
+  return new, jnp.sum(due)
 
 
 def step_metrics(tasks: Sequence[Task], loss, grads, finite, num_reset,
@@ -336,9 +367,10 @@ def make_meta_trainer(tasks: Sequence[Task],
                       num_devices: int = 1) -> MetaTrainer:
   """Builds the meta-training functions (validates everything first).
 
-  Assembles the pieces above: `make_init_agent`, `make_agent_meta_loss`
-  (K `inner_unroll` updates + the head), `population_loss`,
-  `guarded_meta_update` and `pipeline_reset`.
+  Assembles the pieces of this module: `make_init_agent`,
+  `make_agent_meta_loss` (K `inner_unroll` updates + the head), and
+  `meta_init` / `meta_step` (`population_loss`, `guarded_meta_update`,
+  `pipeline_reset`, `step_metrics`).
 
   Args:
     tasks: one or more `Task`s, meta-trained together (meta-gradients are
@@ -368,56 +400,76 @@ def make_meta_trainer(tasks: Sequence[Task],
   _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
                       num_devices)
   head = meta_losses.get(meta_loss)
-  slots = tuple(reset_index(t.num_agents, r, pipeline)
-                for t, r in zip(tasks, intervals))
-  init_agents = tuple(make_init_agent(t, learned_opt) for t in tasks)
-  agent_losses = tuple(
-      make_agent_meta_loss(t, learned_opt, head,
-                           num_inner_steps=num_inner_steps,
-                           second_order=second_order, remat=remat)
-      for t in tasks)
-
-  def init(key) -> MetaState:
-    k_meta, *k_tasks = jax.random.split(key, len(tasks) + 1)
-    meta_params = learned_opt.init(k_meta)
-    population = tuple(
-        jax.vmap(init_agent, in_axes=(0, None))(
-            jax.random.split(k, t.num_agents), meta_params)
-        for init_agent, t, k in zip(init_agents, tasks, k_tasks))
-    return MetaState(meta_params, meta_optimizer.init(meta_params),
-                     population, jnp.zeros((), jnp.int32),
-                     jnp.zeros((), jnp.int32))
-
-  def step(state: MetaState):
-    split = [jax.vmap(lambda k: jax.random.split(k, 3))(p.key)
-             for p in state.population]
-    population = tuple(p._replace(key=s[:, 0])
-                       for p, s in zip(state.population, split))
-    (loss, (new_pop, task_metrics)), grads = jax.value_and_grad(
-        population_loss, argnums=1, has_aux=True)(
-            agent_losses, state.meta_params, population,
-            [s[:, 1] for s in split])
-    meta_params, meta_opt_state, finite = guarded_meta_update(
-        meta_optimizer, grads, state.meta_params, state.meta_opt_state)
-    # Pipeline resets, plus any agent whose parameters became non-finite.
-    resets = [pipeline_reset(init_agent, pop, state.step, slot, interval,
-                             s[:, 2], meta_params)
-              for init_agent, pop, slot, interval, s in zip(
-                  init_agents, new_pop, slots, intervals, split)]
-    num_reset = sum(n for _, n in resets)
-    metrics = step_metrics(tasks, loss, grads, finite, num_reset,
-                           task_metrics)
-    return MetaState(meta_params, meta_opt_state, tuple(p for p, _ in resets),
-                     state.step + 1,
-                     state.skipped + (~finite).astype(jnp.int32)), metrics
+  parts = _Parts(
+      tasks=tasks, learned_opt=learned_opt, meta_optimizer=meta_optimizer,
+      intervals=intervals,
+      slots=tuple(reset_index(t.num_agents, r, pipeline)
+                  for t, r in zip(tasks, intervals)),
+      init_agents=tuple(make_init_agent(t, learned_opt) for t in tasks),
+      agent_losses=tuple(
+          make_agent_meta_loss(t, learned_opt, head,
+                               num_inner_steps=num_inner_steps,
+                               second_order=second_order, remat=remat)
+          for t in tasks))
+  step = functools.partial(meta_step, parts)
 
   def run(state: MetaState):
     return jax.lax.scan(lambda s, _: step(s), state, None,
                         length=steps_per_call)
 
-  return MetaTrainer(init=jax.jit(init), step=step,
-                     run=jax.jit(run, donate_argnums=0), reset_index=slots,
-                     init_agent=init_agents, steps_per_call=steps_per_call)
+  return MetaTrainer(init=jax.jit(functools.partial(meta_init, parts)),
+                     step=step, run=jax.jit(run, donate_argnums=0),
+                     reset_index=parts.slots, init_agent=parts.init_agents,
+                     steps_per_call=steps_per_call)
+
+
+class _Parts(NamedTuple):
+  """What `make_meta_trainer` assembles (all static, built once)."""
+  tasks: Tuple[Task, ...]
+  learned_opt: Any
+  meta_optimizer: optax.GradientTransformation
+  intervals: Tuple[int, ...]
+  slots: Tuple[np.ndarray, ...]
+  init_agents: Tuple[Any, ...]
+  agent_losses: Tuple[Any, ...]
+
+
+def meta_init(parts: _Parts, key: Array) -> MetaState:
+  """Fresh meta-params and a fresh population of every task."""
+  k_meta, *k_tasks = jax.random.split(key, len(parts.tasks) + 1)
+  meta_params = parts.learned_opt.init(k_meta)
+  population = tuple(
+      jax.vmap(init_agent, in_axes=(0, None))(
+          jax.random.split(k, t.num_agents), meta_params)
+      for init_agent, t, k in zip(parts.init_agents, parts.tasks, k_tasks))
+  return MetaState(meta_params, parts.meta_optimizer.init(meta_params),
+                   population, jnp.zeros((), jnp.int32),
+                   jnp.zeros((), jnp.int32))
+
+
+def meta_step(parts: _Parts, state: MetaState) -> Tuple[MetaState, dict]:
+  """One meta-iteration: population loss and meta-gradient, the guarded
+  meta-update, then pipeline resets (and resets of non-finite agents)."""
+  split = [jax.vmap(lambda k: jax.random.split(k, 3))(p.key)
+           for p in state.population]
+  population = tuple(p._replace(key=s[:, 0])
+                     for p, s in zip(state.population, split))
+  (loss, (new_pop, task_metrics)), grads = jax.value_and_grad(
+      population_loss, argnums=1, has_aux=True)(
+          parts.agent_losses, state.meta_params, population,
+          [s[:, 1] for s in split])
+  meta_params, meta_opt_state, finite = guarded_meta_update(
+      parts.meta_optimizer, grads, state.meta_params, state.meta_opt_state)
+  resets = [pipeline_reset(init_agent, pop, state.step, slot, interval,
+                           s[:, 2], meta_params)
+            for init_agent, pop, slot, interval, s in zip(
+                parts.init_agents, new_pop, parts.slots, parts.intervals,
+                split)]
+  metrics = step_metrics(parts.tasks, loss, grads, finite,
+                         sum(n for _, n in resets), task_metrics)
+  return MetaState(meta_params, meta_opt_state, tuple(p for p, _ in resets),
+                   state.step + 1,
+                   state.skipped + (~finite).astype(jnp.int32)), metrics
 
 
 def shard(state: MetaState, devices=None) -> MetaState:

@@ -53,6 +53,7 @@ import numpy as np
 import optax
 
 from lopt import cells
+from lopt import fast_cells
 
 Array = jax.Array
 MetaParams = Any
@@ -65,7 +66,8 @@ class ScaleByLearnedOptimizerState(NamedTuple):
   Attributes:
     count: [] int32, updates done.
     cell_state: the cell's recurrent state, one `[num_coords, hidden_size]`
-      float32 array per GRU (`num_coords` = all parameter scalars).
+      float32 array per GRU (`num_coords` = all parameter scalars), laid
+      out `[hidden_size, num_coords]` by the 'fast' implementation.
   """
   count: Array
   cell_state: cells.CellState
@@ -90,6 +92,7 @@ class LearnedOptimizer(NamedTuple):
       giving the cell's direction `d` (no learning rate, no sign flip).
     num_meta_params: scalars in the meta-params.
     cell: the cell's Haiku transform (built once).
+    implementation: 'fast' or 'haiku' (see `lopt.fast_cells`).
   """
   name: str
   config: cells.CellConfig
@@ -99,6 +102,7 @@ class LearnedOptimizer(NamedTuple):
   direction_fn: Callable[[MetaParams], optax.GradientTransformation]
   num_meta_params: int
   cell: Any
+  implementation: str = 'fast'
 
 
 def check_learning_rate(learning_rate, field='learning_rate'
@@ -137,14 +141,13 @@ def unflatten(flat: Array, like):
 
 
 def scale_by_learned_optimizer(
-    cell_apply: Callable, config: cells.CellConfig,
+    implementation: fast_cells.Implementation,
     meta_params: MetaParams) -> optax.GradientTransformation:
   """The cell's update direction `d` as an optax transformation.
 
   Args:
-    cell_apply: `(meta_params, g[N], state) -> (d[N], state)`, e.g. the
-      `apply` of `cells.make_cell(config)`.
-    config: the cell architecture (gives the initial recurrent state).
+    implementation: how the cell runs (`fast_cells.make(config, ...)`): its
+      initial state and `apply(meta_params, g[N], state) -> (d[N], state)`.
     meta_params: the cell's weights.
 
   Returns:
@@ -156,12 +159,13 @@ def scale_by_learned_optimizer(
   def init_fn(params) -> ScaleByLearnedOptimizerState:
     return ScaleByLearnedOptimizerState(
         count=jnp.zeros((), jnp.int32),
-        cell_state=config.initial_state(cells.coordinate_count(params)))
+        cell_state=implementation.initial_state(
+            cells.coordinate_count(params)))
 
   def update_fn(updates, state, params=None):
     del params
-    direction, cell_state = cell_apply(meta_params, flatten(updates),
-                                       state.cell_state)
+    direction, cell_state = implementation.apply(
+        meta_params, flatten(updates), state.cell_state)
     return unflatten(direction, updates), ScaleByLearnedOptimizerState(
         count=optax.safe_increment(state.count), cell_state=cell_state)
 
@@ -170,6 +174,7 @@ def scale_by_learned_optimizer(
 
 def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                       config: Optional[cells.CellConfig] = None,
+                      implementation: str = 'fast',
                       **config_kwargs) -> LearnedOptimizer:
   """Builds a learned optimizer (cell transform built once, here).
 
@@ -179,6 +184,9 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       cell's direction. None: every `opt_fn` call must give one.
     config: a `cells.CellConfig`; or give its fields as keyword arguments,
       e.g. `learned_optimizer(cell='optim4rl', hidden_size=8)`.
+    implementation: 'fast' (`lopt.fast_cells`: the same maths laid out for
+      XLA, recurrent state `[hidden, N]`) or 'haiku' (the plain Haiku module,
+      state `[N, hidden]`). Both give the same updates to float tolerance.
     **config_kwargs: `CellConfig` fields, when `config` is None.
 
   Returns:
@@ -191,14 +199,14 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
   default_lr = (None if learning_rate is None
                 else check_learning_rate(learning_rate))
   cell = cells.make_cell(config)
-  apply = cells.make_apply(config, cell)
+  impl = fast_cells.make(config, implementation, cell)
 
   def init(key: Array) -> MetaParams:
     g = jnp.zeros((1,), jnp.float32)
     return cell.init(key, g, config.initial_state(1))
 
   def direction_fn(meta_params: MetaParams) -> optax.GradientTransformation:
-    return scale_by_learned_optimizer(apply, config, meta_params)
+    return scale_by_learned_optimizer(impl, meta_params)
 
   def opt_fn(meta_params: MetaParams,
              learning_rate: Optional[LearningRate] = None
@@ -217,7 +225,8 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
   return LearnedOptimizer(name=config.cell, config=config,
                           learning_rate=default_lr, init=init, opt_fn=opt_fn,
                           direction_fn=direction_fn,
-                          num_meta_params=int(num_meta_params), cell=cell)
+                          num_meta_params=int(num_meta_params), cell=cell,
+                          implementation=impl.name)
 
 
 def direction_state(opt_state) -> ScaleByLearnedOptimizerState:

@@ -221,3 +221,32 @@ def test_ppo_inner_agents_and_ppo_meta_loss_head():
            0.01 * float(metrics['entropy/cartpole']))
   np.testing.assert_allclose(parts, float(metrics['meta_loss/cartpole']),
                              rtol=1e-4, atol=1e-6)
+
+
+def test_pipeline_reset_builds_only_the_due_agents_and_nonfinite_ones():
+  slots = meta.reset_index(5, 3)                    # [0, 0, 1, 1, 2]
+  np.testing.assert_array_equal(meta.due_table(slots, 3),
+                                [[0, 1], [2, 3], [4, -1]])
+
+  def init_agent(key, meta_params):
+    return meta.AgentState({'w': jnp.full((2,), meta_params) + key[0]},
+                           None, None, None)
+
+  pop = {'w': jnp.arange(10.).reshape(5, 2)}
+  keys = jnp.stack([jnp.array([100 + i, 0], jnp.uint32) for i in range(5)])
+  step = jax.jit(lambda pop, s: meta.pipeline_reset(
+      init_agent, meta.AgentState(pop, None, None, None), s, slots, 3, keys,
+      0.5))
+  for s, due in ((3, [0, 1]), (4, [2, 3]), (5, [4])):
+    new, count = step(pop, s)
+    want = np.arange(10.).reshape(5, 2)
+    want[due] = 0.5 + 100 + np.array(due)[:, None]
+    np.testing.assert_array_equal(new.params['w'], want)
+    assert int(count) == len(due)
+  # A non-finite agent is reset too, whatever its slot.
+  bad = {'w': pop['w'].at[3, 1].set(jnp.nan)}
+  new, count = step(bad, 5)  # agent 4 due; agent 3 non-finite
+  want = np.arange(10.).reshape(5, 2)
+  want[3], want[4] = 103.5, 104.5
+  np.testing.assert_array_equal(new.params['w'], want)
+  assert int(count) == 2

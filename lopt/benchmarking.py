@@ -1,0 +1,120 @@
+"""What one learned-optimizer update costs, against optax.adam and the machine.
+
+Used by `python -m launchers.benchmark --mode=opt`. Every figure of one run
+comes from the same process, so ratios are meaningful on a shared machine:
+
+* `matmul_peak_gflops()`: a jitted 2048 x 2048 float32 matmul, the machine's
+  practical FLOP peak here;
+* `update_row(...)`: median wall time of one learned-optimizer update on `N`
+  coordinates (forward alone, or forward + backward w.r.t. the meta-params,
+  which is what meta-training pays), its XLA cost-analysis FLOPs, achieved
+  GFLOP/s and share of the peak, and the ratio to `optax.adam` on the same
+  `N`. Compile time is reported apart from the timed calls.
+"""
+
+import time
+from typing import Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt import optimizer as optimizer_lib
+
+
+def _median_seconds(fn: Callable, *args, repeats: int = 5) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def _compile(fn: Callable, *args):
+  """(compiled function, compile seconds, XLA cost-analysis FLOPs)."""
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+    cost = cost[0] if cost else {}
+  return compiled, seconds, float((cost or {}).get('flops', float('nan')))
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+  """GFLOP/s of a jitted n x n float32 matmul (median of `repeats`)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  compiled, _, _ = _compile(jnp.matmul, a, b)
+  jax.block_until_ready(compiled(a, b))
+  return 2. * n ** 3 / _median_seconds(compiled, a, b, repeats=repeats) / 1e9
+
+
+def _gradients(num_coords: int) -> jax.Array:
+  """Gradients spanning many decades, as RL agents' do."""
+  k1, k2 = jax.random.split(jax.random.PRNGKey(2))
+  scale = 10. ** jax.random.uniform(k1, (num_coords,), minval=-8., maxval=0.)
+  return jax.random.normal(k2, (num_coords,)) * scale
+
+
+def adam_seconds(num_coords: int, repeats: int = 5) -> float:
+  """Median seconds of one jitted optax.adam update on `num_coords`."""
+  opt = optax.adam(1e-3)
+  g = _gradients(num_coords)
+  state = opt.init(g)
+  compiled, _, _ = _compile(opt.update, g, state)
+  jax.block_until_ready(compiled(g, state))
+  return _median_seconds(compiled, g, state, repeats=repeats)
+
+
+def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
+               backward: bool, peak_gflops: float,
+               adam: Optional[float] = None, repeats: int = 5) -> Dict:
+  """Times one update of `lo` on `num_coords` coordinates.
+
+  Args:
+    lo: the learned optimizer.
+    num_coords: N.
+    backward: also differentiate a scalar of the update w.r.t. the
+      meta-params (value_and_grad), as meta-training does.
+    peak_gflops: the matmul peak measured in this process.
+    adam: seconds of optax.adam on the same N (for the ratio), if measured.
+    repeats: timed calls (median).
+
+  Returns:
+    A dict row: seconds, compile seconds, FLOPs per coordinate, GFLOP/s,
+    share of peak, ratio to Adam.
+  """
+  meta_params = lo.init(jax.random.PRNGKey(0))
+  opt = lo.opt_fn(meta_params, 1e-3)
+  g = _gradients(num_coords)
+  state = opt.init(g)
+  if backward:
+    weights = jax.random.normal(jax.random.PRNGKey(3), (num_coords,))
+
+    def fn(mp, g, state):
+      def scalar(mp):
+        updates, new_state = lo.opt_fn(mp, 1e-3).update(g, state)
+        return jnp.sum(updates * weights), new_state
+      return jax.value_and_grad(scalar, has_aux=True)(mp)
+  else:
+    fn = lambda mp, g, state: lo.opt_fn(mp, 1e-3).update(g, state)
+  compiled, compile_s, flops = _compile(fn, meta_params, g, state)
+  jax.block_until_ready(compiled(meta_params, g, state))
+  seconds = _median_seconds(compiled, meta_params, g, state, repeats=repeats)
+  gflops = flops / seconds / 1e9
+  return {
+      'cell': lo.name,
+      'mlp_dims': 'x'.join(map(str, lo.config.mlp_dims)) or 'none',
+      'pass': 'fwd+bwd' if backward else 'fwd',
+      'coords': num_coords,
+      'ms': seconds * 1e3,
+      'compile_s': compile_s,
+      'flops_per_coord': flops / num_coords,
+      'gflops': gflops,
+      'share_of_peak': gflops / peak_gflops,
+      'adam_ms': None if adam is None else adam * 1e3,
+      'vs_adam': None if adam is None else seconds / adam,
+  }

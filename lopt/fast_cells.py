@@ -1,0 +1,163 @@
+"""The cells of `lopt.cells`, laid out the way XLA:CPU runs them fast.
+
+`lopt.cells` defines the maths with Haiku modules on a `[num_coords,
+features]` batch: per path a GRU and an MLP, i.e. many thin matmuls
+(`[N, 2..16] x [2..16, 8..24]`) whose intermediates go through memory. Here
+the same functions of the same meta-params are computed
+
+* coordinate-minor: features are rows of `x[F, N]`, a dense layer is
+  `W^T x` (`[M, K] x [K, N]`), so every elementwise op is a wide vector op
+  and the recurrent state is stored `[hidden, N]`, read and written once;
+* with the paths of a cell batched: Optim4RL's sign and magnitude paths are
+  one batched contraction per layer (`[P, M, K] x [P, K, N]`), halving the
+  number of kernels;
+* in chunks of coordinates (`lax.map` over `[N / chunk]` slices) when N is
+  large, so that a chunk's intermediates stay in cache instead of making a
+  round trip to memory between layers.
+
+`make(config, 'fast')` returns `(initial_state, apply)` with
+`apply(meta_params, g[N], state) -> (d[N], state)`; its values and its
+gradients w.r.t. the meta-params equal those of `cells.make_cell(config)`
+(state transposed) to float tolerance, for every cell: tests/test_fast_cells.py.
+`make(config, 'haiku')` is the plain module itself, with the door's checks.
+"""
+
+from typing import Callable, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from lopt import cells
+
+Array = jax.Array
+
+IMPLEMENTATIONS = ('fast', 'haiku')
+# Coordinates per chunk of the fast path, and the N from which it chunks
+# (measured: launchers/benchmark.py --mode=opt; see README performance).
+CHUNK = 16384
+# Names of each cell's paths in the Haiku module, in batch order.
+PATHS = {'optim4rl': ('sign_path', 'magnitude_path'), 'l2lgd2': ('path',),
+         'linear': ('path',)}
+
+
+class Implementation(NamedTuple):
+  """How the optimizer runs a cell: its state layout and its step."""
+  name: str
+  initial_state: Callable[[int], cells.CellState]
+  apply: Callable
+
+
+def _stack(meta_params, paths, layer: str, field: str) -> Array:
+  return jnp.stack([meta_params[f'{p}/{layer}'][field] for p in paths])
+
+
+def _dense(w: Array, x: Array, b: Array = None) -> Array:
+  """Batched `W^T x (+ b)`: w `[P, K, M]`, x `[P, K, n]` -> `[P, M, n]`."""
+  y = jnp.einsum('pkm,pkn->pmn', w, x,
+                 precision=jax.lax.Precision.HIGHEST)
+  return y if b is None else y + b[:, :, None]
+
+
+def _paths(config: cells.CellConfig, meta_params, x: Array,
+           h: Array) -> Tuple[Array, Array]:
+  """GRU then MLP of every path: x `[P, F, n]`, h `[P, H, n]`.
+
+  Returns (MLP outputs `[P, outputs, n]`, new h `[P, H, n]`), the same
+  maths as `hk.GRU` and `hk.nets.MLP` in `cells._Path`.
+  """
+  paths = PATHS[config.cell]
+  size = config.hidden_size
+  w_i = _stack(meta_params, paths, 'gru', 'w_i')     # [P, F, 3H]
+  w_h = _stack(meta_params, paths, 'gru', 'w_h')     # [P, H, 3H]
+  b = _stack(meta_params, paths, 'gru', 'b')         # [P, 3H]
+  gates_x = _dense(w_i, x)                           # [P, 3H, n]
+  zr = jax.nn.sigmoid(gates_x[:, :2 * size] +
+                      _dense(w_h[:, :, :2 * size], h, b[:, :2 * size]))
+  z, r = zr[:, :size], zr[:, size:]
+  a = jnp.tanh(gates_x[:, 2 * size:] +
+               _dense(w_h[:, :, 2 * size:], r * h, b[:, 2 * size:]))
+  h = (1. - z) * h + z * a
+  act = cells.ACTIVATIONS[config.activation]
+  out = h
+  num_layers = len(config.mlp_dims) + 1
+  for i in range(num_layers):
+    layer = f'mlp/~/linear_{i}'
+    out = _dense(_stack(meta_params, paths, layer, 'w'), out,
+                 _stack(meta_params, paths, layer, 'b'))
+    if i < num_layers - 1:
+      out = act(out)
+  return out, h
+
+
+def _features(config: cells.CellConfig, g: Array) -> Array:
+  """Each path's input features, `[P, F, n]`."""
+  if config.cell == 'optim4rl':  # the magnitude path sees g^2
+    return jnp.stack([config.features(g).T, config.features(g * g).T])
+  return config.features(g).T[None]
+
+
+def _direction(config: cells.CellConfig, out: Array, g: Array) -> Array:
+  """The cell's output from its paths' MLP outputs (see `lopt.cells`)."""
+  if config.cell == 'optim4rl':
+    m = jnp.sign(g) * jnp.exp(out[0, 0])
+    v = jnp.exp(out[1, 0])
+    return m / jnp.sqrt(v + config.update_eps)
+  if config.cell == 'l2lgd2':
+    return jnp.exp(out[0, 0]) * g
+  return jnp.exp(out[0, 0]) * g + jnp.exp(out[0, 1]) * out[0, 2]
+
+
+def _step(config: cells.CellConfig, meta_params, g: Array,
+          h: Array) -> Tuple[Array, Array]:
+  """One step on n coordinates, h `[P, H, n]`."""
+  out, h = _paths(config, meta_params, _features(config, g), h)
+  return _direction(config, out, g), h
+
+
+def fast_apply(config: cells.CellConfig, meta_params, g: Array,
+               state: cells.CellState, chunk: int = CHUNK):
+  """The cell on `g[N]` with state `([H, N], ...)`, chunked when N > chunk."""
+  g = jnp.asarray(g, jnp.float32)
+  h = jnp.stack(state)                               # [P, H, N]
+  n = g.shape[0]
+  if n <= chunk:
+    d, h = _step(config, meta_params, g, h)
+    return d, tuple(h)
+  num_chunks = -(-n // chunk)
+  pad = num_chunks * chunk - n
+  g_c = jnp.pad(g, (0, pad)).reshape(num_chunks, chunk)
+  h_c = jnp.pad(h, ((0, 0), (0, 0), (0, pad))).reshape(
+      h.shape[0], h.shape[1], num_chunks, chunk).transpose(2, 0, 1, 3)
+  d, h = jax.lax.map(lambda a: _step(config, meta_params, *a), (g_c, h_c))
+  d = d.reshape(-1)[:n]
+  h = h.transpose(1, 2, 0, 3).reshape(h.shape[1], h.shape[2], -1)[:, :, :n]
+  return d, tuple(h)
+
+
+def make(config: cells.CellConfig, implementation: str = 'fast',
+         cell=None) -> Implementation:
+  """The cell's step as the optimizer runs it.
+
+  Args:
+    config: the cell architecture.
+    implementation: 'fast' (this module; state `[hidden, N]` per GRU) or
+      'haiku' (the plain module; state `[N, hidden]`).
+    cell: the Haiku transform, if already built.
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'implementation: unknown {implementation!r}; allowed: '
+                     f'{list(IMPLEMENTATIONS)}')
+  checked = cells.make_apply(config, cell)
+  if implementation == 'haiku':
+    return Implementation('haiku', config.initial_state, checked)
+  num_grus = cells.NUM_GRUS[config.cell]
+
+  def initial_state(num_coords: int) -> cells.CellState:
+    return tuple(jnp.zeros((config.hidden_size, num_coords), jnp.float32)
+                 for _ in range(num_grus))
+
+  def apply(meta_params, g, state):
+    cells.check_inputs(config, g, state, coordinate_axis=1)
+    return fast_apply(config, meta_params, g, state)
+
+  return Implementation('fast', initial_state, apply)
