@@ -34,6 +34,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.tasks.num_agents = 64
   # Reset interval of each task; () = meta.reset_interval for every task.
   config.tasks.reset_intervals = ()
+  # Env options, for every task, as in the training configs (each task's
+  # agent is built by the same factory, launchers/common.make_agent).
+  # Steps before an episode is truncated: 0 keeps each env's own (Brax: 1000;
+  # gridworlds, Catch and CartPole have a fixed length and accept only 0).
+  config.episode_length = 0
+  # Brax auto-reset: 'first' (restart from the first initial state, as Brax's
+  # trainers) or 'sample' (a fresh initial state per episode); '' = 'first'.
+  # Other envs ignore it.
+  config.reset_mode = ''
 
   config.a2c = a2c_common.a2c_fields(reward_scale=False)
   config.network = a2c_common.network_fields()

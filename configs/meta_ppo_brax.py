@@ -25,6 +25,11 @@ def get_config(tasks: str = 'ant'):
   config.tasks.reward_scales = (1.,) * len(names)
   config.tasks.num_agents = 4
   config.meta.reset_interval = 64
+  # Brax episode length (steps before truncation), as configs/ppo_brax.py.
+  config.episode_length = 1000
+  # Auto-reset from each env's first initial state, as configs/ppo_brax.py
+  # ('sample': a fresh initial state per episode).
+  config.reset_mode = 'first'
   # PPO fields as in configs/ppo_brax.py (CPU-scale); each inner update is
   # one full-batch step on a fresh rollout.
   config.ppo = ppo_brax.get_config(names[0] + ',cpu').ppo

@@ -1,5 +1,7 @@
 """Shared launcher pieces: config -> objects, validation, progress, outputs.
 
+The one config -> env / agent / optimizer factory (`make_env`, `make_agent`,
+`make_optimizer`) serves training, evaluation and meta-training alike.
 Everything here runs on the host before compiling (validation) or between
 jitted calls (logging, CSV, plots); nothing here is traced.
 """
@@ -8,7 +10,7 @@ import csv
 import json
 import os
 import time
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -89,8 +91,27 @@ def network_config(env_name: str, net) -> networks.NetworkConfig:
       conv_channels=tuple(net.conv_channels), kernel=int(net.kernel))
 
 
-def a2c_config(cfg) -> a2c.A2CConfig:
-  conf = a2c.A2CConfig(**dict(cfg.a2c))
+def _section(cfg, name: str, reward_scale: Optional[float]) -> dict:
+  """A config section's fields (sequences as tuples), reward_scale overridden
+  when given (meta-training sets it per task)."""
+  fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in cfg[name].items()}
+  if reward_scale is not None:
+    fields['reward_scale'] = float(reward_scale)
+  return fields
+
+
+def a2c_config(cfg, reward_scale: Optional[float] = None) -> a2c.A2CConfig:
+  conf = a2c.A2CConfig(**_section(cfg, 'a2c', reward_scale))
+  conf.validate()
+  return conf
+
+
+def ppo_config(cfg, reward_scale: Optional[float] = None) -> ppo.PPOConfig:
+  if 'ppo' not in cfg:
+    raise ValueError('ppo: agent=ppo needs a ppo section (see '
+                     'configs/ppo_brax.py or configs/meta_ppo_brax.py)')
+  conf = ppo.PPOConfig(**_section(cfg, 'ppo', reward_scale))
   conf.validate()
   return conf
 
@@ -98,37 +119,81 @@ def a2c_config(cfg) -> a2c.A2CConfig:
 AGENTS = {'a2c': a2c, 'ppo': ppo}
 
 
-def make_agent(cfg):
-  """Env + agent from a config (raises on unknown names first).
+def env_options(cfg, env_name: str) -> Dict[str, Any]:
+  """The environment options a config sets, checked by field name.
+
+  `episode_length` (0: the env's own; Brax envs only, as the others have a
+  fixed length) and `reset_mode` ('': the env's default; Brax envs only,
+  ignored by the others).
+  """
+  options = {}
+  length = cfg.get('episode_length', 0)
+  if length:
+    if int(length) != length or int(length) < 1:
+      raise ValueError("episode_length: must be 0 (the env's own) or an int "
+                       f'>= 1, got {length}')
+    if env_name not in brax_envs.BRAX_ENVS:
+      raise ValueError(
+          f'episode_length: {env_name} has a fixed episode length, so it must '
+          f'be 0; got {length} (settable for {list(brax_envs.BRAX_ENVS)})')
+    options['episode_length'] = int(length)
+  mode = cfg.get('reset_mode', '')
+  if mode:
+    if mode not in brax_envs.RESET_MODES:
+      raise ValueError(f'reset_mode: unknown {mode!r}; allowed: '
+                       f"{list(brax_envs.RESET_MODES)} ('' = the default)")
+    if env_name in brax_envs.BRAX_ENVS:
+      options['reset_mode'] = mode
+  return options
+
+
+def make_env(cfg, env_name: Optional[str] = None,
+             field: str = 'env_name') -> environments.Environment:
+  """The environment `env_name` (default `cfg.env_name`) with the config's
+  options (`env_options`); `field` names the config field in errors."""
+  name = cfg.env_name if env_name is None else env_name
+  if name not in environments.names():
+    raise ValueError(f'{field}: unknown environment {name!r}; '
+                     f'allowed: {list(environments.names())}')
+  return environments.make(name, **env_options(cfg, name))
+
+
+def make_agent(cfg, env_name: Optional[str] = None,
+               reward_scale: Optional[float] = None,
+               field: str = 'env_name'):
+  """Env + agent from a config, every field checked before anything compiles.
+
+  The one config -> agent factory: train.py and evaluate.py build their agent
+  with it, meta-training one agent per task (`env_name`, `reward_scale`), so
+  every env option (`env_options`) and agent field reaches all of them.
+
+  Args:
+    cfg: a config with `agent` ('a2c' or 'ppo'), its section (`a2c` and
+      `network`, or `ppo`), `env_name` and the env options.
+    env_name: the environment, instead of `cfg.env_name`.
+    reward_scale: overrides the agent section's `reward_scale`.
+    field: the config field that names the environment, for errors.
 
   Returns:
     (agent, its module -- `agents.a2c` or `agents.ppo`, both with
     `init_state` and `make_train` -- and env steps per update).
   """
-  if cfg.env_name not in environments.names():
-    raise ValueError(f'env_name: unknown environment {cfg.env_name!r}; '
-                     f'allowed: {list(environments.names())}')
   kind = cfg.get('agent', 'a2c')
   if kind not in AGENTS:
     raise ValueError(f'agent: unknown agent {kind!r}; allowed: '
                      f'{sorted(AGENTS)}')
-  env_kwargs = {}
-  if cfg.get('episode_length', 0):
-    env_kwargs['episode_length'] = int(cfg.episode_length)
-  if cfg.get('reset_mode', '') and cfg.env_name in brax_envs.BRAX_ENVS:
-    env_kwargs['reset_mode'] = cfg.reset_mode
+  name = cfg.env_name if env_name is None else env_name
+  env = make_env(cfg, name, field)
   if kind == 'ppo':
-    conf = ppo.PPOConfig(**{k: (tuple(v) if isinstance(v, (list, tuple))
-                                else v) for k, v in cfg.ppo.items()})
-    conf.validate()
-    agent = ppo.make_ppo(environments.make(cfg.env_name, **env_kwargs), conf)
-    return agent, ppo, conf.num_envs * conf.unroll_len
-  conf = a2c_config(cfg)
-  net = network_config(cfg.env_name, cfg.get('network', None))
+    conf = ppo_config(cfg, reward_scale)
+    return ppo.make_ppo(env, conf), ppo, conf.num_envs * conf.unroll_len
+  if env.continuous:
+    raise ValueError(f'{field}: A2C needs discrete actions; {name} is '
+                     'continuous (use agent=ppo)')
+  conf = a2c_config(cfg, reward_scale)
+  net = network_config(name, cfg.get('network', None))
   networks.check_network(net)
-  agent = a2c.make_a2c(environments.make(cfg.env_name, **env_kwargs), net,
-                       conf)
-  return agent, a2c, conf.num_envs * conf.rollout_len
+  return a2c.make_a2c(env, net, conf), a2c, conf.num_envs * conf.rollout_len
 
 
 def check_positive_int(value, field: str) -> int:

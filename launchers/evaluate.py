@@ -12,203 +12,20 @@ trained with its own family's config: Brax tasks with
 configs/ppo_brax.py (the CPU-scale variant unless --config.paper_scale),
 gridworlds and Catch with the A2C configs. Writes results.csv and results.md
 (final return mean, standard error, std, seeds, ratio to Adam) and one PNG of
-learning curves per env into --workdir.
+learning curves per env into --workdir. The work is
+`launchers.comparison.evaluate`; this file is its command line.
 """
-
-import copy
-import os
-from typing import List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import numpy as np
 
-from agents import brax_envs
-from configs import a2c_catch
-from configs import a2c_gridworld
-from configs import ppo_brax
-from launchers import common
-from launchers import train
+from launchers import comparison
 from ml_collections import config_flags
 
-
-# The label of the uniform-random policy's rows, and its steps per seed.
-RANDOM_LABEL = 'random policy'
-RANDOM_STEPS = 2000
-
-
-def env_config(env_name: str, paper_scale: bool = False):
-  """The training config of an env's family."""
-  if env_name in brax_envs.BRAX_ENVS:
-    return ppo_brax.get_config(env_name + ('' if paper_scale else ',cpu'))
-  if env_name == 'catch':
-    return a2c_catch.get_config()
-  if env_name == 'cartpole':
-    cfg = a2c_catch.get_config()
-    cfg.env_name = 'cartpole'
-    return cfg
-  return a2c_gridworld.get_config(env_name)
-
-
-def with_optimizer(base, spec: str) -> Tuple[str, object]:
-  """(label, config) for an optimizer spec 'NAME:LR' or 'path.npz:LR'."""
-  name, sep, lr = spec.rpartition(':')
-  if not sep or not name:
-    raise ValueError(f'optimizers: {spec!r} is not NAME:LEARNING_RATE')
-  try:
-    lr = float(lr)
-  except ValueError as e:
-    raise ValueError(f'optimizers: bad learning rate in {spec!r}') from e
-  cfg = copy.deepcopy(base)
-  cfg.optimizer.learning_rate = lr
-  if name.endswith('.npz'):
-    cfg.optimizer.name = 'learned'
-    cfg.optimizer.meta_params_path = name
-    label = os.path.splitext(os.path.basename(name))[0]
-  else:
-    cfg.optimizer.name = name
-    label = name
-  train.validate(cfg)
-  return label, cfg
-
-
-def return_stats(final) -> dict:
-  """Mean, standard error, std, seed count and per-seed figures of returns."""
-  final = np.asarray(final, np.float64)
-  return {'final_return_mean': float(np.mean(final)),
-          'final_return_sem': float(np.std(final, ddof=1) /
-                                    np.sqrt(len(final)))
-                              if len(final) > 1 else float('nan'),
-          'final_return_std': float(np.std(final)),
-          'seeds': len(final),
-          'per_seed': ' '.join(f'{x:.3f}' for x in final)}
-
-
-def summarize(results: dict) -> List[dict]:
-  """Table rows: final return mean, standard error, std, ratio to Adam."""
-  reference = results.get('adam')
-  rows = []
-  for label, r in results.items():
-    row = {'env': r['env'], 'optimizer': label,
-           **return_stats(r['final_return']),
-           'env_steps_per_agent': int(r['env_steps'][-1]),
-           'env_steps_per_second': float(r['steps_per_second'])}
-    if reference is not None:
-      row['ratio_to_adam'] = row['final_return_mean'] / float(
-          np.mean(reference['final_return']))
-    rows.append(row)
-  return rows
-
-
-def compare(runs: Sequence[Tuple[str, object]], workdir: str,
-            plot_path: str, title: str,
-            levels: Optional[dict] = None) -> Tuple[dict, List[dict]]:
-  """Trains every (label, config); plots their curves; returns rows.
-
-  `levels` ({label: return}) are drawn as flat lines (e.g. a random policy).
-  """
-  results = {}
-  for label, cfg in runs:
-    print(f'-- {cfg.env_name}: {label}', flush=True)
-    results[label] = train.train(
-        cfg, os.path.join(workdir, cfg.env_name,
-                          label.replace(' ', '_').replace('(', '')
-                          .replace(')', '')), label=label)
-  x = next(iter(results.values()))['env_steps']
-  curves = {k: np.nanmean(r['returns'], axis=1) for k, r in results.items()}
-  curves.update({k: np.full(len(x), v) for k, v in (levels or {}).items()})
-  common.plot_curves(
-      plot_path, curves, x,
-      'env steps per agent', 'mean episode return', title,
-      spread={k: np.nanstd(r['returns'], axis=1) for k, r in results.items()})
-  return results, summarize(results)
-
-
-def parse_updates_per_env(spec: str, envs: Sequence[str]) -> dict:
-  """'ENV=N,...' -> {env: N}, each env one of `envs` and N >= 1."""
-  out = {}
-  for item in (x for x in spec.split(',') if x):
-    env, sep, n = item.partition('=')
-    if not sep or env not in envs:
-      raise ValueError(f'updates_per_env: {item!r} is not ENV=N with ENV one '
-                       f'of the evaluated envs {list(envs)}')
-    try:
-      out[env] = common.check_positive_int(int(n), 'updates_per_env')
-    except ValueError as e:
-      raise ValueError(f'updates_per_env: {item!r} needs a positive integer '
-                       'number of updates') from e
-  return out
-
-
-def random_row(base, num_seeds: int, num_steps: int = RANDOM_STEPS,
-               num_envs: int = 16) -> dict:
-  """The table row of a uniform-random policy on `base.env_name`.
-
-  Each seed runs `num_envs` of the config's environments (its episode length
-  included) for `num_steps` steps; a seed's figure is the mean return of the
-  episodes that ended.
-  """
-  env = train.validate(base)[0].env
-  fn = jax.jit(jax.vmap(
-      lambda k: common.random_policy_return(env, k, num_envs, num_steps)))
-  means, counts = fn(jax.random.split(jax.random.PRNGKey(12345), num_seeds))
-  return {'env': base.env_name, 'optimizer': RANDOM_LABEL,
-          **return_stats(means),
-          'env_steps_per_agent': num_envs * num_steps,
-          'episodes': int(np.sum(counts))}
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-  lines = ['| env | optimizer | final return (mean ± s.e.) | std | ratio to '
-           'Adam | seeds | env steps |', '|---|---|---|---|---|---|---|']
-  for r in rows:
-    ratio = f'{r["ratio_to_adam"]:.3f}' if 'ratio_to_adam' in r else ''
-    lines.append(
-        f'| {r["env"]} | {r["optimizer"]} | {r["final_return_mean"]:.3f} ± '
-        f'{r["final_return_sem"]:.3f} | {r["final_return_std"]:.3f} | '
-        f'{ratio} | {r["seeds"]} | {r["env_steps_per_agent"]:,} |')
-  return '\n'.join(lines) + '\n'
-
-
-def evaluate(cfg, workdir: str) -> List[dict]:
-  """Every optimizer on every env; writes results.csv/.md and PNGs."""
-  envs = [e for e in cfg.envs.split(',') if e]
-  specs = [s for s in cfg.optimizers.split(',') if s]
-  if not envs:
-    raise ValueError('envs: give at least one environment')
-  if not specs:
-    raise ValueError('optimizers: give at least one NAME:LEARNING_RATE')
-  updates = parse_updates_per_env(cfg.get('updates_per_env', ''), envs)
-  plans = []
-  for env in envs:  # build and validate everything before compiling
-    base = env_config(env, cfg.paper_scale)
-    base.env_name = env
-    base.num_seeds = cfg.num_seeds
-    if cfg.num_updates:
-      base.num_updates = cfg.num_updates
-    base.num_updates = updates.get(env, base.num_updates)
-    if cfg.get('reset_mode', '') and 'reset_mode' in base:
-      base.reset_mode = cfg.reset_mode
-    plans.append((base, [with_optimizer(base, s) for s in specs]))
-  rows = []
-  os.makedirs(workdir, exist_ok=True)
-  for base, runs in plans:
-    env = base.env_name
-    floor = ([random_row(base, cfg.num_seeds)]
-             if cfg.get('random_policy', True) else [])
-    _, env_rows = compare(
-        runs, workdir, os.path.join(workdir, f'{env}.png'),
-        f'{env}: mean ± std over {cfg.num_seeds} seeds',
-        levels={r['optimizer']: r['final_return_mean'] for r in floor})
-    rows += env_rows + floor
-    common.write_csv(os.path.join(workdir, 'results.csv'), rows)
-    with open(os.path.join(workdir, 'results.md'), 'w') as f:
-      f.write(markdown_table(rows))
-  print(markdown_table(rows), flush=True)
-  print(f'results: {workdir}/results.md, results.csv, <env>.png', flush=True)
-  return rows
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/evaluate.py',
+                                          'Config file.')
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/evaluate', 'Output directory.')
 
 
 def main(argv):
@@ -217,13 +34,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   cfg = _CONFIG.value
   print(cfg, flush=True)
-  evaluate(cfg, _WORKDIR.value)
+  comparison.evaluate(cfg, _WORKDIR.value)
 
 
 if __name__ == '__main__':
-  # Flags are defined only when run as a program (see train.py).
-  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/evaluate.py',
-                                            'Config file.')
-  _WORKDIR = flags.DEFINE_string('workdir', 'runs/evaluate',
-                                 'Output directory.')
   app.run(main)

@@ -3,7 +3,7 @@ r"""The main job: meta-train Optim4RL on Catch, then compare it with Adam.
     python -m launchers.quickstart --config=configs/quickstart.py \
         --workdir=runs/quickstart
 
-1. Meta-trains the learned optimizer (launchers/meta_train.py, resumable).
+1. Meta-trains the learned optimizer (launchers/meta_training.py, resumable).
 2. Trains fresh A2C agents on Catch, several seeds each, with the
    meta-learned optimizer, the baselines (Adam) and, optionally, the same cell
    with its initial meta-params.
@@ -20,11 +20,15 @@ from absl import flags
 from absl import logging
 
 from launchers import common
-from launchers import evaluate
-from launchers import meta_train
-from launchers import train
+from launchers import comparison
+from launchers import meta_training
+from launchers import training
 from ml_collections import config_flags
 
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',
+                                          'Config file.')
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/quickstart',
+                               'Output directory.')
 
 
 def _eval_config(cfg, name, lr, path=''):
@@ -39,13 +43,13 @@ def run(cfg, workdir: str) -> dict:
   """Runs the whole job; returns {label: train result}."""
   t0 = time.time()
   # Validate everything before the first compile.
-  meta_train.validate(cfg.meta)
+  meta_training.validate(cfg.meta)
   for name, lr in cfg.baselines.items():
-    train.validate(_eval_config(cfg, name, lr))
+    training.validate(_eval_config(cfg, name, lr))
   agent_lr = float(cfg.meta.tasks.learning_rates[0])
 
   print('== 1/2 meta-training', flush=True)
-  summary = meta_train.meta_train(cfg.meta, os.path.join(workdir, 'meta'))
+  summary = meta_training.meta_train(cfg.meta, os.path.join(workdir, 'meta'))
   meta_seconds = time.time() - t0
 
   print('== 2/2 training fresh A2C agents on '
@@ -59,7 +63,7 @@ def run(cfg, workdir: str) -> dict:
     untrained = _eval_config(cfg, cfg.meta.optimizer.cell, agent_lr)
     untrained.seed = cfg.meta.seed  # the meta-params meta-training began at
     runs.append(('optim4rl (untrained)', untrained))
-  results, rows = evaluate.compare(
+  results, rows = comparison.compare(
       runs, workdir, os.path.join(workdir, 'comparison.png'),
       f'A2C on {cfg.eval.env_name}: mean ± std over '
       f'{cfg.eval.num_seeds} seeds')
@@ -84,7 +88,7 @@ def _markdown(rows, cfg, summary, meta_seconds, total_seconds) -> str:
       f'updates x {cfg.eval.a2c.num_envs} envs x {cfg.eval.a2c.rollout_len} '
       'steps. Final return = mean episode return over the last 10% of '
       f'training. Whole job: {total_seconds:.0f} s.', '',
-      evaluate.markdown_table(rows)]
+      comparison.markdown_table(rows)]
   return '\n'.join(lines)
 
 
@@ -98,10 +102,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  # Flags are defined only when run as a program, so that launchers can import
-  # each other's functions.
-  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',
-                                          'Config file.')
-  _WORKDIR = flags.DEFINE_string('workdir', 'runs/quickstart',
-                                 'Output directory.')
   app.run(main)

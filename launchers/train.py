@@ -11,109 +11,22 @@ r"""Trains A2C or PPO agents with a named optax or a learned optimizer.
 
 Several seeds train at once (`--config.num_seeds=N`, vmapped). Writes
 `returns.csv` (mean episode return per logging chunk, per seed),
-`learning_curve.png` and `summary.json` into --workdir.
+`learning_curve.png` and `summary.json` into --workdir. The work is
+`launchers.training.train`; this file is its command line.
 """
 
-import math
 import os
-import time
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from launchers import common
+from launchers import training
 from ml_collections import config_flags
 
-
-
-def validate(cfg):
-  """Checks every field that could fail later, before compiling anything.
-
-  Returns `common.make_agent(cfg)` (built while checking), so callers need
-  not build the environment twice.
-  """
-  built = common.make_agent(cfg)  # env and agent names, network, fields
-  common.check_optimizer_config(cfg.optimizer)
-  for field in ('num_updates', 'log_every', 'num_seeds'):
-    common.check_positive_int(cfg[field], field)
-  return built
-
-
-def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
-  """Trains `cfg.num_seeds` agents; returns curves and final returns.
-
-  Returns:
-    dict with `env_steps` [chunks], `returns` [chunks, seeds] (mean episode
-    return over each logging chunk), `final_return` [seeds] (mean over the
-    last 10% of chunks), `steps_per_second` (after compilation),
-    `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
-  """
-  agent, algo, steps_per_update = validate(cfg)
-  optimizer = common.make_optimizer(cfg.optimizer, seed=cfg.seed)
-  num_chunks = math.ceil(cfg.num_updates / cfg.log_every)
-  steps_per_chunk = steps_per_update * cfg.log_every
-
-  keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-  init = jax.jit(jax.vmap(lambda k: algo.init_state(agent, optimizer, k)))
-  train_chunk = jax.jit(jax.vmap(
-      algo.make_train(agent, optimizer, cfg.log_every)))
-  states = init(keys)
-  progress = common.Progress(num_chunks * cfg.log_every,
-                             unit='env-steps (all seeds)')
-  rows, returns, env_steps = [], [], []
-  t_start = time.time()
-  compile_seconds, run_start = None, None
-  for chunk in range(num_chunks):
-    states, metrics = train_chunk(states)
-    ret = common.mean_episode_return(metrics)  # [seeds]
-    if compile_seconds is None:
-      compile_seconds = time.time() - t_start
-      run_start = time.time()
-    step = (chunk + 1) * cfg.log_every
-    env_steps.append(step * steps_per_update)
-    returns.append(ret)
-    rows.append({'update': step, 'env_steps': step * steps_per_update,
-                 'mean_return': float(np.nanmean(ret)),
-                 **{f'return_seed{i}': float(r) for i, r in enumerate(ret)},
-                 'loss_entropy': float(np.mean(metrics['entropy'])),
-                 'wall_seconds': time.time() - t_start})
-    if verbose:
-      progress.line(step, (chunk + 1) * steps_per_chunk * cfg.num_seeds,
-                    **{'mean return': float(np.nanmean(ret))})
-  run_seconds = time.time() - run_start
-  steps_per_second = ((num_chunks - 1) * steps_per_chunk * cfg.num_seeds /
-                      run_seconds if num_chunks > 1 else float('nan'))
-  nonfinite = not all(bool(jnp.all(jnp.isfinite(x)))
-                      for x in jax.tree.leaves(states.params))
-  returns = np.stack(returns)
-  tail = max(1, num_chunks // 10)
-  final = np.nanmean(returns[-tail:], axis=0)
-  result = {'label': label or cfg.optimizer.name, 'env': cfg.env_name,
-            'env_steps': np.asarray(env_steps), 'returns': returns,
-            'final_return': final, 'steps_per_second': steps_per_second,
-            'compile_seconds': compile_seconds, 'nonfinite': nonfinite}
-  if workdir:
-    os.makedirs(workdir, exist_ok=True)
-    common.write_csv(os.path.join(workdir, 'returns.csv'), rows)
-    common.plot_curves(
-        os.path.join(workdir, 'learning_curve.png'),
-        {result['label']: np.nanmean(returns, axis=1)},
-        np.asarray(env_steps), 'env steps (per agent)', 'mean episode return',
-        f'{cfg.get("agent", "a2c").upper()} on {cfg.env_name} '
-        f'({cfg.num_seeds} seeds)',
-        spread={result['label']: np.nanstd(returns, axis=1)})
-    common.write_json(os.path.join(workdir, 'summary.json'), {
-        'env': cfg.env_name, 'optimizer': cfg.optimizer.to_dict(),
-        'final_return_per_seed': final.tolist(),
-        'final_return_mean': float(np.nanmean(final)),
-        'env_steps_per_agent': int(env_steps[-1]),
-        'env_steps_per_second_after_compile': steps_per_second,
-        'compile_seconds': compile_seconds, 'nonfinite_params': nonfinite})
-  return result
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 
 
 def main(argv):
@@ -124,7 +37,7 @@ def main(argv):
   logging.info('config:\n%s', cfg)
   print(cfg, flush=True)
   workdir = _WORKDIR.value or os.path.join('runs', f'train_{cfg.env_name}')
-  result = train(cfg, workdir)
+  result = training.train(cfg, workdir)
   print(f'final mean return {np.nanmean(result["final_return"]):.3f} '
         f'(per seed {np.round(result["final_return"], 3).tolist()}); '
         f'{result["steps_per_second"]:,.0f} env-steps/s after '
@@ -134,8 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  # Flags are defined only when run as a program, so that launchers can import
-  # each other's functions.
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
-  _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
   app.run(main)

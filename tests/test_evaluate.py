@@ -1,4 +1,4 @@
-"""launchers/evaluate.py: optimizer specs, the table, the plots."""
+"""launchers/comparison.py (evaluate.py's job): specs, table, plots."""
 
 import csv
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 
 from configs import evaluate as evaluate_config
-from launchers import evaluate
+from launchers import comparison
 
 
 def test_evaluate_writes_table_and_plots(tmp_path):
@@ -16,7 +16,7 @@ def test_evaluate_writes_table_and_plots(tmp_path):
   cfg.num_seeds = 2
   cfg.num_updates = 20
   cfg.updates_per_env = 'catch=100'  # overrides num_updates for catch
-  rows = evaluate.evaluate(cfg, str(tmp_path))
+  rows = comparison.evaluate(cfg, str(tmp_path))
   assert [r['optimizer'] for r in rows] == ['adam', 'optim4rl',
                                             'random policy']
   assert rows[0]['ratio_to_adam'] == 1.0
@@ -41,14 +41,14 @@ def test_evaluate_writes_table_and_plots(tmp_path):
 ])
 def test_bad_optimizer_specs(spec, match):
   with pytest.raises(ValueError, match=match):
-    evaluate.with_optimizer(evaluate.env_config('catch'), spec)
+    comparison.with_optimizer(comparison.env_config('catch'), spec)
 
 
 def test_env_families_pick_their_agent():
-  assert evaluate.env_config('ant').agent == 'ppo'
-  assert evaluate.env_config('ant').ppo.num_envs == 64
-  assert evaluate.env_config('ant', paper_scale=True).ppo.num_envs == 4096
-  assert evaluate.env_config('small_dense_short').get('agent', 'a2c') == 'a2c'
+  assert comparison.env_config('ant').agent == 'ppo'
+  assert comparison.env_config('ant').ppo.num_envs == 64
+  assert comparison.env_config('ant', paper_scale=True).ppo.num_envs == 4096
+  assert comparison.env_config('small_dense_short').get('agent', 'a2c') == 'a2c'
 
 
 @pytest.mark.parametrize('spec,match', [
@@ -59,7 +59,7 @@ def test_env_families_pick_their_agent():
 ])
 def test_bad_updates_per_env(spec, match):
   with pytest.raises(ValueError, match=match):
-    evaluate.parse_updates_per_env(spec, ['catch'])
+    comparison.parse_updates_per_env(spec, ['catch'])
 
 
 def test_random_policy_on_a_continuous_env():

@@ -11,8 +11,8 @@ import pytest
 
 from configs import a2c_catch
 from configs import meta_catch
-from launchers import meta_train
-from launchers import train
+from launchers import meta_training
+from launchers import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,7 +102,7 @@ def test_killed_and_resumed_run_is_bitwise_equal(tmp_path):
   assert 'signal 15: saving a checkpoint' in text
 
   reference = str(tmp_path / 'uninterrupted')
-  summary = meta_train.meta_train(_config(), reference, verbose=False)
+  summary = meta_training.meta_train(_config(), reference, verbose=False)
   assert summary['meta_step'] == OVERRIDES['num_meta_steps']
   a = _meta_params(os.path.join(workdir, 'meta_params.npz'))
   b = _meta_params(os.path.join(reference, 'meta_params.npz'))
@@ -119,26 +119,26 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
   cfg = _config()
   cfg.num_meta_steps = 2
   cfg.save_every = 2
-  meta_train.meta_train(cfg, str(tmp_path), verbose=False)
+  meta_training.meta_train(cfg, str(tmp_path), verbose=False)
   other = _config()
   other.optimizer.hidden_size = 8
   with pytest.raises(ValueError, match='optimizer.hidden_size: checkpoint '
                      'has 4, config has 8'):
-    meta_train.meta_train(other, str(tmp_path), verbose=False)
+    meta_training.meta_train(other, str(tmp_path), verbose=False)
   # Nothing saved was lost.
   assert os.path.exists(tmp_path / 'checkpoints' / '2')
   # Changing only the run length is fine (resumes).
   more = _config()
   more.num_meta_steps = 4
   more.save_every = 2
-  summary = meta_train.meta_train(more, str(tmp_path), verbose=False)
+  summary = meta_training.meta_train(more, str(tmp_path), verbose=False)
   assert summary['meta_step'] == 4
   # The exported frozen meta-params train a fresh agent through train.py.
   ev = a2c_catch.get_config()
   ev.optimizer.name = 'learned'
   ev.optimizer.meta_params_path = summary['meta_params_path']
   ev.num_updates, ev.log_every, ev.a2c.num_envs = 10, 5, 2
-  result = train.train(ev, str(tmp_path / 'eval'), verbose=False)
+  result = training.train(ev, str(tmp_path / 'eval'), verbose=False)
   assert not result['nonfinite']
   assert result['returns'].shape == (2, 1)
 
@@ -151,6 +151,9 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     ('meta.reset_interval', 0, 'meta.reset_interval: must be an int >= 1'),
     ('tasks.learning_rates', (0.,), 'tasks.learning_rates: must be'),
     ('save_every', 3, 'save_every: must be a multiple of log_every'),
+    # Env options reach meta-training through the launchers' one factory.
+    ('episode_length', 100, 'episode_length: catch has a fixed episode'),
+    ('reset_mode', 'restart', "reset_mode: unknown 'restart'"),
 ])
 def test_bad_input_fails_before_compiling(tmp_path, key, value, match):
   cfg = _config()
@@ -160,21 +163,21 @@ def test_bad_input_fails_before_compiling(tmp_path, key, value, match):
     node = node[p]
   node[leaf] = value
   with pytest.raises(ValueError, match=match):
-    meta_train.meta_train(cfg, str(tmp_path), verbose=False)
+    meta_training.meta_train(cfg, str(tmp_path), verbose=False)
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
 def test_ppo_brax_meta_config_validates_and_rejects_bad_ppo_fields():
   from configs import meta_ppo_brax  # pylint: disable=g-import-not-at-top
   cfg = meta_ppo_brax.get_config('ant,humanoid')
-  meta_train.validate(cfg)
+  meta_training.validate(cfg)
   assert cfg.tasks.env_names == ('ant', 'humanoid')
   assert tuple(cfg.tasks.reward_scales) == (1., 1.)
   # 50 env steps per rollout cannot be split into 3 minibatches.
   cfg.ppo.num_envs, cfg.ppo.unroll_len, cfg.ppo.num_minibatches = 5, 10, 3
   with pytest.raises(ValueError, match='num_minibatches: 3 does not divide'):
-    meta_train.validate(cfg)
+    meta_training.validate(cfg)
   cfg = meta_ppo_brax.get_config('ant')
   cfg.tasks.reward_scales = (1., 1.)
   with pytest.raises(ValueError, match='tasks.reward_scales: 2 values for 1'):
-    meta_train.validate(cfg)
+    meta_training.validate(cfg)

@@ -1,4 +1,4 @@
-"""launchers/peer_check.py: the mapping onto Brax's trainer, the shim, a run."""
+"""launchers/peer.py (peer_check.py's job): Brax mapping, shim, a run."""
 
 import csv
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import peer_check as peer_config
-from launchers import peer_check
+from launchers import peer
 
 
 def _tiny(env='inverted_pendulum'):
@@ -26,7 +26,7 @@ def _tiny(env='inverted_pendulum'):
 
 def test_brax_kwargs_match_our_update():
   cfg = peer_config.get_config('ant')
-  kw = peer_check.brax_kwargs(cfg)
+  kw = peer.brax_kwargs(cfg)
   c = cfg.ppo
   # One Brax training step = one of our updates: same env steps, same
   # minibatch count and size, same epochs.
@@ -46,13 +46,13 @@ def test_brax_kwargs_match_our_update():
 
 def test_shim_replicates_like_the_removed_function(monkeypatch):
   monkeypatch.delattr(jax, 'device_put_replicated', raising=False)
-  assert peer_check.install_device_put_replicated_shim()
+  assert peer.install_device_put_replicated_shim()
   tree = {'w': np.arange(6.).reshape(2, 3), 'step': np.int32(4)}
   out = jax.device_put_replicated(tree, jax.local_devices()[:1])
   np.testing.assert_array_equal(out['w'], tree['w'][None])
   assert out['step'].shape == (1,) and int(out['step'][0]) == 4
   # Installed once: a second call leaves the function alone.
-  assert not peer_check.install_device_put_replicated_shim()
+  assert not peer.install_device_put_replicated_shim()
 
 
 @pytest.mark.parametrize('field,value,match', [
@@ -68,13 +68,13 @@ def test_bad_fields_fail_before_building(field, value, match):
   section, _, name = field.rpartition('.')
   (cfg[section] if section else cfg)[name] = value
   with pytest.raises(ValueError, match=match):
-    peer_check.validate(cfg)
+    peer.validate(cfg)
 
 
 def test_both_sides_train_the_same_budget(monkeypatch, tmp_path):
   monkeypatch.delattr(jax, 'device_put_replicated', raising=False)
   cfg = _tiny()
-  rows = peer_check.peer_check(cfg, str(tmp_path))
+  rows = peer.peer_check(cfg, str(tmp_path))
   ours, brax = rows
   assert (ours['implementation'], brax['implementation']) == ('ours', 'brax')
   assert ours['env_steps'] == brax['env_steps'] == 6 * 8 * 5

@@ -10,7 +10,7 @@ import pytest
 import lopt
 from configs import a2c_catch
 from configs import a2c_gridworld
-from launchers import train
+from launchers import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,7 @@ def _tiny(cfg, **overrides):
 def test_untrained_optim4rl_trains_without_nan(tmp_path):
   cfg = _tiny(a2c_gridworld.get_config('small_dense_short'),
               **{'optimizer.name': 'optim4rl', 'num_seeds': 2})
-  result = train.train(cfg, str(tmp_path), verbose=False)
+  result = training.train(cfg, str(tmp_path), verbose=False)
   assert not result['nonfinite']
   assert result['returns'].shape == (2, 2)
   assert np.all(np.isfinite(result['returns']))
@@ -52,7 +52,7 @@ def test_untrained_optim4rl_trains_without_nan(tmp_path):
 def test_bad_input_names_the_field(field, value, match):
   cfg = _tiny(a2c_catch.get_config(), **{field: value})
   with pytest.raises(ValueError, match=match):
-    train.validate(cfg)
+    training.validate(cfg)
 
 
 def test_learned_optimizer_file_of_another_config(tmp_path):
@@ -62,16 +62,16 @@ def test_learned_optimizer_file_of_another_config(tmp_path):
                    lo)
   cfg = _tiny(a2c_catch.get_config(), **{'optimizer.name': 'learned'})
   with pytest.raises(ValueError, match='meta_params_path: required'):
-    train.validate(cfg)
+    training.validate(cfg)
   cfg.optimizer.meta_params_path = path
-  train.validate(cfg)  # a file carries its own config: loads fine
+  training.validate(cfg)  # a file carries its own config: loads fine
   # ... but a file whose arrays do not match its config is refused.
   mp = lo.init(jax.random.PRNGKey(0))
   mp['sign_path/gru']['w_h'] = np.zeros((8, 24), np.float32)
   bad = lopt.save(str(tmp_path / 'bad.npz'), mp, lo)
   cfg.optimizer.meta_params_path = bad
   with pytest.raises(ValueError, match="'sign_path/gru/w_h' has shape"):
-    train.validate(cfg)
+    training.validate(cfg)
 
 
 def test_cli_rejects_unknown_env_before_compiling(tmp_path):
@@ -94,17 +94,17 @@ def test_train_runs_ppo_from_the_brax_config_family(tmp_path):
   cfg.ppo.num_minibatches, cfg.ppo.num_epochs = 2, 1
   cfg.ppo.policy_hidden, cfg.ppo.value_hidden = (16,), (16,)
   cfg.num_updates, cfg.log_every = 4, 2
-  result = train.train(cfg, str(tmp_path), verbose=False)
+  result = training.train(cfg, str(tmp_path), verbose=False)
   assert not result['nonfinite']
   np.testing.assert_array_equal(result['env_steps'], [128, 256])
   cfg.agent = 'dqn'
   with pytest.raises(ValueError, match="agent: unknown agent 'dqn'"):
-    train.validate(cfg)
+    training.validate(cfg)
   cfg.agent = 'a2c'
   cfg.env_name = 'inverted_pendulum'
   with pytest.raises(ValueError, match='A2C needs discrete actions'):
-    train.validate(cfg)
+    training.validate(cfg)
   cfg.agent = 'ppo'
   cfg.reset_mode = 'restart'
   with pytest.raises(ValueError, match="reset_mode: unknown 'restart'"):
-    train.validate(cfg)
+    training.validate(cfg)

@@ -142,9 +142,9 @@ def test_agent_rollouts_report_raw_env_returns():
     (5, 2, 1.),  # a nan reward at step 2 ends it with the return it had
 ])
 def test_peer_check_evaluates_each_envs_first_episode(num_steps, nan_at, want):
-  from launchers import peer_check  # pylint: disable=g-import-not-at-top
+  from launchers import peer  # pylint: disable=g-import-not-at-top
   policy = lambda obs, key: jnp.zeros(obs.shape[0], jnp.int32)
-  value = jax.jit(lambda k: peer_check.evaluate_policy(
+  value = jax.jit(lambda k: peer.evaluate_policy(
       _Countdown(3, nan_at=nan_at), policy, k, 2, num_steps))(
           jax.random.PRNGKey(0))
   assert float(value) == want

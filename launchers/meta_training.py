@@ -1,0 +1,245 @@
+"""Meta-training from a config: `meta_train(cfg, workdir)` (meta_train.py,
+quickstart.py).
+
+Validates every field and builds each task's agent through the launchers'
+one factory (`common.make_agent`, so env options such as `episode_length` and
+`reset_mode` reach meta-training as they reach train.py), then runs
+`lopt.meta` and resumes from the latest checkpoint in `workdir`. Writes into
+`workdir`: config.json (at start), metrics.csv (one row per meta-iteration),
+meta_training.png, meta_loss.png, checkpoints/, meta_summary.json and
+meta_params.npz (the frozen meta-params, loadable by train.py with
+--config.optimizer.name=learned --config.optimizer.meta_params_path=...).
+"""
+
+import csv
+import math
+import os
+import time
+from typing import Any, List, Optional, Sequence
+
+import jax
+import numpy as np
+
+from agents import ppo
+from launchers import common
+import lopt
+from lopt import checkpointing
+from lopt import meta
+from lopt import meta_losses
+
+
+# Config keys that may change between a run and its resumption.
+RESUMABLE_CHANGES = ('num_meta_steps', 'save_every', 'keep_checkpoints')
+
+
+def cell_config(cfg) -> lopt.CellConfig:
+  return lopt.CellConfig(**{k: (tuple(v) if isinstance(v, (list, tuple))
+                                else v) for k, v in cfg.optimizer.items()})
+
+
+def validate(cfg) -> List[Any]:
+  """Every check that can fail, on the host, before anything compiles.
+
+  Returns each task's agent (A2C or PPO, in `tasks.env_names` order), built
+  by `common.make_agent` with the task's reward scale.
+  """
+  t = cfg.tasks
+  names = tuple(t.env_names)
+  if not names:
+    raise ValueError('tasks.env_names: at least one environment is required')
+  for field in ('learning_rates', 'reward_scales'):
+    if len(t[field]) != len(names):
+      raise ValueError(f'tasks.{field}: {len(t[field])} values for '
+                       f'{len(names)} tasks {names}')
+  for lr in t.learning_rates:
+    lopt.optimizer.check_learning_rate(lr, 'tasks.learning_rates')
+  if t.reset_intervals and len(t.reset_intervals) != len(names):
+    raise ValueError(f'tasks.reset_intervals: {len(t.reset_intervals)} '
+                     f'values for {len(names)} tasks')
+  for r in tuple(t.reset_intervals) or (cfg.meta.reset_interval,):
+    common.check_positive_int(r, 'meta.reset_interval')
+  num_agents = common.check_positive_int(t.num_agents, 'tasks.num_agents')
+  if num_agents % jax.device_count():
+    raise ValueError(
+        f'tasks.num_agents: {num_agents} agents cannot be split evenly over '
+        f'{jax.device_count()} devices; use a multiple of '
+        f'{jax.device_count()}')
+  cell_config(cfg)  # cell, preprocessor, activation, sizes
+  meta.make_meta_optimizer(cfg.meta.learning_rate, cfg.meta.clip_type,
+                           cfg.meta.clip)
+  meta_losses.get(cfg.meta.meta_loss)
+  common.check_positive_int(cfg.meta.num_inner_steps, 'meta.num_inner_steps')
+  for field in ('num_meta_steps', 'log_every', 'save_every',
+                'keep_checkpoints'):
+    common.check_positive_int(cfg[field], field)
+  if cfg.save_every % cfg.log_every:
+    raise ValueError(f'save_every: must be a multiple of log_every '
+                     f'({cfg.log_every}), got {cfg.save_every}')
+  # Last, as it builds the envs: each task's agent, through the factory that
+  # train.py and evaluate.py use (env options, agent and network fields).
+  return [common.make_agent(cfg, name, scale, field='tasks.env_names')[0]
+          for name, scale in zip(names, t.reward_scales)]
+
+
+def build(cfg, agents: Optional[Sequence[Any]] = None):
+  """Config -> (tasks, learned optimizer, meta-trainer).
+
+  `agents` are `validate(cfg)`'s (validated and built here when not given).
+  A PPO agent enters meta-training as `ppo.inner_agent` (one full-batch
+  step per inner update).
+  """
+  if agents is None:
+    agents = validate(cfg)
+  tasks = []
+  for name, lr, agent in zip(cfg.tasks.env_names, cfg.tasks.learning_rates,
+                             agents):
+    if isinstance(agent, ppo.PPO):
+      agent = ppo.inner_agent(agent)
+    tasks.append(meta.Task(name, agent, cfg.tasks.num_agents, float(lr)))
+  lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
+                              config=cell_config(cfg))
+  trainer = meta.make_meta_trainer(
+      tasks, lo,
+      meta.make_meta_optimizer(cfg.meta.learning_rate, cfg.meta.clip_type,
+                               cfg.meta.clip),
+      num_inner_steps=cfg.meta.num_inner_steps,
+      reset_interval=(tuple(cfg.tasks.reset_intervals) or
+                      cfg.meta.reset_interval),
+      pipeline=cfg.meta.pipeline, meta_loss=cfg.meta.meta_loss,
+      second_order=cfg.meta.second_order, remat=cfg.meta.remat,
+      steps_per_call=cfg.log_every, num_devices=jax.device_count())
+  return tasks, lo, trainer
+
+
+def env_steps_per_iteration(cfg) -> int:
+  if cfg.get('agent', 'a2c') == 'ppo':
+    per_rollout = cfg.ppo.num_envs * cfg.ppo.unroll_len
+  else:
+    per_rollout = cfg.a2c.num_envs * cfg.a2c.rollout_len
+  return (len(cfg.tasks.env_names) * cfg.tasks.num_agents *
+          (cfg.meta.num_inner_steps + 1) * per_rollout)
+
+
+def _read_rows(path: str, upto: int):
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [r for r in csv.DictReader(f) if int(r['meta_step']) <= upto]
+
+
+class _CsvAppender:
+  """metrics.csv written as the run goes (rows kept up to a resume point)."""
+
+  def __init__(self, path: str, rows):
+    self.path = path
+    self.fields = list(rows[0]) if rows else None
+    if rows:
+      common.write_csv(path, rows)
+    elif os.path.exists(path):
+      os.remove(path)
+
+  def append(self, rows):
+    if not rows:
+      return
+    new = self.fields is None
+    if new:
+      self.fields = list(rows[0])
+    with open(self.path, 'a', newline='') as f:
+      w = csv.DictWriter(f, fieldnames=self.fields)
+      if new:
+        w.writeheader()
+      w.writerows(rows)
+
+
+class StopFlag:
+  """Set by SIGTERM/SIGINT; the loop saves and exits after the current call."""
+
+  def __init__(self):
+    self.requested = False
+
+  def __call__(self, signum, frame):
+    del frame
+    print(f'signal {signum}: saving a checkpoint and stopping', flush=True)
+    self.requested = True
+
+
+def meta_train(cfg, workdir: str, verbose: bool = True,
+               stop: Optional['StopFlag'] = None) -> dict:
+  """Runs (or resumes) meta-training; returns a summary dict."""
+  agents = validate(cfg)
+  os.makedirs(workdir, exist_ok=True)
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), cfg.to_dict(),
+      ignore=RESUMABLE_CHANGES, keep=cfg.keep_checkpoints)
+  start_step = ckpt.check_compatible() or 0  # before compiling anything
+  common.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
+  _, lo, trainer = build(cfg, agents)
+  stop = stop or StopFlag()
+  total = math.ceil(cfg.num_meta_steps / cfg.log_every) * cfg.log_every
+
+  t0 = time.time()
+  state = trainer.init(jax.random.PRNGKey(cfg.seed))
+  if start_step:
+    state, start_step = ckpt.restore(state)
+    print(f'resumed from checkpoint at meta-step {start_step}', flush=True)
+  state = meta.shard(state)
+  step = int(start_step or 0)
+  csv_path = os.path.join(workdir, 'metrics.csv')
+  rows = _read_rows(csv_path, step)
+  csv_file = _CsvAppender(csv_path, rows)
+  per_iter = env_steps_per_iteration(cfg)
+  progress = common.Progress(total, unit='agent env-steps')
+  progress_steps = step
+  first_call_seconds = None
+  while step < total and not stop.requested:
+    state, metrics = trainer.run(state)
+    metrics = jax.device_get(metrics)
+    if first_call_seconds is None:
+      first_call_seconds = time.time() - t0
+    new_rows = [{'meta_step': step + i + 1,
+                 **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
+                for i in range(cfg.log_every)]
+    rows += new_rows
+    csv_file.append(new_rows)
+    step += cfg.log_every
+    progress_steps += cfg.log_every
+    if verbose:
+      progress.line(step, progress_steps * per_iter,
+                    **{'meta-loss': float(np.mean(metrics['meta_loss'])),
+                       'agent return': float(np.nanmean(
+                           metrics['agent_return'])),
+                       'skipped': int(state.skipped)})
+    if step % cfg.save_every == 0 or step >= total or stop.requested:
+      ckpt.save(step, state, force=True)
+  ckpt.close()
+
+  meta_params = jax.device_get(state.meta_params)
+  export = lopt.save(os.path.join(workdir, 'meta_params.npz'), meta_params,
+                     lo, extra={'meta_step': step, 'config': cfg.to_dict()})
+  if rows:
+    x = np.array([float(r['meta_step']) for r in rows])
+    common.plot_curves(
+        os.path.join(workdir, 'meta_training.png'),
+        {'agent return': _smooth([float(r['agent_return']) for r in rows])},
+        x, 'meta-iteration', 'mean agent return (smoothed)',
+        f'meta-training {cfg.optimizer.cell} on ' +
+        (','.join(cfg.tasks.env_names) if len(cfg.tasks.env_names) <= 2
+         else f'{len(cfg.tasks.env_names)} tasks'))
+    common.plot_curves(
+        os.path.join(workdir, 'meta_loss.png'),
+        {'meta-loss': _smooth([float(r['meta_loss']) for r in rows])},
+        x, 'meta-iteration', 'meta-loss (smoothed)', 'meta-loss')
+  summary = {'meta_step': step, 'skipped_meta_updates': int(state.skipped),
+             'first_call_seconds': first_call_seconds,
+             'meta_params_path': export, 'stopped_early': stop.requested,
+             'elapsed_seconds': time.time() - t0}
+  common.write_json(os.path.join(workdir, 'meta_summary.json'), summary)
+  return summary
+
+
+def _smooth(y, window: int = 20) -> np.ndarray:
+  y = np.asarray(y, np.float64)
+  out = np.empty_like(y)
+  for i in range(len(y)):
+    out[i] = np.nanmean(y[max(0, i - window + 1):i + 1])
+  return out
