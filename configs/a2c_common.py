@@ -25,6 +25,12 @@ def base_config(env_name: str) -> ml_collections.ConfigDict:
   config.optimizer.name = 'adam'
   # Step size (the learned optimizer's update is -learning_rate * direction).
   config.optimizer.learning_rate = 1e-3
+  # Learning-rate schedule over the run's optimizer steps: constant, linear
+  # or cosine, from learning_rate to learning_rate * lr_end (the same for
+  # optax and learned optimizers).
+  config.optimizer.lr_schedule = 'constant'
+  # Final rate as a fraction of learning_rate (linear / cosine).
+  config.optimizer.lr_end = 0.
   # Global-norm gradient clip before the optimizer; 0 disables.
   config.optimizer.max_grad_norm = 0.
   # A .npz written by lopt.save / meta_train.py, for name='learned'.

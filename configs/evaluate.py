@@ -14,6 +14,10 @@ def get_config():
   # Comma-separated NAME:LEARNING_RATE specs (NAME: optax optimizer, shipped
   # learned optimizer, untrained cell, or a meta-params .npz path).
   config.optimizers = 'optim4rl_gridworlds:3e-4,adam:3e-4,rmsprop:3e-4'
+  # Learning-rate schedule of every optimizer over its run: constant, linear
+  # or cosine, down to learning_rate * lr_end.
+  config.lr_schedule = 'constant'
+  config.lr_end = 0.
   # Seeds per (env, optimizer), trained at once (vmapped).
   config.num_seeds = 3
   # Updates per seed; 0 keeps each env config's budget.

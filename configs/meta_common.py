@@ -28,6 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.tasks.env_names = ('catch',)
   # Agent learning rate of each task (the learned optimizer's step size).
   config.tasks.learning_rates = (1e-3,)
+  # Each agent's learning-rate schedule over its life (reset to reset, i.e.
+  # reset_interval x num_inner_steps updates): constant, linear or cosine,
+  # down to learning_rate * lr_end.
+  config.tasks.lr_schedule = 'constant'
+  config.tasks.lr_end = 0.
   # Reward scaling of each task (makes gradient magnitudes comparable).
   config.tasks.reward_scales = (1.0,)
   # Agents per task (the population); divisible by the device count.

@@ -34,6 +34,7 @@ from agents import brax_envs
 from agents import environments
 from agents import networks
 from launchers import common
+from launchers import runtime
 import lopt
 from lopt import meta
 
@@ -229,6 +230,7 @@ def bench_opt() -> dict:
 
 def main(argv):
   del argv
+  runtime.setup()
   result = {'meta': bench_meta, 'a2c': bench_a2c, 'random': random_policy,
             'env': bench_env, 'opt': bench_opt}[_MODE.value]()
   line = json.dumps({k: (round(v, 4) if isinstance(v, float) else v)

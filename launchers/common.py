@@ -46,6 +46,39 @@ OPTIMIZER_NAMES = (tuple(sorted(OPTAX_OPTIMIZERS)) + LEARNED_CELLS +
                    ('learned',) + lopt.pretrained_lib.names())
 
 
+# Learning-rate schedules a config may name (`optimizer.lr_schedule`): the
+# rate goes from `learning_rate` to `learning_rate * lr_end` over the run.
+LR_SCHEDULES = ('constant', 'linear', 'cosine')
+
+
+def check_lr_schedule(schedule: str, end: float, field: str) -> None:
+  if schedule not in LR_SCHEDULES:
+    raise ValueError(f'{field}.lr_schedule: unknown schedule {schedule!r}; '
+                     f'allowed: {list(LR_SCHEDULES)}')
+  if not 0. <= float(end) <= 1.:
+    raise ValueError(f'{field}.lr_end: must be in [0, 1] (a fraction of the '
+                     f'learning rate), got {end}')
+
+
+def make_learning_rate(learning_rate: float, schedule: str = 'constant',
+                       end: float = 0., total_steps: int = 1):
+  """A float for 'constant', else an `optax.Schedule` over `total_steps`
+  optimizer steps, from `learning_rate` to `learning_rate * end`."""
+  lr = float(learning_rate)
+  if schedule == 'constant':
+    return lr
+  if schedule == 'linear':
+    return optax.linear_schedule(lr, lr * end, int(total_steps))
+  return optax.cosine_decay_schedule(lr, int(total_steps), alpha=end)
+
+
+def optimizer_steps_per_update(cfg) -> int:
+  """Optimizer steps one agent update takes (PPO: epochs x minibatches)."""
+  if cfg.get('agent', 'a2c') == 'ppo':
+    return int(cfg.ppo.num_epochs) * int(cfg.ppo.num_minibatches)
+  return 1
+
+
 def check_optimizer_config(opt_cfg) -> None:
   """Validates `config.optimizer` (name, learning rate, file) on the host."""
   if opt_cfg.name not in OPTIMIZER_NAMES:
@@ -53,6 +86,8 @@ def check_optimizer_config(opt_cfg) -> None:
                      f'allowed: {list(OPTIMIZER_NAMES)}')
   lopt.optimizer.check_learning_rate(opt_cfg.learning_rate,
                                      'optimizer.learning_rate')
+  check_lr_schedule(opt_cfg.get('lr_schedule', 'constant'),
+                    opt_cfg.get('lr_end', 0.), 'optimizer')
   if float(opt_cfg.get('max_grad_norm', 0.)) < 0:
     raise ValueError('optimizer.max_grad_norm: must be >= 0 (0 = no clip), '
                      f'got {opt_cfg.max_grad_norm}')
@@ -63,10 +98,18 @@ def check_optimizer_config(opt_cfg) -> None:
     lopt.serialization.load(opt_cfg.meta_params_path)  # raises if bad
 
 
-def make_optimizer(opt_cfg, seed: int = 0) -> optax.GradientTransformation:
-  """Builds the optimizer named by `config.optimizer` (validated first)."""
+def make_optimizer(opt_cfg, seed: int = 0,
+                   total_steps: int = 1) -> optax.GradientTransformation:
+  """Builds the optimizer named by `config.optimizer` (validated first).
+
+  The learning rate is a float, or (with `optimizer.lr_schedule`) an optax
+  schedule over `total_steps` optimizer steps, for optax's optimizers and
+  the learned ones alike.
+  """
   check_optimizer_config(opt_cfg)
-  lr = float(opt_cfg.learning_rate)
+  lr = make_learning_rate(opt_cfg.learning_rate,
+                          opt_cfg.get('lr_schedule', 'constant'),
+                          opt_cfg.get('lr_end', 0.), total_steps)
   name = opt_cfg.name
   if name in OPTAX_OPTIMIZERS:
     opt = OPTAX_OPTIMIZERS[name](lr)
@@ -77,7 +120,7 @@ def make_optimizer(opt_cfg, seed: int = 0) -> optax.GradientTransformation:
     opt = lopt.pretrained(name, learning_rate=lr)
   else:
     lo = lopt.learned_optimizer(learning_rate=lr, cell=name)
-    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)))
+    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)), learning_rate=lr)
   clip = float(opt_cfg.get('max_grad_norm', 0.))
   return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
 

@@ -40,7 +40,8 @@ def env_config(env_name: str, paper_scale: bool = False):
   return a2c_gridworld.get_config(env_name)
 
 
-def with_optimizer(base, spec: str) -> Tuple[str, object]:
+def with_optimizer(base, spec: str, lr_schedule: str = 'constant',
+                   lr_end: float = 0.) -> Tuple[str, object]:
   """(label, config) for an optimizer spec 'NAME:LR' or 'path.npz:LR'."""
   name, sep, lr = spec.rpartition(':')
   if not sep or not name:
@@ -51,6 +52,8 @@ def with_optimizer(base, spec: str) -> Tuple[str, object]:
     raise ValueError(f'optimizers: bad learning rate in {spec!r}') from e
   cfg = copy.deepcopy(base)
   cfg.optimizer.learning_rate = lr
+  cfg.optimizer.lr_schedule = lr_schedule
+  cfg.optimizer.lr_end = lr_end
   if name.endswith('.npz'):
     cfg.optimizer.name = 'learned'
     cfg.optimizer.meta_params_path = name
@@ -179,7 +182,8 @@ def evaluate(cfg, workdir: str) -> List[dict]:
     base.num_updates = updates.get(env, base.num_updates)
     if cfg.get('reset_mode', '') and 'reset_mode' in base:
       base.reset_mode = cfg.reset_mode
-    plans.append((base, [with_optimizer(base, s) for s in specs]))
+    schedule = (cfg.get('lr_schedule', 'constant'), cfg.get('lr_end', 0.))
+    plans.append((base, [with_optimizer(base, s, *schedule) for s in specs]))
   rows = []
   os.makedirs(workdir, exist_ok=True)
   for base, runs in plans:

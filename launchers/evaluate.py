@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 
 from launchers import comparison
+from launchers import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/evaluate.py',
@@ -31,6 +32,7 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/evaluate', 'Output directory.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.setup()
   logging.set_verbosity(logging.WARNING)
   cfg = _CONFIG.value
   print(cfg, flush=True)

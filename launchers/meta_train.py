@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 
 from launchers import meta_training
+from launchers import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
@@ -32,6 +33,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.setup()
   logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out
   cfg = _CONFIG.value
   print(cfg, flush=True)

@@ -53,6 +53,8 @@ def validate(cfg) -> List[Any]:
                        f'{len(names)} tasks {names}')
   for lr in t.learning_rates:
     lopt.optimizer.check_learning_rate(lr, 'tasks.learning_rates')
+  common.check_lr_schedule(t.get('lr_schedule', 'constant'),
+                           t.get('lr_end', 0.), 'tasks')
   if t.reset_intervals and len(t.reset_intervals) != len(names):
     raise ValueError(f'tasks.reset_intervals: {len(t.reset_intervals)} '
                      f'values for {len(names)} tasks')
@@ -91,11 +93,19 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
   if agents is None:
     agents = validate(cfg)
   tasks = []
-  for name, lr, agent in zip(cfg.tasks.env_names, cfg.tasks.learning_rates,
-                             agents):
+  intervals = (tuple(cfg.tasks.reset_intervals) or
+               (cfg.meta.reset_interval,) * len(agents))
+  for name, lr, agent, interval in zip(
+      cfg.tasks.env_names, cfg.tasks.learning_rates, agents, intervals):
     if isinstance(agent, ppo.PPO):
       agent = ppo.inner_agent(agent)
-    tasks.append(meta.Task(name, agent, cfg.tasks.num_agents, float(lr)))
+    # A schedule runs over an agent's life: from a reset to the next, its
+    # interval x K inner updates (one optimizer step each).
+    rate = common.make_learning_rate(
+        lr, cfg.tasks.get('lr_schedule', 'constant'),
+        cfg.tasks.get('lr_end', 0.),
+        int(interval) * cfg.meta.num_inner_steps)
+    tasks.append(meta.Task(name, agent, cfg.tasks.num_agents, rate))
   lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
                               config=cell_config(cfg))
   trainer = meta.make_meta_trainer(

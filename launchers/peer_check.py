@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 
 from launchers import peer
+from launchers import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -24,6 +25,7 @@ _WORKDIR = flags.DEFINE_string('workdir', '', 'Output directory.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.setup()
   logging.set_verbosity(logging.WARNING)
   cfg = _CONFIG.value
   print(cfg, flush=True)

@@ -23,6 +23,7 @@ from launchers import common
 from launchers import comparison
 from launchers import meta_training
 from launchers import training
+from launchers import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',
@@ -95,6 +96,7 @@ def _markdown(rows, cfg, summary, meta_seconds, total_seconds) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.setup()
   logging.set_verbosity(logging.WARNING)
   cfg = _CONFIG.value
   print(cfg, flush=True)

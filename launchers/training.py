@@ -40,7 +40,9 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
     `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
   """
   agent, algo, steps_per_update = validate(cfg)
-  optimizer = common.make_optimizer(cfg.optimizer, seed=cfg.seed)
+  optimizer = common.make_optimizer(
+      cfg.optimizer, seed=cfg.seed,
+      total_steps=cfg.num_updates * common.optimizer_steps_per_update(cfg))
   num_chunks = math.ceil(cfg.num_updates / cfg.log_every)
   steps_per_chunk = steps_per_update * cfg.log_every
 

@@ -69,6 +69,31 @@ def adam_seconds(num_coords: int, repeats: int = 5) -> float:
   return _median_seconds(compiled, g, state, repeats=repeats)
 
 
+def _update_fn(lo, num_coords: int, backward: bool):
+  """(fn(meta_params, g, state), its arguments) of one update."""
+  meta_params = lo.init(jax.random.PRNGKey(0))
+  g = _gradients(num_coords)
+  state = lo.opt_fn(meta_params, 1e-3).init(g)
+  if not backward:
+    return (lambda mp, g, state: lo.opt_fn(mp, 1e-3).update(g, state),
+            (meta_params, g, state))
+  weights = jax.random.normal(jax.random.PRNGKey(3), (num_coords,))
+
+  def fn(mp, g, state):
+    def scalar(mp):
+      updates, new_state = lo.opt_fn(mp, 1e-3).update(g, state)
+      return jnp.sum(updates * weights), new_state
+    return jax.value_and_grad(scalar, has_aux=True)(mp)
+
+  return fn, (meta_params, g, state)
+
+
+def update_flops(lo, num_coords: int, backward: bool) -> float:
+  """XLA cost-analysis FLOPs of one update (compiled, not run)."""
+  fn, args = _update_fn(lo, num_coords, backward)
+  return _compile(fn, *args)[2]
+
+
 def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
                backward: bool, peak_gflops: float,
                adam: Optional[float] = None, repeats: int = 5) -> Dict:
@@ -87,21 +112,14 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
     A dict row: seconds, compile seconds, FLOPs per coordinate, GFLOP/s,
     share of peak, ratio to Adam.
   """
-  meta_params = lo.init(jax.random.PRNGKey(0))
-  opt = lo.opt_fn(meta_params, 1e-3)
-  g = _gradients(num_coords)
-  state = opt.init(g)
-  if backward:
-    weights = jax.random.normal(jax.random.PRNGKey(3), (num_coords,))
-
-    def fn(mp, g, state):
-      def scalar(mp):
-        updates, new_state = lo.opt_fn(mp, 1e-3).update(g, state)
-        return jnp.sum(updates * weights), new_state
-      return jax.value_and_grad(scalar, has_aux=True)(mp)
-  else:
-    fn = lambda mp, g, state: lo.opt_fn(mp, 1e-3).update(g, state)
+  fn, (meta_params, g, state) = _update_fn(lo, num_coords, backward)
   compiled, compile_s, flops = _compile(fn, meta_params, g, state)
+  if lo.implementation != 'haiku':
+    # XLA counts one trip of a loop (the fast path's chunks): take the FLOPs
+    # of the same maths from the plain Haiku implementation instead.
+    plain = optimizer_lib.learned_optimizer(config=lo.config,
+                                            implementation='haiku')
+    flops = update_flops(plain, num_coords, backward=backward)
   jax.block_until_ready(compiled(meta_params, g, state))
   seconds = _median_seconds(compiled, meta_params, g, state, repeats=repeats)
   gflops = flops / seconds / 1e9

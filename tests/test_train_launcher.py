@@ -48,6 +48,8 @@ def test_untrained_optim4rl_trains_without_nan(tmp_path):
     ('optimizer.learning_rate', -1e-3, 'optimizer.learning_rate: must be'),
     ('num_updates', 0, 'num_updates: must be'),
     ('a2c.rollout_len', 0, 'rollout_len: must be'),
+    ('optimizer.lr_schedule', 'step', "optimizer.lr_schedule: unknown"),
+    ('optimizer.lr_end', 2., 'optimizer.lr_end: must be in'),
 ])
 def test_bad_input_names_the_field(field, value, match):
   cfg = _tiny(a2c_catch.get_config(), **{field: value})
@@ -108,3 +110,43 @@ def test_train_runs_ppo_from_the_brax_config_family(tmp_path):
   cfg.reset_mode = 'restart'
   with pytest.raises(ValueError, match="reset_mode: unknown 'restart'"):
     training.validate(cfg)
+
+
+@pytest.mark.parametrize('name', ['adam', 'optim4rl'])
+def test_config_lr_schedule_reaches_the_optimizer(name):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from launchers import common  # pylint: disable=g-import-not-at-top
+  cfg = a2c_catch.get_config()
+  cfg.optimizer.name = name
+  cfg.optimizer.lr_schedule = 'linear'
+  cfg.optimizer.lr_end = 0.25
+  opt = common.make_optimizer(cfg.optimizer, total_steps=4)
+  cfg.optimizer.lr_schedule = 'constant'
+  const = common.make_optimizer(cfg.optimizer)
+  g = jnp.array([0.3, -1e-3, 2.])
+  s, c = opt.init(g), const.init(g)
+  for step in range(6):
+    u, s = opt.update(g, s, g)
+    v, c = const.update(g, c, g)
+    frac = 1. - 0.75 * min(step, 4) / 4  # 1 -> 0.25 over 4 steps, then flat
+    np.testing.assert_allclose(u, frac * v, rtol=1e-5, atol=1e-12)
+  del jax
+
+
+def test_meta_training_task_rate_follows_the_config_schedule():
+  from configs import meta_catch  # pylint: disable=g-import-not-at-top
+  from launchers import meta_training  # pylint: disable=g-import-not-at-top
+  cfg = meta_catch.get_config()
+  cfg.tasks.num_agents = 2
+  cfg.tasks.lr_schedule = 'cosine'
+  cfg.tasks.lr_end = 0.1
+  tasks, _, _ = meta_training.build(cfg)
+  rate = tasks[0].learning_rate
+  life = cfg.meta.reset_interval * cfg.meta.num_inner_steps
+  lr = cfg.tasks.learning_rates[0]
+  assert float(rate(0)) == pytest.approx(lr)
+  assert float(rate(life)) == pytest.approx(0.1 * lr)
+  cfg.tasks.lr_schedule = 'exp'
+  with pytest.raises(ValueError, match='tasks.lr_schedule: unknown'):
+    meta_training.validate(cfg)
