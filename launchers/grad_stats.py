@@ -1,0 +1,40 @@
+r"""Gradient statistics of RL agents vs supervised learning, and the identity fit.
+
+    python -m launchers.grad_stats --config=configs/grad_stats.py \
+        --workdir=docs/results/grad_stats
+
+Finding 1: histograms and spread (decades) of log10|g| of A2C agents on Catch
+and a gridworld and of a supervised MLP regression, at several training
+stages. Finding 2: a GRU + MLP head trained to output g from g on those agent
+gradients, with raw or `[log(|g| + eps), sign g]` input. Writes CSV, PNG and
+summary.json into --workdir. The work is `launchers.gradient_study.run`; this
+file is its command line.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from launchers import gradient_study
+from launchers import runtime
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.setup()
+  logging.set_verbosity(logging.WARNING)
+  cfg = _CONFIG.value
+  print(cfg, flush=True)
+  gradient_study.run(cfg, _WORKDIR.value or os.path.join('runs', 'grad_stats'))
+
+
+if __name__ == '__main__':
+  app.run(main)
