@@ -71,6 +71,8 @@ _SHAPES = flags.DEFINE_list('shapes', ['16x16', 'none'],
                             'MLP, the reference code cell shape).')
 _IMPLS = flags.DEFINE_list('impls', ['haiku', 'fast'],
                            'Opt: cell implementations to time.')
+_IMPL = flags.DEFINE_enum('impl', 'fast', ['fast', 'haiku'],
+                          "Meta: the cell's implementation (lopt.fast_cells).")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 
 
@@ -91,7 +93,8 @@ def bench_meta() -> dict:
   agent = a2c.make_a2c(env, networks.paper_network(_ENV.value),
                        a2c.A2CConfig(num_envs=1, rollout_len=_ROLLOUT.value))
   lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=_HIDDEN.value,
-                              mlp_dims=tuple(int(m) for m in _MLP.value if m))
+                              mlp_dims=tuple(int(m) for m in _MLP.value if m),
+                              implementation=_IMPL.value)
   trainer = meta.make_meta_trainer(
       [meta.Task(_ENV.value, agent, _AGENTS.value, 1e-3)], lo,
       meta.make_meta_optimizer(1e-3), num_inner_steps=_K.value,
@@ -117,7 +120,8 @@ def bench_meta() -> dict:
       'mode': 'meta', 'env': _ENV.value, 'agents': _AGENTS.value,
       'K': _K.value, 'rollout': _ROLLOUT.value, 'remat': _REMAT.value,
       'second_order': _SECOND.value, 'cell_hidden': _HIDDEN.value,
-      'cell_mlp': list(_MLP.value), 'coords_per_agent': coords,
+      'cell_mlp': list(_MLP.value), 'impl': _IMPL.value,
+      'coords_per_agent': coords,
       'devices': jax.device_count(),
       'seconds_per_meta_iteration': per_iter,
       'agent_env_steps_per_second': steps / per_iter,
