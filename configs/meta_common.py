@@ -89,4 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.meta.second_order = True
   # Recompute inner updates on the backward pass to save memory.
   config.meta.remat = True
+  # Run each task's agents in this many sequential groups, each recomputed
+  # on the backward pass: the same meta-gradient with one group's peak
+  # memory (1 = all agents at once, fastest).
+  config.meta.agent_groups = 1
   return config

@@ -71,7 +71,9 @@ _SHAPES = flags.DEFINE_list('shapes', ['16x16', 'none'],
                             'MLP, the reference code cell shape).')
 _IMPLS = flags.DEFINE_list('impls', ['haiku', 'fast'],
                            'Opt: cell implementations to time.')
-_IMPL = flags.DEFINE_enum('impl', 'fast', ['fast', 'haiku'],
+_GROUPS = flags.DEFINE_integer('agent_groups', 1,
+                               'Meta: sequential agent groups (memory).')
+_IMPL = flags.DEFINE_enum('impl', 'haiku', ['fast', 'haiku'],
                           "Meta: the cell's implementation (lopt.fast_cells).")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 
@@ -99,7 +101,8 @@ def bench_meta() -> dict:
       [meta.Task(_ENV.value, agent, _AGENTS.value, 1e-3)], lo,
       meta.make_meta_optimizer(1e-3), num_inner_steps=_K.value,
       reset_interval=_RESET.value, remat=_REMAT.value,
-      second_order=_SECOND.value, steps_per_call=_STEPS.value)
+      second_order=_SECOND.value, steps_per_call=_STEPS.value,
+      agent_groups=_GROUPS.value)
   t0 = time.time()
   state = meta.shard(trainer.init(jax.random.PRNGKey(0)))
   jax.block_until_ready(state)
@@ -121,6 +124,7 @@ def bench_meta() -> dict:
       'K': _K.value, 'rollout': _ROLLOUT.value, 'remat': _REMAT.value,
       'second_order': _SECOND.value, 'cell_hidden': _HIDDEN.value,
       'cell_mlp': list(_MLP.value), 'impl': _IMPL.value,
+      'agent_groups': _GROUPS.value,
       'coords_per_agent': coords,
       'devices': jax.device_count(),
       'seconds_per_meta_iteration': per_iter,

@@ -117,6 +117,7 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
                       cfg.meta.reset_interval),
       pipeline=cfg.meta.pipeline, meta_loss=cfg.meta.meta_loss,
       second_order=cfg.meta.second_order, remat=cfg.meta.remat,
+      agent_groups=cfg.meta.get('agent_groups', 1),
       steps_per_call=cfg.log_every, num_devices=jax.device_count())
   return tasks, lo, trainer
 

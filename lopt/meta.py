@@ -231,16 +231,39 @@ def make_agent_meta_loss(task: Task,
   return loss
 
 
+def _in_groups(agent_loss, num_groups: int):
+  """`agent_loss` over a population, vmapped within `num_groups` groups
+  that run one after another (`lax.map`), each recomputed on the backward
+  pass (`jax.checkpoint`): peak memory is one group's, not the population's.
+  """
+  batched = jax.vmap(agent_loss, in_axes=(None, 0, 0))
+  if num_groups == 1:
+    return batched
+  batched = jax.checkpoint(batched)
+
+  def grouped(meta_params, pop, keys):
+    split = lambda x: x.reshape((num_groups, -1) + x.shape[1:])
+    out = jax.lax.map(lambda a: batched(meta_params, *a),
+                      jax.tree.map(split, (pop, keys)))
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
+
+  return grouped
+
+
 def population_loss(agent_losses: Sequence[Any], meta_params,
-                    population: Sequence[AgentState], keys: Sequence[Array]):
+                    population: Sequence[AgentState], keys: Sequence[Array],
+                    agent_groups: int = 1):
   """Mean meta-loss over each task's agents (vmapped), then over tasks.
+
+  `agent_groups` > 1 runs each task's agents in that many sequential groups
+  (`_in_groups`): same values, less memory, somewhat slower.
 
   Returns `(loss, (new_population, per-task metrics))`.
   """
   total, new_pop, metrics = 0., [], []
   for agent_loss, pop, k in zip(agent_losses, population, keys):
-    losses, (p, m) = jax.vmap(agent_loss, in_axes=(None, 0, 0))(
-        meta_params, pop, k)
+    losses, (p, m) = _in_groups(agent_loss, agent_groups)(meta_params, pop,
+                                                          k)
     total += jnp.mean(losses) / len(agent_losses)
     new_pop.append(p)
     metrics.append({'meta_loss': jnp.mean(losses), **m})
@@ -329,7 +352,7 @@ def step_metrics(tasks: Sequence[Task], loss, grads, finite, num_reset,
 
 
 def _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
-                        num_devices) -> None:
+                        num_devices, agent_groups=1) -> None:
   if not tasks:
     raise ValueError('tasks: at least one task is required')
   if len(intervals) != len(tasks):
@@ -351,6 +374,12 @@ def _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
           f'{num_devices}')
     optimizer_lib.check_learning_rate(t.learning_rate,
                                       f'learning_rate (task {t.name})')
+    if int(agent_groups) != agent_groups or agent_groups < 1 or (
+        t.num_agents % (agent_groups * num_devices)):
+      raise ValueError(
+          f'agent_groups: must be an int >= 1 dividing num_agents / devices '
+          f'({t.num_agents} / {num_devices}, task {t.name}); got '
+          f'{agent_groups}')
 
 
 def make_meta_trainer(tasks: Sequence[Task],
@@ -364,7 +393,8 @@ def make_meta_trainer(tasks: Sequence[Task],
                       second_order: bool = True,
                       remat: bool = True,
                       steps_per_call: int = 1,
-                      num_devices: int = 1) -> MetaTrainer:
+                      num_devices: int = 1,
+                      agent_groups: int = 1) -> MetaTrainer:
   """Builds the meta-training functions (validates everything first).
 
   Assembles the pieces of this module: `make_init_agent`,
@@ -389,6 +419,10 @@ def make_meta_trainer(tasks: Sequence[Task],
     steps_per_call: meta-iterations per jitted `run` call.
     num_devices: devices the population is sharded over; every task's
       num_agents must be divisible by it.
+    agent_groups: run each task's agents in this many sequential groups,
+      each recomputed on the backward pass: the same meta-gradient with the
+      peak memory of one group (every num_agents / num_devices must be
+      divisible by it).
 
   Returns:
     A `MetaTrainer`.
@@ -398,7 +432,7 @@ def make_meta_trainer(tasks: Sequence[Task],
                                                    (tuple, list))
                else (reset_interval,) * len(tasks))
   _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
-                      num_devices)
+                      num_devices, agent_groups)
   head = meta_losses.get(meta_loss)
   parts = _Parts(
       tasks=tasks, learned_opt=learned_opt, meta_optimizer=meta_optimizer,
@@ -410,7 +444,8 @@ def make_meta_trainer(tasks: Sequence[Task],
           make_agent_meta_loss(t, learned_opt, head,
                                num_inner_steps=num_inner_steps,
                                second_order=second_order, remat=remat)
-          for t in tasks))
+          for t in tasks),
+      agent_groups=agent_groups)
   step = functools.partial(meta_step, parts)
 
   def run(state: MetaState):
@@ -432,6 +467,7 @@ class _Parts(NamedTuple):
   slots: Tuple[np.ndarray, ...]
   init_agents: Tuple[Any, ...]
   agent_losses: Tuple[Any, ...]
+  agent_groups: int
 
 
 def meta_init(parts: _Parts, key: Array) -> MetaState:
@@ -457,7 +493,7 @@ def meta_step(parts: _Parts, state: MetaState) -> Tuple[MetaState, dict]:
   (loss, (new_pop, task_metrics)), grads = jax.value_and_grad(
       population_loss, argnums=1, has_aux=True)(
           parts.agent_losses, state.meta_params, population,
-          [s[:, 1] for s in split])
+          [s[:, 1] for s in split], parts.agent_groups)
   meta_params, meta_opt_state, finite = guarded_meta_update(
       parts.meta_optimizer, grads, state.meta_params, state.meta_opt_state)
   resets = [pipeline_reset(init_agent, pop, state.step, slot, interval,

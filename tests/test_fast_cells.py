@@ -118,7 +118,7 @@ def test_optimizer_implementations_agree_over_steps():
 def test_bad_implementation_and_state_shapes_are_named():
   with pytest.raises(ValueError, match="implementation: unknown 'cuda'"):
     lopt.learned_optimizer(implementation='cuda')
-  lo = lopt.learned_optimizer(cell='optim4rl')
+  lo = lopt.learned_optimizer(cell='optim4rl', implementation='fast')
   mp = lo.init(jax.random.PRNGKey(0))
   opt = lo.direction_fn(mp)
   state = opt.init(jnp.zeros(5))

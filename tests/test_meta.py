@@ -26,7 +26,8 @@ def _nan_head(agent, params, actor, key):
 
 
 @functools.lru_cache(maxsize=None)
-def _trainer(meta_loss='a2c', pipeline=True, steps_per_call=1):
+def _trainer(meta_loss='a2c', pipeline=True, steps_per_call=1,
+             agent_groups=1):
   """Tiny Catch meta-trainer (small net and cell: fast to compile)."""
   env = environments.make('catch')
   agent = a2c.make_a2c(env, networks.NetworkConfig('mlp', (8,)),
@@ -36,7 +37,7 @@ def _trainer(meta_loss='a2c', pipeline=True, steps_per_call=1):
   return meta.make_meta_trainer(
       tasks, lo, meta.make_meta_optimizer(1e-2), num_inner_steps=K,
       reset_interval=RESET_INTERVAL, pipeline=pipeline, meta_loss=meta_loss,
-      steps_per_call=steps_per_call)
+      steps_per_call=steps_per_call, agent_groups=agent_groups)
 
 
 @functools.lru_cache(maxsize=None)
@@ -250,3 +251,16 @@ def test_pipeline_reset_builds_only_the_due_agents_and_nonfinite_ones():
   want[3], want[4] = 103.5, 104.5
   np.testing.assert_array_equal(new.params['w'], want)
   assert int(count) == 2
+
+
+def test_agent_groups_give_the_same_meta_step():
+  state = _trainer().init(jax.random.PRNGKey(6))
+  whole, m_whole = _jitted_step()(state)
+  grouped, m_grouped = jax.jit(_trainer(agent_groups=3).step)(state)
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(grouped)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(m_whole['meta_loss'], m_grouped['meta_loss'],
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match='agent_groups: must be an int >= 1 '
+                     'dividing'):
+    _trainer(agent_groups=4)

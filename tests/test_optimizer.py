@@ -76,7 +76,7 @@ def test_recurrent_state_is_carried(cell):
   u2, s2 = opt.update(g, s1)
   assert int(lopt.direction_state(s2).count) == 2
   for h in lopt.direction_state(s1).cell_state:
-    assert h.shape == (lo.config.hidden_size, 6)  # coordinate-minor
+    assert h.shape == (6, lo.config.hidden_size)
     assert float(jnp.abs(h).max()) > 0
   # Same gradient, different state -> different update.
   assert float(jnp.abs(u1 - u2).max()) > 0
