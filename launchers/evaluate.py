@@ -18,7 +18,6 @@ learning curves per env into --workdir. The work is
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from launchers import comparison
 from launchers import runtime
@@ -30,12 +29,7 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/evaluate', 'Output directory.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  runtime.setup()
-  logging.set_verbosity(logging.WARNING)
-  cfg = _CONFIG.value
-  print(cfg, flush=True)
+  cfg = runtime.start(argv, _CONFIG.value)
   comparison.evaluate(cfg, _WORKDIR.value)
 
 

@@ -15,7 +15,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from launchers import gradient_study
 from launchers import runtime
@@ -27,12 +26,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  runtime.setup()
-  logging.set_verbosity(logging.WARNING)
-  cfg = _CONFIG.value
-  print(cfg, flush=True)
+  cfg = runtime.start(argv, _CONFIG.value)
   gradient_study.run(cfg, _WORKDIR.value or os.path.join('runs', 'grad_stats'))
 
 

@@ -20,7 +20,6 @@ import signal
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from launchers import meta_training
 from launchers import runtime
@@ -31,12 +30,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  runtime.setup()
-  logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out
-  cfg = _CONFIG.value
-  print(cfg, flush=True)
+  cfg = runtime.start(argv, _CONFIG.value)
   workdir = _WORKDIR.value or os.path.join(
       'runs', 'meta_' + '_'.join(cfg.tasks.env_names))
   stop = meta_training.StopFlag()

@@ -11,7 +11,6 @@ the same way. Writes results.csv, curves.csv, results.md and returns.png into
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from launchers import peer
 from launchers import runtime
@@ -23,12 +22,7 @@ _WORKDIR = flags.DEFINE_string('workdir', '', 'Output directory.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  runtime.setup()
-  logging.set_verbosity(logging.WARNING)
-  cfg = _CONFIG.value
-  print(cfg, flush=True)
+  cfg = runtime.start(argv, _CONFIG.value)
   peer.peer_check(cfg, _WORKDIR.value or f'runs/peer_check_{cfg.env_name}')
 
 

@@ -17,7 +17,6 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from launchers import common
 from launchers import comparison
@@ -94,12 +93,7 @@ def _markdown(rows, cfg, summary, meta_seconds, total_seconds) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  runtime.setup()
-  logging.set_verbosity(logging.WARNING)
-  cfg = _CONFIG.value
-  print(cfg, flush=True)
+  cfg = runtime.start(argv, _CONFIG.value)
   run(cfg, _WORKDIR.value)
 
 

@@ -1,7 +1,7 @@
 """Process set-up shared by the launcher apps: JAX's persistent compile cache.
 
-Every app (train, evaluate, meta_train, quickstart, peer_check, benchmark)
-calls `setup()` at the start of `main`. Compiled XLA programs are then kept
+Every app (train, evaluate, meta_train, quickstart, peer_check, grad_stats)
+opens `main` with `start(argv, config)`; benchmark calls `setup()`. Compiled XLA programs are then kept
 on disk in `--compilation_cache_dir` (default `~/.cache/lopt_rl/jax`), so a
 second run of the same config skips compilation; `--compilation_cache_dir=`
 (empty) turns the cache off.
@@ -9,7 +9,9 @@ second run of the same config skips compilation; `--compilation_cache_dir=`
 
 import os
 
+from absl import app
 from absl import flags
+from absl import logging
 import jax
 
 DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'lopt_rl', 'jax')
@@ -41,3 +43,15 @@ def setup() -> str:
   path = enable_compilation_cache(_CACHE_DIR.value)
   print(f'compilation cache: {path or "off"}', flush=True)
   return path
+
+
+def start(argv, config):
+  """The opening of every app's `main`: no stray arguments, the compile
+  cache, library INFO chatter off, and the whole config printed. Returns
+  the config."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  setup()
+  logging.set_verbosity(logging.WARNING)
+  print(config, flush=True)
+  return config

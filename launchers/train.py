@@ -19,7 +19,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 import numpy as np
 
 from launchers import training
@@ -31,13 +30,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  runtime.setup()
-  logging.set_verbosity(logging.WARNING)  # keep library INFO chatter out
-  cfg = _CONFIG.value
-  logging.info('config:\n%s', cfg)
-  print(cfg, flush=True)
+  cfg = runtime.start(argv, _CONFIG.value)
   workdir = _WORKDIR.value or os.path.join('runs', f'train_{cfg.env_name}')
   result = training.train(cfg, workdir)
   print(f'final mean return {np.nanmean(result["final_return"]):.3f} '
