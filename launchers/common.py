@@ -120,7 +120,7 @@ def make_optimizer(opt_cfg, seed: int = 0,
     opt = lopt.pretrained(name, learning_rate=lr)
   else:
     lo = lopt.learned_optimizer(learning_rate=lr, cell=name)
-    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)), learning_rate=lr)
+    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)))
   clip = float(opt_cfg.get('max_grad_norm', 0.))
   return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
 

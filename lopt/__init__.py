@@ -22,7 +22,6 @@ from lopt import serialization
 from lopt.cells import CellConfig
 from lopt.optimizer import direction_state
 from lopt.optimizer import LearnedOptimizer
-from lopt.optimizer import LearnedOptimizerState
 from lopt.optimizer import learned_optimizer
 from lopt.optimizer import scale_by_learned_optimizer
 from lopt.optimizer import ScaleByLearnedOptimizerState
@@ -45,7 +44,6 @@ def __getattr__(name):
 __all__ = [
     'CellConfig',
     'LearnedOptimizer',
-    'LearnedOptimizerState',
     'ScaleByLearnedOptimizerState',
     'cells',
     'checkpointing',

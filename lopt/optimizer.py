@@ -73,10 +73,6 @@ class ScaleByLearnedOptimizerState(NamedTuple):
   cell_state: cells.CellState
 
 
-# The name under which earlier code and notebooks knew the direction's state.
-LearnedOptimizerState = ScaleByLearnedOptimizerState
-
-
 class LearnedOptimizer(NamedTuple):
   """A learned optimizer: see the module docstring for the contract.
 

@@ -53,6 +53,4 @@ def pretrained(name: str,
       meta-trained with.
   """
   lo, meta_params = load(name)
-  if learning_rate is not None and not hasattr(learning_rate, 'shape'):
-    optimizer_lib.check_learning_rate(learning_rate)
-  return lo.opt_fn(meta_params, learning_rate)
+  return lo.opt_fn(meta_params, learning_rate)  # checks the rate
