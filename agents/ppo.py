@@ -19,6 +19,7 @@ import chex
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import rlax
 
@@ -27,7 +28,7 @@ from agents import environments
 from agents import wrappers
 
 Array = jax.Array
-_LOG_2PI = jnp.log(2. * jnp.pi)
+_LOG_2PI = float(np.log(2. * np.pi))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from agents import ppo
 from launchers import common
+from launchers import multihost
 import lopt
 from lopt import checkpointing
 from lopt import meta
@@ -37,8 +38,11 @@ def cell_config(cfg) -> lopt.CellConfig:
                                 else v) for k, v in cfg.optimizer.items()})
 
 
-def validate(cfg) -> List[Any]:
+def validate(cfg, check_devices: bool = True) -> List[Any]:
   """Every check that can fail, on the host, before anything compiles.
+
+  `check_devices=False` leaves out the population's fit on the devices (the
+  caller checks it knowing the topology of the checkpoint it resumes).
 
   Returns each task's agent (A2C or PPO, in `tasks.env_names` order), built
   by `common.make_agent` with the task's reward scale.
@@ -60,12 +64,8 @@ def validate(cfg) -> List[Any]:
                      f'values for {len(names)} tasks')
   for r in tuple(t.reset_intervals) or (cfg.meta.reset_interval,):
     common.check_positive_int(r, 'meta.reset_interval')
-  num_agents = common.check_positive_int(t.num_agents, 'tasks.num_agents')
-  if num_agents % jax.device_count():
-    raise ValueError(
-        f'tasks.num_agents: {num_agents} agents cannot be split evenly over '
-        f'{jax.device_count()} devices; use a multiple of '
-        f'{jax.device_count()}')
+  if check_devices:
+    check_population_fits(t.num_agents)
   cell_config(cfg)  # cell, preprocessor, activation, sizes
   meta.make_meta_optimizer(cfg.meta.learning_rate, cfg.meta.clip_type,
                            cfg.meta.clip)
@@ -81,6 +81,22 @@ def validate(cfg) -> List[Any]:
   # train.py and evaluate.py use (env options, agent and network fields).
   return [common.make_agent(cfg, name, scale, field='tasks.env_names')[0]
           for name, scale in zip(names, t.reward_scales)]
+
+
+def check_population_fits(num_agents, saved_topology: Optional[dict] = None):
+  """Every task's population must split evenly over all devices (of all
+  processes); `saved_topology` (a checkpoint's) is named in the error."""
+  num_agents = common.check_positive_int(num_agents, 'tasks.num_agents')
+  here = multihost.topology()
+  if num_agents % here['devices']:
+    resume = (f' (the checkpoint was written on '
+              f'{multihost.describe(saved_topology)}; it restores on any '
+              'device count that divides num_agents)'
+              if saved_topology else '')
+    raise ValueError(
+        f'tasks.num_agents: {num_agents} agents cannot be split evenly over '
+        f'{multihost.describe(here)}{resume}; use a multiple of '
+        f'{here["devices"]} devices')
 
 
 def build(cfg, agents: Optional[Sequence[Any]] = None):
@@ -141,16 +157,19 @@ def _read_rows(path: str, upto: int):
 class _CsvAppender:
   """metrics.csv written as the run goes (rows kept up to a resume point)."""
 
-  def __init__(self, path: str, rows):
+  def __init__(self, path: str, rows, enabled: bool = True):
     self.path = path
+    self.enabled = enabled
     self.fields = list(rows[0]) if rows else None
+    if not enabled:
+      return
     if rows:
       common.write_csv(path, rows)
     elif os.path.exists(path):
       os.remove(path)
 
   def append(self, rows):
-    if not rows:
+    if not rows or not self.enabled:
       return
     new = self.fields is None
     if new:
@@ -176,35 +195,49 @@ class StopFlag:
 
 def meta_train(cfg, workdir: str, verbose: bool = True,
                stop: Optional['StopFlag'] = None) -> dict:
-  """Runs (or resumes) meta-training; returns a summary dict."""
-  agents = validate(cfg)
+  """Runs (or resumes) meta-training; returns a summary dict.
+
+  Under `jax.distributed` every process calls this with the same config:
+  the population is split over the devices of all processes (each builds
+  only its own agents), every process writes its shards of a checkpoint,
+  and only process 0 writes config.json, metrics.csv, plots and the export.
+  """
+  primary = multihost.is_primary()
+  agents = validate(cfg, check_devices=False)
   os.makedirs(workdir, exist_ok=True)
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints'), cfg.to_dict(),
-      ignore=RESUMABLE_CHANGES, keep=cfg.keep_checkpoints)
+      ignore=RESUMABLE_CHANGES, keep=cfg.keep_checkpoints,
+      topology=multihost.topology())
   start_step = ckpt.check_compatible() or 0  # before compiling anything
-  common.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
+  check_population_fits(cfg.tasks.num_agents,
+                        ckpt.saved_topology() if start_step else None)
+  if primary:
+    common.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
   _, lo, trainer = build(cfg, agents)
   stop = stop or StopFlag()
   total = math.ceil(cfg.num_meta_steps / cfg.log_every) * cfg.log_every
 
   t0 = time.time()
-  state = trainer.init(jax.random.PRNGKey(cfg.seed))
+  # Built in place, split over every device; a checkpoint restores into the
+  # same placement, whatever topology wrote it.
+  state = meta.init_sharded(trainer, jax.random.PRNGKey(cfg.seed))
   if start_step:
     state, start_step = ckpt.restore(state)
-    print(f'resumed from checkpoint at meta-step {start_step}', flush=True)
-  state = meta.shard(state)
+    if verbose:
+      print(f'resumed from checkpoint at meta-step {start_step}', flush=True)
   step = int(start_step or 0)
   csv_path = os.path.join(workdir, 'metrics.csv')
   rows = _read_rows(csv_path, step)
-  csv_file = _CsvAppender(csv_path, rows)
+  csv_file = _CsvAppender(csv_path, rows if primary else [],
+                          enabled=primary)
   per_iter = env_steps_per_iteration(cfg)
   progress = common.Progress(total, unit='agent env-steps')
   progress_steps = step
   first_call_seconds = None
   while step < total and not stop.requested:
     state, metrics = trainer.run(state)
-    metrics = jax.device_get(metrics)
+    metrics = multihost.fetch(metrics)
     if first_call_seconds is None:
       first_call_seconds = time.time() - t0
     new_rows = [{'meta_step': step + i + 1,
@@ -214,7 +247,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     csv_file.append(new_rows)
     step += cfg.log_every
     progress_steps += cfg.log_every
-    if verbose:
+    if verbose and primary:
       progress.line(step, progress_steps * per_iter,
                     **{'meta-loss': float(np.mean(metrics['meta_loss'])),
                        'agent return': float(np.nanmean(
@@ -224,9 +257,17 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
       ckpt.save(step, state, force=True)
   ckpt.close()
 
-  meta_params = jax.device_get(state.meta_params)
-  export = lopt.save(os.path.join(workdir, 'meta_params.npz'), meta_params,
-                     lo, extra={'meta_step': step, 'config': cfg.to_dict()})
+  meta_params = multihost.fetch(state.meta_params)
+  export = os.path.join(workdir, 'meta_params.npz')
+  summary = {'meta_step': step, 'skipped_meta_updates': int(state.skipped),
+             'first_call_seconds': first_call_seconds,
+             'meta_params_path': export, 'stopped_early': stop.requested,
+             'elapsed_seconds': time.time() - t0,
+             'topology': multihost.topology()}
+  if not primary:
+    return summary
+  lopt.save(export, meta_params, lo,
+            extra={'meta_step': step, 'config': cfg.to_dict()})
   if rows:
     x = np.array([float(r['meta_step']) for r in rows])
     common.plot_curves(
@@ -240,10 +281,6 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
         os.path.join(workdir, 'meta_loss.png'),
         {'meta-loss': _smooth([float(r['meta_loss']) for r in rows])},
         x, 'meta-iteration', 'meta-loss (smoothed)', 'meta-loss')
-  summary = {'meta_step': step, 'skipped_meta_updates': int(state.skipped),
-             'first_call_seconds': first_call_seconds,
-             'meta_params_path': export, 'stopped_early': stop.requested,
-             'elapsed_seconds': time.time() - t0}
   common.write_json(os.path.join(workdir, 'meta_summary.json'), summary)
   return summary
 

@@ -45,6 +45,15 @@ def setup() -> str:
   return path
 
 
+def start_quiet(argv) -> None:
+  """`start` without printing (processes other than the first of a
+  multi-process job)."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  enable_compilation_cache(_CACHE_DIR.value)
+  logging.set_verbosity(logging.WARNING)
+
+
 def start(argv, config):
   """The opening of every app's `main`: no stray arguments, the compile
   cache, library INFO chatter off, and the whole config printed. Returns

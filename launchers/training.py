@@ -2,7 +2,9 @@
 quickstart.py).
 
 `cfg.num_seeds` agents train at once (vmapped), `cfg.log_every` updates per
-jitted call. Writes `returns.csv` (mean episode return per logging chunk, per
+jitted call, placed over every device (of every process, under
+`jax.distributed`) by `placement`: seeds split over a 'seeds' mesh axis, each
+seed's env batch over an 'envs' axis. Writes `returns.csv` (mean episode return per logging chunk, per
 seed), `learning_curve.png` and `summary.json` into `workdir`.
 """
 
@@ -15,6 +17,46 @@ import jax.numpy as jnp
 import numpy as np
 
 from launchers import common
+from launchers import multihost
+
+
+def num_envs(cfg) -> int:
+  return int(cfg.ppo.num_envs if cfg.get('agent', 'a2c') == 'ppo'
+             else cfg.a2c.num_envs)
+
+
+def mesh_shape(num_seeds: int, envs: int, num_devices: int):
+  """(seed shards, env shards) of `num_devices`: seeds take as many devices
+  as divide them, each seed's env batch the rest."""
+  seed_shards = math.gcd(num_seeds, num_devices)
+  env_shards = num_devices // seed_shards
+  if envs % env_shards:
+    raise ValueError(
+        f'num_seeds ({num_seeds}) x num_envs ({envs}) cannot be split over '
+        f'{num_devices} devices: the seeds take {seed_shards}, so num_envs '
+        f'must be a multiple of {env_shards} (or num_seeds a multiple of '
+        f'{num_devices})')
+  return seed_shards, env_shards
+
+
+def placement(states, cfg, devices=None):
+  """NamedShardings of (abstract) seed-batched agent states: every leaf
+  split on its seed axis; the actor's leaves (env states, observations,
+  `[seeds, num_envs, ...]`) also on their env axis."""
+  devices = list(jax.devices() if devices is None else devices)
+  envs = num_envs(cfg)
+  shape = mesh_shape(cfg.num_seeds, envs, len(devices))
+  mesh = jax.sharding.Mesh(np.array(devices).reshape(shape),
+                           ('seeds', 'envs'))
+  spec = jax.sharding.PartitionSpec
+  by_seed = jax.sharding.NamedSharding(mesh, spec('seeds'))
+  by_env = jax.sharding.NamedSharding(mesh, spec('seeds', 'envs'))
+  def actor_leaf(x):
+    return by_env if x.ndim >= 2 and x.shape[1] == envs else by_seed
+  return states._replace(
+      **{f: jax.tree.map(lambda _: by_seed, getattr(states, f))
+         for f in states._fields if f != 'actor'},
+      actor=jax.tree.map(actor_leaf, states.actor))
 
 
 def validate(cfg):
@@ -46,11 +88,15 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
   num_chunks = math.ceil(cfg.num_updates / cfg.log_every)
   steps_per_chunk = steps_per_update * cfg.log_every
 
-  keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
-  init = jax.jit(jax.vmap(lambda k: algo.init_state(agent, optimizer, k)))
-  train_chunk = jax.jit(jax.vmap(
-      algo.make_train(agent, optimizer, cfg.log_every)))
-  states = init(keys)
+  keys = np.asarray(jax.random.split(jax.random.PRNGKey(cfg.seed),
+                                     cfg.num_seeds))
+  init = jax.vmap(lambda k: algo.init_state(agent, optimizer, k))
+  where = placement(jax.eval_shape(init, keys), cfg)
+  chunk_fn = jax.vmap(algo.make_train(agent, optimizer, cfg.log_every))
+  # Built in place (each device its seeds and envs) and kept there.
+  states = jax.jit(init, out_shardings=where)(keys)
+  train_chunk = jax.jit(lambda s: _constrain(chunk_fn(s), where))
+  primary = multihost.is_primary()
   progress = common.Progress(num_chunks * cfg.log_every,
                              unit='env-steps (all seeds)')
   rows, returns, env_steps = [], [], []
@@ -58,6 +104,7 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
   compile_seconds, run_start = None, None
   for chunk in range(num_chunks):
     states, metrics = train_chunk(states)
+    metrics = multihost.fetch(metrics)
     ret = common.mean_episode_return(metrics)  # [seeds]
     if compile_seconds is None:
       compile_seconds = time.time() - t_start
@@ -70,14 +117,16 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
                  **{f'return_seed{i}': float(r) for i, r in enumerate(ret)},
                  'loss_entropy': float(np.mean(metrics['entropy'])),
                  'wall_seconds': time.time() - t_start})
-    if verbose:
+    if verbose and primary:
       progress.line(step, (chunk + 1) * steps_per_chunk * cfg.num_seeds,
                     **{'mean return': float(np.nanmean(ret))})
   run_seconds = time.time() - run_start
   steps_per_second = ((num_chunks - 1) * steps_per_chunk * cfg.num_seeds /
                       run_seconds if num_chunks > 1 else float('nan'))
-  nonfinite = not all(bool(jnp.all(jnp.isfinite(x)))
-                      for x in jax.tree.leaves(states.params))
+  nonfinite = not bool(multihost.fetch(jax.jit(
+      lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                   for x in jax.tree.leaves(p)])))(
+                                       states.params)))
   returns = np.stack(returns)
   tail = max(1, num_chunks // 10)
   final = np.nanmean(returns[-tail:], axis=0)
@@ -85,7 +134,7 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
             'env_steps': np.asarray(env_steps), 'returns': returns,
             'final_return': final, 'steps_per_second': steps_per_second,
             'compile_seconds': compile_seconds, 'nonfinite': nonfinite}
-  if workdir:
+  if workdir and primary:
     os.makedirs(workdir, exist_ok=True)
     common.write_csv(os.path.join(workdir, 'returns.csv'), rows)
     common.plot_curves(
@@ -103,3 +152,8 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
         'env_steps_per_second_after_compile': steps_per_second,
         'compile_seconds': compile_seconds, 'nonfinite_params': nonfinite})
   return result
+
+
+def _constrain(out, where):
+  states, metrics = out
+  return jax.lax.with_sharding_constraint(states, where), metrics

@@ -41,15 +41,20 @@ class Checkpointer:
     ignore: top-level config keys that may change between runs (e.g. the
       total number of steps, logging intervals).
     keep: checkpoints kept.
+    topology: JSON-able description of where the state lives (e.g. process
+      and device counts), saved beside it and readable with
+      `saved_topology`; free to differ on restore (the state is restored
+      into the template's shardings).
   """
 
   def __init__(self, directory: str, config: dict, ignore: Iterable[str] = (),
-               keep: int = 3):
+               keep: int = 3, topology: Optional[dict] = None):
     if int(keep) < 1:
       raise ValueError(f'keep: must be >= 1, got {keep}')
     self.directory = os.path.abspath(directory)
     self._ignore = set(ignore)
     self.config = _normalise(config)
+    self.topology = _normalise(topology or {})
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=int(keep),
@@ -87,8 +92,25 @@ class Checkpointer:
           '. Use another --workdir, or the same configuration to resume.')
     return step
 
+  def saved_topology(self) -> Optional[dict]:
+    """The topology the latest checkpoint was written on (None if there is
+    no checkpoint or it did not record one)."""
+    step = self.latest_step()
+    if step is None:
+      return None
+    try:
+      return dict(self._manager.restore(
+          step, args=ocp.args.Composite(
+              topology=ocp.args.JsonRestore())).topology)
+    except Exception:  # pylint: disable=broad-except
+      return None
+
   def restore(self, template: Any) -> Tuple[Any, Optional[int]]:
     """Restores the latest checkpoint into the structure of `template`.
+
+    The restored arrays take the shardings of `template`'s arrays, which
+    may lie on another mesh (other devices, other process count) than the
+    one that wrote the checkpoint.
 
     Returns (state, step), or (template, None) when there is none.
     """
@@ -110,7 +132,8 @@ class Checkpointer:
     return self._manager.save(
         step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            config=ocp.args.JsonSave(self.config)), force=force)
+            config=ocp.args.JsonSave(self.config),
+            topology=ocp.args.JsonSave(self.topology)), force=force)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

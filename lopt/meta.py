@@ -33,7 +33,7 @@ and `run` advances it by `steps_per_call` meta-iterations in one jitted call
 """
 
 import functools
-from typing import Any, NamedTuple, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -482,23 +482,40 @@ def meta_step(parts: _Parts, state: MetaState) -> Tuple[MetaState, dict]:
                    state.skipped + (~finite).astype(jnp.int32)), metrics
 
 
-def shard(state: MetaState, devices=None) -> MetaState:
-  """Places the population sharded over `devices` (leading agent axis).
-
-  Meta-params and meta-optimizer state are replicated; jit then runs each
-  device's agents locally and averages the meta-gradient across devices.
-  With one device this is a no-op.
-  """
+def population_mesh(devices=None) -> jax.sharding.Mesh:
+  """A one-axis mesh ('agents') over `devices` (default: every device of
+  every process, so under `jax.distributed` it spans all hosts)."""
   devices = list(jax.devices() if devices is None else devices)
-  if len(devices) == 1:
-    return state
-  mesh = jax.sharding.Mesh(np.array(devices), ('agents',))
+  return jax.sharding.Mesh(np.array(devices), ('agents',))
+
+
+def state_shardings(state: MetaState, mesh: jax.sharding.Mesh) -> MetaState:
+  """The placement of a (possibly abstract) `MetaState` on `mesh`: every
+  agent's state split on its leading agent axis, all else replicated."""
   by_agent = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
       'agents'))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return MetaState(
-      meta_params=jax.device_put(state.meta_params, replicated),
-      meta_opt_state=jax.device_put(state.meta_opt_state, replicated),
-      population=jax.device_put(state.population, by_agent),
-      step=jax.device_put(state.step, replicated),
-      skipped=jax.device_put(state.skipped, replicated))
+      meta_params=jax.tree.map(lambda _: replicated, state.meta_params),
+      meta_opt_state=jax.tree.map(lambda _: replicated, state.meta_opt_state),
+      population=jax.tree.map(lambda _: by_agent, state.population),
+      step=replicated, skipped=replicated)
+
+
+def init_sharded(trainer: MetaTrainer, key: Array,
+                 mesh: Optional[jax.sharding.Mesh] = None) -> MetaState:
+  """`trainer.init(key)` built in place on `mesh` (default
+  `population_mesh()`): each device, and so each host, computes only its own
+  agents. Every process passes the same key."""
+  mesh = population_mesh() if mesh is None else mesh
+  key = np.asarray(key)
+  shardings = state_shardings(jax.eval_shape(trainer.init, key), mesh)
+  return jax.jit(trainer.init, out_shardings=shardings)(key)
+
+
+def shard(state: MetaState, devices=None) -> MetaState:
+  """Places an existing state on `population_mesh(devices)` (population
+  split over the devices, the rest replicated); jit then runs each device's
+  agents locally and averages the meta-gradient across devices."""
+  return jax.device_put(state,
+                        state_shardings(state, population_mesh(devices)))

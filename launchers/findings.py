@@ -1,0 +1,44 @@
+r"""The paper's ablations at this machine's scale: optimizer structure
+(Optim4RL, L2LGD2, LinearOptim, the 2024 variant) and pipeline training.
+
+    python -m launchers.findings --config=configs/findings.py \
+        --workdir=docs/results/findings
+    python -m launchers.findings --config=configs/findings.py \
+        --config.run=pipeline --config.seeds=5
+
+Meta-trains every (env, arm, seed) of the chosen studies in its own
+resumable folder under `config.runs_dir`, tests each resulting optimizer on
+fresh agents beside Adam and the untrained cell, and writes runs.csv,
+summary.csv, summary.md and PNGs into --workdir. Rerunning the command
+resumes: finished runs are read back. SIGTERM stops after saving the current
+meta-training checkpoint. The work is `launchers.studies.run_studies`.
+"""
+
+import signal
+
+from absl import app
+from absl import flags
+
+from launchers import meta_training
+from launchers import runtime
+from launchers import studies
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/findings.py',
+                                          'Config file.')
+_WORKDIR = flags.DEFINE_string('workdir', 'docs/results/findings',
+                               'Output directory of the summary.')
+
+
+def main(argv):
+  cfg = runtime.start(argv, _CONFIG.value)
+  stop = meta_training.StopFlag()
+  signal.signal(signal.SIGTERM, stop)
+  rows = studies.run_studies(cfg, _WORKDIR.value, stop=stop)
+  if rows:
+    with open(f'{_WORKDIR.value}/summary.md') as f:
+      print(f.read(), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
