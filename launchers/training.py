@@ -72,8 +72,12 @@ def validate(cfg):
   return built
 
 
-def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
+def train(cfg, workdir: str, label: str = '', verbose: bool = True,
+          devices=None) -> dict:
   """Trains `cfg.num_seeds` agents; returns curves and final returns.
+
+  The seeds and their env batches are split over `devices` (default: every
+  device of every process; see `placement`).
 
   Returns:
     dict with `env_steps` [chunks], `returns` [chunks, seeds] (mean episode
@@ -91,7 +95,7 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True) -> dict:
   keys = np.asarray(jax.random.split(jax.random.PRNGKey(cfg.seed),
                                      cfg.num_seeds))
   init = jax.vmap(lambda k: algo.init_state(agent, optimizer, k))
-  where = placement(jax.eval_shape(init, keys), cfg)
+  where = placement(jax.eval_shape(init, keys), cfg, devices)
   chunk_fn = jax.vmap(algo.make_train(agent, optimizer, cfg.log_every))
   # Built in place (each device its seeds and envs) and kept there.
   states = jax.jit(init, out_shardings=where)(keys)

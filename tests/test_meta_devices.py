@@ -1,4 +1,6 @@
-"""Meta-training with the population sharded over several (CPU) devices."""
+"""8 virtual CPU devices give the 1-device results: meta-training (the
+population split over devices) and PPO / A2C training (seeds and env batch
+split), each in one process that runs both placements."""
 
 import os
 import subprocess
@@ -12,7 +14,11 @@ SCRIPT = textwrap.dedent('''
     import lopt
     from lopt import meta
     from agents import a2c, environments, networks
-    assert jax.device_count() == 4, jax.devices()
+    from configs import a2c_catch, ppo_brax
+    from launchers import training
+    assert jax.device_count() == 8, jax.devices()
+
+    # Meta-training: 8 agents on 1 device vs 1 agent per device.
     agent = a2c.make_a2c(environments.make('catch'),
                          networks.NetworkConfig('mlp', (8,)),
                          a2c.A2CConfig(num_envs=1, rollout_len=5))
@@ -24,30 +30,56 @@ SCRIPT = textwrap.dedent('''
           reset_interval=4, steps_per_call=3, num_devices=devices)
     single = trainer(1)
     s1, _ = single.run(single.init(jax.random.PRNGKey(0)))
-    sharded = trainer(4)
-    s4 = meta.shard(sharded.init(jax.random.PRNGKey(0)))
-    leaf = jax.tree.leaves(s4.population)[0]
-    assert len(leaf.sharding.device_set) == 4, leaf.sharding
-    s4, m = sharded.run(s4)
-    leaf = jax.tree.leaves(s4.population)[0]
-    assert len(leaf.sharding.device_set) == 4, leaf.sharding
-    for a, b in zip(jax.tree.leaves(s1.meta_params),
-                    jax.tree.leaves(s4.meta_params)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    sharded = trainer(8)
+    s8 = meta.init_sharded(sharded, jax.random.PRNGKey(0))
+    leaf = jax.tree.leaves(s8.population)[0]
+    assert len(leaf.sharding.device_set) == 8, leaf.sharding
+    s8, _ = sharded.run(s8)
+    leaf = jax.tree.leaves(s8.population)[0]
+    assert len(leaf.sharding.device_set) == 8, leaf.sharding
+    for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s8)):
+      np.testing.assert_allclose(np.asarray(a, np.float64),
+                                 np.asarray(b, np.float64),
+                                 rtol=1e-4, atol=1e-6)
     try:
       trainer(3)
     except ValueError as e:
       assert 'cannot be split evenly over 3 devices' in str(e)
     else:
       raise AssertionError('8 agents on 3 devices accepted')
-    print('OK sharded')
+    print('OK meta', flush=True)
+
+    # PPO on CartPole: 2 seeds x 8 envs; 8 devices = 2 seed x 4 env shards.
+    cfg = ppo_brax.get_config('cartpole,cpu')
+    cfg.episode_length, cfg.reset_mode = 0, ''
+    cfg.num_seeds, cfg.num_updates, cfg.log_every = 2, 6, 3
+    cfg.ppo.num_envs, cfg.ppo.unroll_len, cfg.ppo.num_minibatches = 8, 8, 2
+    cfg.ppo.policy_hidden, cfg.ppo.value_hidden = (16,), (16,)
+    one = training.train(cfg, '', verbose=False, devices=jax.devices()[:1])
+    eight = training.train(cfg, '', verbose=False)
+    np.testing.assert_allclose(one['returns'], eight['returns'], rtol=1e-4,
+                               atol=1e-5)
+    assert np.all(np.isfinite(one['returns'])), one['returns']
+    print('OK ppo', flush=True)
+
+    # 3 seeds x 16 envs: the seeds take 1 device, so envs split 8 ways.
+    shape = training.mesh_shape(3, 16, 8)
+    assert shape == (1, 8), shape
+    try:
+      training.mesh_shape(3, 12, 8)
+    except ValueError as e:
+      assert 'num_envs must be a multiple of 8' in str(e), e
+    else:
+      raise AssertionError('12 envs x 3 seeds on 8 devices accepted')
+    print('OK placement', flush=True)
 ''')
 
 
-def test_population_sharded_over_devices_matches_one_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+def test_eight_devices_match_one_device():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'OK sharded' in proc.stdout
+  for tag in ('OK meta', 'OK ppo', 'OK placement'):
+    assert tag in proc.stdout, proc.stdout[-2000:]
