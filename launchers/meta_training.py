@@ -259,8 +259,13 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
 
   meta_params = multihost.fetch(state.meta_params)
   export = os.path.join(workdir, 'meta_params.npz')
+  run_seconds = time.time() - t0 - (first_call_seconds or 0.)
+  later_steps = progress_steps - int(start_step or 0) - cfg.log_every
   summary = {'meta_step': step, 'skipped_meta_updates': int(state.skipped),
              'first_call_seconds': first_call_seconds,
+             # Meta-iterations per second after the first (compiling) call.
+             'meta_steps_per_second': (later_steps / run_seconds
+                                       if later_steps > 0 else float('nan')),
              'meta_params_path': export, 'stopped_early': stop.requested,
              'elapsed_seconds': time.time() - t0,
              'topology': multihost.topology()}

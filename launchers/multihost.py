@@ -96,7 +96,9 @@ def topology() -> dict:
 
 
 def describe(topo: dict) -> str:
-  return f'{topo["processes"]} process(es) x {topo["devices"]} device(s)'
+  """'2 process(es) x 4 device(s) (8 in all)' for a `topology()` dict."""
+  p, d = int(topo['processes']), int(topo['devices'])
+  return f'{p} process(es) x {d // p} device(s) ({d} in all)'
 
 
 def config_digest(config: dict) -> str:

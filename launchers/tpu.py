@@ -82,9 +82,12 @@ def main(argv):
     signal.signal(signal.SIGTERM, stop)
     summary = meta_training.meta_train(cfg, workdir, stop=stop)
     if multihost.is_primary():
-      print(f'meta-step {summary["meta_step"]}; frozen meta-params: '
-            f'{summary["meta_params_path"]}; outputs in {workdir}',
-            flush=True)
+      print(f'meta-step {summary["meta_step"]}; '
+            f'{summary["meta_steps_per_second"]:.3f} meta-iterations/s after '
+            f'the first call ({summary["first_call_seconds"] or 0.:.1f} s) on '
+            f'{multihost.describe(multihost.topology())}; frozen '
+            f'meta-params: {summary["meta_params_path"]}; outputs in '
+            f'{workdir}', flush=True)
   else:
     result = training.train(cfg, workdir)
     if multihost.is_primary():

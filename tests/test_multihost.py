@@ -185,8 +185,9 @@ def test_restore_on_a_device_count_that_does_not_divide_is_refused(runs):
       timeout=300)
   assert proc.returncode != 0
   assert ('tasks.num_agents: 4 agents cannot be split evenly over '
-          '1 process(es) x 3 device(s) (the checkpoint was written on '
-          '2 process(es) x 4 device(s)') in proc.stderr, proc.stderr[-2000:]
+          '1 process(es) x 3 device(s) (3 in all) (the checkpoint was written '
+          'on 2 process(es) x 2 device(s) (4 in all)') in proc.stderr, (
+              proc.stderr[-2000:])
 
 
 def test_unreachable_coordinator_and_mismatched_configs(runs):
