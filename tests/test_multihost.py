@@ -8,6 +8,7 @@ population (both topologies named), an unreachable coordinator (timeout
 named), and processes launched with different configs.
 """
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -210,3 +212,28 @@ def test_unreachable_coordinator_and_mismatched_configs(runs):
     assert 'processes [1] run a config different from process 0' in _log(
         tmp, f'mismatch.p{i}.log')
   assert not os.path.exists(os.path.join(tmp, 'mismatch', 'checkpoints'))
+
+
+def test_two_process_training_equals_one_process(runs):
+  """--job=train: 2 processes x 2 devices (2 seeds x 2 env shards)."""
+  from configs import a2c_catch  # pylint: disable=g-import-not-at-top
+  from launchers import training  # pylint: disable=g-import-not-at-top
+  tmp = runs['tmp']
+  overrides = ['--config.num_seeds=2', '--config.num_updates=20',
+               '--config.log_every=10']
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'launchers.tpu', '--job=train',
+       '--config=configs/a2c_catch.py', f'--workdir={tmp}/train', *overrides,
+       f'--compilation_cache_dir={runs["cache"]}',
+       f'--coordinator_address=localhost:{port}', '--num_processes=2',
+       f'--process_id={i}'],
+      cwd=ROOT, env=_env(2, runs['cache']), stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL) for i in range(2)]
+  assert _wait(procs, timeout=300) == [0, 0]
+  with open(os.path.join(tmp, 'train', 'summary.json')) as f:
+    two = json.load(f)['final_return_per_seed']
+  cfg = a2c_catch.get_config()
+  cfg.num_seeds, cfg.num_updates, cfg.log_every = 2, 20, 10
+  one = training.train(cfg, '', verbose=False)['final_return']
+  np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
