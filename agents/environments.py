@@ -7,7 +7,8 @@ with auto-reset):
   obs, state, reward, terminated, truncated, info = env.step(key, state, action)
 
 Registered: the gridworlds of Oh et al. (2020) used by Optim4RL
-(gridworlds.py), gymnax's Catch-bsuite and CartPole-v1 (the adapter below),
+(gridworlds.py), gymnax's Catch-bsuite, CartPole-v1, Acrobot-v1 and the
+MinAtar games Breakout and SpaceInvaders (the adapter below),
 and the Brax tasks ant, humanoid, walker2d, inverted_pendulum, halfcheetah,
 hopper (brax_envs.py; Brax itself is imported when one is built). The
 implementations import only env_base, so there is no import cycle.
@@ -57,7 +58,16 @@ class GymnaxEnvironment(Environment):
 _GYMNAX = {
     'catch': 'Catch-bsuite',
     'cartpole': 'CartPole-v1',
+    'acrobot': 'Acrobot-v1',
+    'breakout_minatar': 'Breakout-MinAtar',
+    'space_invaders_minatar': 'SpaceInvaders-MinAtar',
 }
+
+
+def gymnax_names() -> Tuple[str, ...]:
+  """The gymnax environments of the registry (A2C / PPO on discrete
+  actions)."""
+  return tuple(_GYMNAX)
 
 
 # name -> constructor (keyword arguments are the env's options).

@@ -36,6 +36,10 @@ PAPER_NETWORKS = {
     'big': NetworkConfig('conv', (32,), (16,), 2),
     'catch': NetworkConfig('mlp', (256,)),
     'cartpole': NetworkConfig('mlp', (64, 64)),
+    # Not in the paper: the held-out tasks' defaults.
+    'acrobot': NetworkConfig('mlp', (64, 64)),
+    'breakout_minatar': NetworkConfig('conv', (128,), (16,), 3),
+    'space_invaders_minatar': NetworkConfig('conv', (128,), (16,), 3),
 }
 
 

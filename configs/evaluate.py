@@ -1,5 +1,8 @@
 r"""launchers/evaluate.py: optimizers x envs x seeds.
 
+    python -m launchers.evaluate --config=configs/evaluate.py:heldout \
+        --workdir=runs/heldout      # the held-out suite (see HELDOUT_ENVS)
+
     python -m launchers.evaluate --config=configs/evaluate.py --workdir=runs/eval \
         --config.envs=ant,walker2d,inverted_pendulum,humanoid
 """
@@ -7,11 +10,23 @@ r"""launchers/evaluate.py: optimizers x envs x seeds.
 import ml_collections
 
 
-def get_config():
+# Tasks never used to meta-train a shipped optimizer, with the budget of each
+# env config (A2C: 16 envs x 20 steps x 1000 updates on gymnax, 64 envs on
+# gridworlds; PPO: the CPU Brax variant) unless updates_per_env says less.
+HELDOUT_ENVS = ('cartpole,acrobot,breakout_minatar,space_invaders_minatar,'
+                'small_sparse_short,small_sparse_long,'
+                'hopper,halfcheetah,inverted_pendulum')
+HELDOUT_OPTIMIZERS = ('adam:default,rmsprop:default,optim4rl:default,'
+                      'optim4rl_gridworlds:default,optim4rl_ant_ppo:default')
+
+
+def get_config(preset: str = ''):
+  """preset '' (the fields below) or 'heldout' (the held-out suite)."""
   config = ml_collections.ConfigDict()
   # Comma-separated env names (Brax tasks train PPO, others A2C).
   config.envs = 'ant,walker2d,inverted_pendulum,humanoid'
-  # Comma-separated NAME:LEARNING_RATE specs (NAME: optax optimizer, shipped
+  # Comma-separated NAME:LEARNING_RATE specs (LEARNING_RATE a number or
+  # 'default', the env config's own; NAME: optax optimizer, shipped
   # learned optimizer, untrained cell, or a meta-params .npz path).
   config.optimizers = 'optim4rl_gridworlds:3e-4,adam:3e-4,rmsprop:3e-4'
   # Learning-rate schedule of every optimizer over its run: constant, linear
@@ -30,4 +45,11 @@ def get_config():
   config.reset_mode = ''
   # Brax at the paper's scale (4096 envs, 1e8 steps) instead of the CPU one.
   config.paper_scale = False
+  if preset == 'heldout':
+    config.envs = HELDOUT_ENVS
+    config.optimizers = HELDOUT_OPTIMIZERS
+    config.num_seeds = 4
+  elif preset:
+    raise ValueError(f"configs/evaluate.py: unknown preset {preset!r}; "
+                     "allowed: '' or 'heldout'")
   return config

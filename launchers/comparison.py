@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from agents import brax_envs
+from agents import environments
 from configs import a2c_catch
 from configs import a2c_gridworld
 from configs import ppo_brax
@@ -33,23 +34,30 @@ def env_config(env_name: str, paper_scale: bool = False):
     return ppo_brax.get_config(env_name + ('' if paper_scale else ',cpu'))
   if env_name == 'catch':
     return a2c_catch.get_config()
-  if env_name == 'cartpole':
-    cfg = a2c_catch.get_config()
-    cfg.env_name = 'cartpole'
+  if env_name in environments.gymnax_names():
+    cfg = a2c_catch.get_config()  # 16 envs x 20 steps x 1000 updates
+    cfg.env_name = env_name
     return cfg
   return a2c_gridworld.get_config(env_name)
 
 
 def with_optimizer(base, spec: str, lr_schedule: str = 'constant',
                    lr_end: float = 0.) -> Tuple[str, object]:
-  """(label, config) for an optimizer spec 'NAME:LR' or 'path.npz:LR'."""
+  """(label, config) for an optimizer spec 'NAME:LR' or 'path.npz:LR'.
+
+  LR 'default' keeps the env config's own learning rate (A2C 1e-3, PPO
+  3e-4), so one spec serves a suite of A2C and PPO tasks.
+  """
   name, sep, lr = spec.rpartition(':')
   if not sep or not name:
     raise ValueError(f'optimizers: {spec!r} is not NAME:LEARNING_RATE')
+  if lr == 'default':
+    lr = float(base.optimizer.learning_rate)
   try:
     lr = float(lr)
   except ValueError as e:
-    raise ValueError(f'optimizers: bad learning rate in {spec!r}') from e
+    raise ValueError(f'optimizers: bad learning rate in {spec!r} (a number '
+                     "or 'default')") from e
   cfg = copy.deepcopy(base)
   cfg.optimizer.learning_rate = lr
   cfg.optimizer.lr_schedule = lr_schedule

@@ -74,3 +74,30 @@ def test_random_policy_on_a_continuous_env():
   # so many short episodes end, each worth a handful of reward.
   assert episodes >= 40
   assert 1. <= float(mean) <= 30.
+
+
+def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
+  cfg = evaluate_config.get_config('heldout')
+  envs = cfg.envs.split(',')
+  assert len(envs) == 9 and cfg.num_seeds >= 4
+  meta_trained = {'small_dense_long', 'small_dense_short', 'big_sparse_short',
+                  'big_dense_short', 'big_sparse_long', 'big_dense_long',
+                  'catch', 'ant'}
+  assert not meta_trained & set(envs)
+  ppo_envs = {'hopper', 'halfcheetah', 'inverted_pendulum'}
+  for env in envs:
+    base = comparison.env_config(env)
+    assert base.get('agent', 'a2c') == ('ppo' if env in ppo_envs else 'a2c')
+  # 'default' takes each env config's rate (A2C 1e-3, PPO 3e-4); every
+  # spec of the preset is a known optimizer (validated on a gymnax task).
+  base = comparison.env_config('breakout_minatar')
+  base.env_name = 'breakout_minatar'
+  for spec in cfg.optimizers.split(','):
+    _, run = comparison.with_optimizer(base, spec)
+    assert run.optimizer.learning_rate == 1e-3
+  base = comparison.env_config('inverted_pendulum')
+  base.env_name = 'inverted_pendulum'
+  _, run = comparison.with_optimizer(base, 'adam:default')
+  assert run.optimizer.learning_rate == 3e-4
+  with pytest.raises(ValueError, match="unknown preset 'heldin'"):
+    evaluate_config.get_config('heldin')
