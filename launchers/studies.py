@@ -14,6 +14,7 @@ run's test return, relative to Adam).
 import copy
 import json
 import os
+import re
 import time
 from typing import Dict, List, NamedTuple, Optional
 
@@ -76,11 +77,18 @@ def plan(cfg) -> Dict[str, dict]:
                            f'allowed: {sorted(cfg.arms)}')
         for seed in range(cfg.seeds):
           m = meta_config(env, cfg)
+          m.lock()  # an override may change fields, never add one
           try:
             m.update(copy.deepcopy(cfg.arms[arm]).to_dict())
           except (KeyError, AttributeError, TypeError) as e:
-            raise ValueError(f'arms.{arm}: not a meta-training field: '
-                             f'{e}') from e
+            key = re.search(r'Key "([^"]+)"', str(e))
+            near = re.search(r'Did you mean "([^"]+)"', str(e))
+            raise ValueError(
+                f'arms.{arm}: not a meta-training field: '
+                f'{key.group(1) if key else e}'
+                + (f' (did you mean {near.group(1)!r}?)' if near else '')
+                ) from e
+          m.unlock()
           m.seed = seed
           runs.append(Run(env, arm, seed, m,
                           os.path.join(cfg.runs_dir, env, arm,
@@ -215,7 +223,8 @@ def _summarize(studies, rows, reference, cfg) -> List[dict]:
                     'seeds': len(per_seed), 'seed_kind': 'eval',
                     'test_return_mean': float(np.mean(per_seed)),
                     'test_return_std': float(np.std(per_seed)),
-                    'normalized': _normalize(float(np.mean(per_seed)), ref),
+                    'normalized': _normalize(float(np.mean(per_seed)), ref)
+                                  + 0.,  # no '-0.000'
                     'per_seed': ' '.join(f'{x:.3f}' for x in per_seed)})
       for arm in s['arms']:
         mine = [r for r in rows if r['env'] == env and r['arm'] == arm]
@@ -277,7 +286,7 @@ def _plots(studies, rows, reference, workdir) -> None:
       common.plot_curves(
           os.path.join(workdir, f'meta_{study}_{env}.png'), curves, x,
           'meta-iteration', 'mean agent return (smoothed)',
-          f'{study} on {env}: meta-training, mean ± std over seeds',
+          f'meta-training on {env} ({study}), ± std over seeds',
           spread=spread)
     fig, axes = plt.subplots(1, len(s['envs']),
                              figsize=(4.5 * len(s['envs']) + 1, 4),
