@@ -37,6 +37,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.tasks.reward_scales = (1.0,)
   # Agents per task (the population); divisible by the device count.
   config.tasks.num_agents = 64
+  # Inner agent of each task, 'a2c' or 'ppo' (a mix is meta-trained
+  # together; PPO tasks need the config.ppo section); () = config.agent for
+  # every task.
+  config.tasks.agents = ()
   # Reset interval of each task; () = meta.reset_interval for every task.
   config.tasks.reset_intervals = ()
   # Env options, for every task, as in the training configs (each task's
@@ -68,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer.preprocessor_eps = 1e-18
   # eps of Optim4RL's m / sqrt(v + eps).
   config.optimizer.update_eps = 1e-18
+  # Momentum input: decay of a debiased EMA of g fed to the cell instead of
+  # g (0 = g itself, the paper's cell).
+  config.optimizer.grad_ema = 0.
 
   config.meta = ml_collections.ConfigDict()
   # Meta-optimizer (Adam) learning rate.

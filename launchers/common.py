@@ -203,7 +203,7 @@ def make_env(cfg, env_name: Optional[str] = None,
 
 def make_agent(cfg, env_name: Optional[str] = None,
                reward_scale: Optional[float] = None,
-               field: str = 'env_name'):
+               field: str = 'env_name', kind: Optional[str] = None):
   """Env + agent from a config, every field checked before anything compiles.
 
   The one config -> agent factory: train.py and evaluate.py build their agent
@@ -216,15 +216,19 @@ def make_agent(cfg, env_name: Optional[str] = None,
     env_name: the environment, instead of `cfg.env_name`.
     reward_scale: overrides the agent section's `reward_scale`.
     field: the config field that names the environment, for errors.
+    kind: 'a2c' or 'ppo' instead of `cfg.agent` (a meta-training task's own).
 
   Returns:
     (agent, its module -- `agents.a2c` or `agents.ppo`, both with
     `init_state` and `make_train` -- and env steps per update).
   """
-  kind = cfg.get('agent', 'a2c')
+  kind = cfg.get('agent', 'a2c') if kind is None else kind
   if kind not in AGENTS:
     raise ValueError(f'agent: unknown agent {kind!r}; allowed: '
                      f'{sorted(AGENTS)}')
+  if kind == 'ppo' and 'ppo' not in cfg:
+    raise ValueError('agent: a PPO agent needs a config.ppo section (see '
+                     'configs/meta_ppo_brax.py or configs/ppo_brax.py)')
   name = cfg.env_name if env_name is None else env_name
   env = make_env(cfg, name, field)
   if kind == 'ppo':

@@ -79,8 +79,26 @@ def validate(cfg, check_devices: bool = True) -> List[Any]:
                      f'({cfg.log_every}), got {cfg.save_every}')
   # Last, as it builds the envs: each task's agent, through the factory that
   # train.py and evaluate.py use (env options, agent and network fields).
-  return [common.make_agent(cfg, name, scale, field='tasks.env_names')[0]
-          for name, scale in zip(names, t.reward_scales)]
+  return [common.make_agent(cfg, name, scale, field='tasks.env_names',
+                            kind=kind)[0]
+          for name, scale, kind in zip(names, t.reward_scales,
+                                       task_agents(cfg))]
+
+
+def task_agents(cfg) -> tuple:
+  """The inner agent of each task: `tasks.agents`, or `agent` for all."""
+  names = tuple(cfg.tasks.env_names)
+  kinds = tuple(cfg.tasks.get('agents', ()))
+  if not kinds:
+    return (cfg.get('agent', 'a2c'),) * len(names)
+  if len(kinds) != len(names):
+    raise ValueError(f'tasks.agents: {len(kinds)} values for {len(names)} '
+                     f'tasks {names}')
+  for k in kinds:
+    if k not in common.AGENTS:
+      raise ValueError(f'tasks.agents: unknown agent {k!r}; allowed: '
+                       f'{sorted(common.AGENTS)}')
+  return kinds
 
 
 def check_population_fits(num_agents, saved_topology: Optional[dict] = None):
@@ -139,12 +157,10 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
 
 
 def env_steps_per_iteration(cfg) -> int:
-  if cfg.get('agent', 'a2c') == 'ppo':
-    per_rollout = cfg.ppo.num_envs * cfg.ppo.unroll_len
-  else:
-    per_rollout = cfg.a2c.num_envs * cfg.a2c.rollout_len
-  return (len(cfg.tasks.env_names) * cfg.tasks.num_agents *
-          (cfg.meta.num_inner_steps + 1) * per_rollout)
+  per_rollout = sum(cfg.ppo.num_envs * cfg.ppo.unroll_len if kind == 'ppo'
+                    else cfg.a2c.num_envs * cfg.a2c.rollout_len
+                    for kind in task_agents(cfg))
+  return cfg.tasks.num_agents * (cfg.meta.num_inner_steps + 1) * per_rollout
 
 
 def _read_rows(path: str, upto: int):

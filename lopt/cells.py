@@ -64,6 +64,11 @@ class CellConfig:
     preprocessor_eps: eps of 'log_sign'.
     andrychowicz_p: p of 'andrychowicz'.
     update_eps: eps in Optim4RL's `m / sqrt(v + eps)`.
+    grad_ema: decay of a debiased moving average of the gradient that the
+      cell sees in place of `g` (momentum input; the update's sign is then
+      the average's); 0 = the gradient itself, as in the paper. Applied by
+      `lopt.learned_optimizer` before the cell (`optax.ema`), so the cell's
+      maths and meta-params are the same for every value.
   """
   cell: str = 'optim4rl'
   hidden_size: int = 8
@@ -73,6 +78,7 @@ class CellConfig:
   preprocessor_eps: float = 1e-18
   andrychowicz_p: float = 10.
   update_eps: float = 1e-18
+  grad_ema: float = 0.
 
   def __post_init__(self):
     object.__setattr__(self, 'mlp_dims', tuple(int(d) for d in self.mlp_dims))
@@ -96,6 +102,8 @@ class CellConfig:
     if any(d < 1 for d in self.mlp_dims):
       raise ValueError(
           f'mlp_dims: widths must be positive ints, got {self.mlp_dims}')
+    if not 0. <= float(self.grad_ema) < 1.:
+      raise ValueError(f'grad_ema: must be in [0, 1), got {self.grad_ema}')
     for field in ('preprocessor_eps', 'update_eps', 'andrychowicz_p'):
       if not float(getattr(self, field)) > 0:
         raise ValueError(

@@ -205,7 +205,10 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
     return cell.init(key, g, config.initial_state(1))
 
   def direction_fn(meta_params: MetaParams) -> optax.GradientTransformation:
-    return scale_by_learned_optimizer(impl, meta_params)
+    direction = scale_by_learned_optimizer(impl, meta_params)
+    if config.grad_ema:  # momentum input (CellConfig.grad_ema)
+      return optax.chain(optax.ema(config.grad_ema, debias=True), direction)
+    return direction
 
   def opt_fn(meta_params: MetaParams,
              learning_rate: Optional[LearningRate] = None

@@ -3,6 +3,7 @@
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from configs import a2c_catch
@@ -103,3 +104,51 @@ def test_env_options_are_checked_for_every_env_family():
   ev.envs, ev.optimizers, ev.reset_mode = 'inverted_pendulum', 'adam:1e-3', 'x'
   with pytest.raises(ValueError, match="reset_mode: unknown 'x'"):
     comparison.evaluate(ev, '')
+
+
+def _tiny_mix():
+  from configs import meta_mix  # pylint: disable=g-import-not-at-top
+  cfg = meta_mix.get_config('')  # no Brax task: catch, 3 gridworlds, cartpole
+  keep = ('catch', 'cartpole')
+  idx = [i for i, n in enumerate(cfg.tasks.env_names) if n in keep]
+  for f in ('env_names', 'agents', 'learning_rates', 'reward_scales',
+            'reset_intervals'):
+    cfg.tasks[f] = tuple(cfg.tasks[f][i] for i in idx)
+  cfg.tasks.num_agents = 2
+  cfg.a2c.rollout_len = 4
+  cfg.network.hidden_sizes = (8,)
+  cfg.ppo.num_envs, cfg.ppo.unroll_len = 4, 3
+  cfg.ppo.policy_hidden, cfg.ppo.value_hidden = (4,), (4,)
+  cfg.optimizer.hidden_size, cfg.optimizer.mlp_dims = 4, (4,)
+  cfg.num_meta_steps, cfg.log_every, cfg.save_every = 2, 1, 2
+  return cfg
+
+
+def test_a_task_mix_of_a2c_and_ppo_agents_meta_trains_together(tmp_path):
+  cfg = _tiny_mix()
+  assert tuple(cfg.tasks.agents) == ('a2c', 'ppo')
+  agents = meta_training.validate(cfg)
+  assert [type(a).__name__ for a in agents] == ['A2C', 'PPO']
+  # Env steps: 2 agents x (K + 1) rollouts x (A2C 1 x 4 + PPO 4 x 3).
+  assert meta_training.env_steps_per_iteration(cfg) == 2 * 5 * (4 + 12)
+  summary = meta_training.meta_train(cfg, str(tmp_path), verbose=False)
+  assert summary['meta_step'] == 2 and summary['skipped_meta_updates'] == 0
+  with open(tmp_path / 'metrics.csv') as f:
+    header = f.readline().strip().split(',')
+    rows = [dict(zip(header, line.strip().split(','))) for line in f]
+  # Both tasks contribute a finite meta-loss; PPO logs its own loss terms.
+  for row in rows:
+    for task in ('catch', 'cartpole'):
+      assert np.isfinite(float(row[f'meta_loss/{task}'])), row
+  assert 'value_loss/cartpole' in header
+
+
+@pytest.mark.parametrize('agents,match', [
+    (('a2c',), r'tasks.agents: 1 values for 2 tasks'),
+    (('a2c', 'dqn'), r"tasks.agents: unknown agent 'dqn'"),
+])
+def test_bad_task_agents_are_named(agents, match):
+  cfg = _tiny_mix()
+  cfg.tasks.agents = agents
+  with pytest.raises(ValueError, match=match):
+    meta_training.validate(cfg)

@@ -289,3 +289,33 @@ def test_load_rejects_corrupt_and_mismatched_files(tmp_path):
   np.savez(tmp_path / 'plain.npz', a=np.zeros(3))
   with pytest.raises(ValueError, match='not a lopt meta-params file'):
     lopt.load(str(tmp_path / 'plain.npz'))
+
+
+def test_grad_ema_feeds_the_cell_a_debiased_moving_average(tmp_path):
+  # grad_ema = b: the cell sees m_t = EMA_b(g)_t / (1 - b^t) in place of g_t;
+  # same cell, same meta-params as grad_ema = 0.
+  plain = lopt.learned_optimizer(learning_rate=1e-3)
+  ema = lopt.learned_optimizer(learning_rate=1e-3, grad_ema=0.9)
+  mp = _random_meta_params(plain, jax.random.PRNGKey(3), 1.)
+  jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape),
+               plain.init(jax.random.PRNGKey(0)), ema.init(jax.random.PRNGKey(0)))
+  gs = jax.random.normal(jax.random.PRNGKey(4), (5, 7)) * 1e-3
+  o_plain, o_ema = plain.opt_fn(mp), ema.opt_fn(mp)
+  s_plain, s_ema = o_plain.init(gs[0]), o_ema.init(gs[0])
+  avg = jnp.zeros(7)
+  for t, g in enumerate(gs, start=1):
+    avg = 0.9 * avg + 0.1 * g
+    u_plain, s_plain = o_plain.update(avg / (1 - 0.9**t), s_plain)
+    u_ema, s_ema = o_ema.update(g, s_ema)
+    np.testing.assert_allclose(u_ema, u_plain, rtol=1e-5, atol=1e-12)
+  assert int(lopt.direction_state(s_ema).count) == 5
+  # The update's sign is the average's, not the last gradient's.
+  flip = jnp.array([1., -1., 1., -1., 1., -1., 1.]) * 1e-3
+  u, _ = o_ema.update(-0.1 * flip, o_ema.update(flip, o_ema.init(flip))[1])
+  np.testing.assert_array_equal(jnp.sign(u), -jnp.sign(flip))
+  lopt.testing.check_learned_optimizer(ema, zero_grad_moves=False)
+  # Saved and loaded with the rest of the config.
+  path = lopt.save(str(tmp_path / 'ema.npz'), mp, ema)
+  assert lopt.load(path)[0].config.grad_ema == 0.9
+  with pytest.raises(ValueError, match=r'grad_ema: must be in \[0, 1\)'):
+    lopt.learned_optimizer(grad_ema=1.0)

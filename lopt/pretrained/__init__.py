@@ -1,6 +1,7 @@
 """Pretrained learned optimizers shipped with the package, loaded by name.
 
     >>> import lopt
+    >>> opt = lopt.pretrained(learning_rate=3e-4)   # the default, `DEFAULT`
     >>> opt = lopt.pretrained('optim4rl_gridworlds', learning_rate=1e-3)
 
 Each `<name>.npz` here was written by `launchers/meta_train.py` (through
@@ -18,6 +19,13 @@ from lopt import optimizer as optimizer_lib
 from lopt import serialization
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
+
+# What `pretrained()` gives with no name: the shipped optimizer that comes
+# closest to Adam where it is swapped in for Adam at Adam's learning rate in
+# a PPO loop written elsewhere (tests/test_plain_loop.py; CartPole, 4 seeds,
+# 5e5 steps, linear schedule: 0.93 of Adam's final return, against 0.81 for
+# optim4rl_gridworlds and 0.73 for the untrained cell; README "Results").
+DEFAULT = 'optim4rl_ant_ppo'
 
 
 def names() -> Tuple[str, ...]:
@@ -38,7 +46,7 @@ def load(name: str) -> Tuple[optimizer_lib.LearnedOptimizer, dict]:
   return serialization.load(path(name))
 
 
-def pretrained(name: str,
+def pretrained(name: str = DEFAULT,
                learning_rate: Optional[optimizer_lib.LearningRate] = None
                ) -> optax.GradientTransformation:
   """A shipped learned optimizer as an `optax.GradientTransformation`.
@@ -48,7 +56,7 @@ def pretrained(name: str,
   name=..., learning_rate=...)` lets a loop change it between steps.
 
   Args:
-    name: one of `names()`, e.g. 'optim4rl_gridworlds'.
+    name: one of `names()`; by default `DEFAULT` ('optim4rl_ant_ppo').
     learning_rate: step size (float or schedule); None uses the one it was
       meta-trained with.
   """

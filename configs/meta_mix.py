@@ -1,0 +1,53 @@
+r"""Meta-train one optimizer on a task mix of A2C and PPO agents.
+
+What users train: the gridworlds and Catch with A2C, and PPO on a discrete
+(gymnax CartPole) and a continuous (Brax) problem, meta-trained together (one
+meta-gradient, the mean over tasks; each task's agent is its own kind, from
+`tasks.agents`). Sizes are CPU-scale; the argument picks the Brax task.
+
+    python -m launchers.meta_train --config=configs/meta_mix.py \
+        --workdir=runs/meta_mix
+    python -m launchers.meta_train --config=configs/meta_mix.py:ant \
+        --workdir=runs/meta_mix_ant --config.optimizer.grad_ema=0.9
+"""
+
+from configs import meta_common
+from configs import meta_gridworlds
+from configs import ppo_brax
+
+# name: (agent, learning rate, reward scale, reset interval). The A2C tasks
+# use their configs' settings (configs/meta_catch.py, meta_gridworlds.py);
+# the PPO ones Adam's usual 3e-4 and PPO's reward scale 1 in meta-training
+# (configs/meta_ppo_brax.py says why).
+A2C_TASKS = {
+    'catch': ('a2c', 1e-3, 1., 64),
+    **{n: ('a2c',) + s for n, s in meta_gridworlds.GRIDWORLD_SETTINGS.items()
+       if n in ('small_dense_short', 'big_dense_short', 'small_dense_long')},
+}
+
+
+def get_config(brax_task: str = 'inverted_pendulum'):
+  tasks = dict(A2C_TASKS)
+  tasks['cartpole'] = ('ppo', 3e-4, 1., 64)
+  if brax_task:
+    tasks[brax_task] = ('ppo', 3e-4, 1., 64)
+  config = meta_common.base_config()
+  config.tasks.env_names = tuple(tasks)
+  config.tasks.agents = tuple(t[0] for t in tasks.values())
+  config.tasks.learning_rates = tuple(t[1] for t in tasks.values())
+  config.tasks.reward_scales = tuple(t[2] for t in tasks.values())
+  config.tasks.reset_intervals = tuple(t[3] for t in tasks.values())
+  config.tasks.num_agents = 8
+  # The PPO tasks' agent (one full-batch step per inner update, as in
+  # configs/meta_ppo_brax.py); Brax episodes of 1000 steps restart from
+  # their first state; the other envs keep their own lengths.
+  config.ppo = ppo_brax.get_config((brax_task or 'ant') + ',cpu').ppo
+  config.ppo.num_envs = 16
+  config.ppo.unroll_len = 10
+  config.ppo.num_minibatches = 1
+  config.ppo.num_epochs = 1
+  config.reset_mode = 'first'
+  config.num_meta_steps = 1000
+  config.log_every = 10
+  config.save_every = 50
+  return config
