@@ -9,7 +9,7 @@ CartPole follows gym's CartPole-v1 (Euler integration, 12 degree / 2.4 m
 limits, 500 steps); PPO follows the usual single-file recipe (GAE, clipped
 surrogate, value loss, entropy bonus, global-norm clipping, minibatch epochs).
 
-    python -m tests.plain_ppo --updates=60     # prints Adam vs the default
+    python -m tests.plain_ppo --names=adam,optim4rl_ant_ppo   # final returns
 """
 
 import dataclasses
@@ -72,31 +72,36 @@ class Config:
   value_coef: float = 0.5
   entropy_coef: float = 0.01
   max_grad_norm: float = 0.5
+  hidden: int = 64
 
   @property
   def optimizer_steps(self) -> int:
     return self.num_updates * self.epochs * self.minibatches
 
 
-def _nets(obs):
-  init = hk.initializers.Orthogonal(math.sqrt(2))
-  torso = lambda: hk.nets.MLP([64, 64], activation=jnp.tanh, w_init=init,
-                              activate_final=True)
-  logits = hk.Linear(2, w_init=hk.initializers.Orthogonal(0.01))(torso()(obs))
-  value = hk.Linear(1, w_init=hk.initializers.Orthogonal(1.))(torso()(obs))
-  return logits, value[..., 0]
+def make_net(hidden: int) -> hk.Transformed:
+  """Separate policy and value MLPs (tanh, two layers of `hidden`)."""
 
+  def nets(obs):
+    init = hk.initializers.Orthogonal(math.sqrt(2))
+    torso = lambda: hk.nets.MLP([hidden, hidden], activation=jnp.tanh,
+                                w_init=init, activate_final=True)
+    logits = hk.Linear(2, w_init=hk.initializers.Orthogonal(0.01))(
+        torso()(obs))
+    value = hk.Linear(1, w_init=hk.initializers.Orthogonal(1.))(torso()(obs))
+    return logits, value[..., 0]
 
-NET = hk.without_apply_rng(hk.transform(_nets))
+  return hk.without_apply_rng(hk.transform(nets))
 
 
 def make_train(cfg: Config, make_opt: Callable[[], optax.GradientTransformation]):
   """`train(key) -> [num_updates] mean finished-episode return per update`."""
   opt = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), make_opt())
   batch = cfg.num_envs * cfg.rollout
+  net = make_net(cfg.hidden)
 
   def loss_fn(params, obs, act, logp_old, adv, target):
-    logits, value = NET.apply(params, obs)
+    logits, value = net.apply(params, obs)
     logp_all = jax.nn.log_softmax(logits)
     logp = jnp.take_along_axis(logp_all, act[:, None], -1)[:, 0]
     ratio = jnp.exp(logp - logp_old)
@@ -110,7 +115,7 @@ def make_train(cfg: Config, make_opt: Callable[[], optax.GradientTransformation]
   def env_step(carry, key):
     params, envs, obs = carry
     k_act, k_env = jax.random.split(key)
-    logits, value = NET.apply(params, obs)
+    logits, value = net.apply(params, obs)
     act = jax.random.categorical(k_act, logits)
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), act[:, None],
                                -1)[:, 0]
@@ -123,7 +128,7 @@ def make_train(cfg: Config, make_opt: Callable[[], optax.GradientTransformation]
     k_roll, k_perm = jax.random.split(key)
     (_, envs, obs), (o, a, lp, v, r, d, fin) = jax.lax.scan(
         env_step, (params, envs, obs), jax.random.split(k_roll, cfg.rollout))
-    _, last_v = NET.apply(params, obs)
+    _, last_v = net.apply(params, obs)
 
     def gae(next_adv_v, x):
       next_adv, next_v = next_adv_v
@@ -157,7 +162,7 @@ def make_train(cfg: Config, make_opt: Callable[[], optax.GradientTransformation]
   def train(key):
     k_net, k_env, k_run = jax.random.split(key, 3)
     envs = jax.vmap(cartpole_reset)(jax.random.split(k_env, cfg.num_envs))
-    params = NET.init(k_net, envs.s)
+    params = net.init(k_net, envs.s)
     carry = (params, opt.init(params), envs, envs.s)
     _, returns = jax.lax.scan(update, carry,
                               jax.random.split(k_run, cfg.num_updates))
@@ -183,19 +188,24 @@ if __name__ == '__main__':
   import time  # pylint: disable=g-import-not-at-top
   import lopt  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser()
-  p.add_argument('--updates', type=int, default=100)
+  p.add_argument('--updates', type=int, default=976)
   p.add_argument('--lr', type=float, default=2.5e-4)
   p.add_argument('--seeds', type=int, default=4)
   p.add_argument('--names', default='adam,optim4rl_gridworlds,optim4rl_ant_ppo')
-  p.add_argument('--envs', type=int, default=8)
+  p.add_argument('--envs', type=int, default=4)
+  p.add_argument('--hidden', type=int, default=64)
   args = p.parse_args()
-  cfg = Config(num_updates=args.updates, num_envs=args.envs)
+  cfg = Config(num_updates=args.updates, num_envs=args.envs,
+               hidden=args.hidden)
   sched = optax.linear_schedule(args.lr, 0., cfg.optimizer_steps)
   for name in args.names.split(','):
     ema = name.startswith('ema:')
     name = name[4:] if ema else name
     if name == 'adam':
       make = lambda: optax.adam(sched, eps=1e-5)
+    elif name.endswith('.npz'):  # a meta_train.py output
+      lo_mp = lopt.load(name)
+      make = lambda lo_mp=lo_mp: lo_mp[0].opt_fn(lo_mp[1], sched)
     elif name == 'untrained':
       lo = lopt.learned_optimizer()
       make = lambda: lo.opt_fn(lo.init(jax.random.PRNGKey(0)), sched)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent('''
@@ -76,7 +78,9 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_eight_devices_match_one_device():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ,
+             XLA_FLAGS=conftest.xla_flags(
+                 '--xla_force_host_platform_device_count=8'),
              JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)

@@ -21,6 +21,8 @@ import time
 import numpy as np
 import pytest
 
+import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
 
@@ -89,7 +91,8 @@ def _free_port() -> int:
 
 def _env(devices: int, cache: str) -> dict:
   return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+              XLA_FLAGS=conftest.xla_flags(
+                  f'--xla_force_host_platform_device_count={devices}'))
 
 
 def _tpu_args(config: str, workdir: str, cache: str, extra=()):

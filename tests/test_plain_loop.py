@@ -2,28 +2,57 @@
 
 `plain_ppo` is a single-file PPO on CartPole-v1 with only jax, optax and
 haiku (nothing from agents/, launchers/ or lopt/), at the usual single-file
-settings: 4 envs x 128 steps, 4 minibatches x 4 epochs, 976 updates
-(499,712 env steps), lr 2.5e-4 annealed linearly to 0, global-norm clip
-0.5. A user swaps `optax.adam(schedule, eps=1e-5)` for
-`lopt.pretrained(learning_rate=schedule)`, same schedule, nothing retuned.
+settings (4 envs x 128 steps, 4 minibatches x 4 epochs, lr 2.5e-4 annealed
+linearly to 0, global-norm clip 0.5) at half their budget: 488 updates
+(249,856 env steps), 4 seeds. A user swaps `optax.adam(schedule, eps=1e-5)`
+for `lopt.pretrained(learning_rate=schedule)`, same schedule, nothing
+retuned. Measured here (README Results): Adam 434, the default 442 (1.02);
+optim4rl_gridworlds 338 (0.78) would fail. At the full 976 updates: 0.93.
 """
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
-import optax
 import pytest
 
-import lopt
+import conftest
 import plain_ppo
 
-CFG = plain_ppo.Config(num_envs=4, rollout=128, num_updates=976)
-SEEDS = 4
-LR = optax.linear_schedule(2.5e-4, 0., CFG.optimizer_steps)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run in a process of its own at XLA's default optimisation level (the suite
+# compiles at level 0, which makes this long run 3x slower; conftest.py).
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np, optax
+    sys.path.insert(0, 'tests')
+    import lopt, plain_ppo
+    cfg = plain_ppo.Config(num_envs=4, rollout=128, num_updates=488)
+    lr = optax.linear_schedule(2.5e-4, 0., cfg.optimizer_steps)
+    out = {}
+    for name, make in (
+        ('adam', lambda: optax.adam(lr, eps=1e-5)),
+        ('default', lambda: lopt.pretrained(learning_rate=lr))):
+      returns = np.asarray(plain_ppo.run(cfg, make, seeds=4))
+      out[name] = {'final': np.asarray(plain_ppo.final_return(returns)).tolist(),
+                   'first': float(np.nanmean(returns[:, :10]))}
+    print('RESULT ' + json.dumps(out), flush=True)
+""")
 
 
 @pytest.fixture(scope='module')
-def adam_returns():
-  return plain_ppo.run(CFG, lambda: optax.adam(LR, eps=1e-5), SEEDS)
+def results():
+  flags = os.environ.get('XLA_FLAGS', '').replace(conftest.FAST_COMPILE, '')
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  return json.loads(line[-1][len('RESULT '):])
 
 
 def test_cartpole_dynamics_and_auto_reset():
@@ -48,15 +77,13 @@ def test_cartpole_dynamics_and_auto_reset():
   assert lengths and all(5 < n < 60 for n in lengths), lengths
 
 
-def test_adam_learns_cartpole(adam_returns):
-  final = plain_ppo.final_return(adam_returns)
-  first = np.nanmean(np.asarray(adam_returns)[:, :10])
-  assert first < 40. and float(final.mean()) > 400., (first, final)
+def test_adam_learns_cartpole(results):
+  adam = results['adam']
+  assert adam['first'] < 40. and np.mean(adam['final']) > 380., adam
 
 
-def test_default_shipped_optimizer_reaches_90_percent_of_adam(adam_returns):
-  ours = plain_ppo.run(CFG, lambda: lopt.pretrained(learning_rate=LR), SEEDS)
-  assert np.all(np.isfinite(np.asarray(ours)[:, -10:]))
-  adam = float(plain_ppo.final_return(adam_returns).mean())
-  mine = float(plain_ppo.final_return(ours).mean())
+def test_default_shipped_optimizer_reaches_90_percent_of_adam(results):
+  adam = float(np.mean(results['adam']['final']))
+  mine = float(np.mean(results['default']['final']))
+  assert np.isfinite(mine), results
   assert mine >= 0.9 * adam, (mine, adam, mine / adam)
