@@ -78,7 +78,9 @@ def _check_vmap_and_lr(lo, meta_params, key):
   u_v, _ = jax.vmap(opt.update)(g, jax.vmap(opt.init)(g))
   for i in range(g.shape[0]):
     u_i, _ = opt.update(g[i], opt.init(g[i]))
-    np.testing.assert_allclose(u_v[i], u_i, rtol=1e-5, atol=1e-12,
+    # float32: the linear cell's exp(o1) g + exp(o2) o3 cancels, and vmap
+    # may order the sums differently (seen: 1.02e-5 relative at XLA -O0).
+    np.testing.assert_allclose(u_v[i], u_i, rtol=1e-4, atol=1e-12,
                                err_msg='vmap over a population')
   u2, _ = lo.opt_fn(meta_params, 2e-2).update(g[0], opt.init(g[0]))
   np.testing.assert_allclose(u2, 2. * u_v[0], rtol=1e-5, atol=1e-12,
