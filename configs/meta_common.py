@@ -100,4 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
   # on the backward pass: the same meta-gradient with one group's peak
   # memory (1 = all agents at once, fastest).
   config.meta.agent_groups = 1
+  # How the tasks' meta-gradients are combined: 'mean' (the gradient of the
+  # mean meta-loss over tasks) or 'unit_norm' (each task's meta-gradient at
+  # unit global norm, then the mean: for mixes whose meta-losses differ by
+  # orders of magnitude).
+  config.meta.task_weighting = 'mean'
   return config

@@ -2,7 +2,8 @@ r"""Meta-train one optimizer on a task mix of A2C and PPO agents.
 
 What users train: the gridworlds and Catch with A2C, and PPO on a discrete
 (gymnax CartPole) and a continuous (Brax) problem, meta-trained together (one
-meta-gradient, the mean over tasks; each task's agent is its own kind, from
+meta-gradient, the mean over tasks of each task's meta-gradient at unit
+norm; each task's agent is its own kind, from
 `tasks.agents`). Sizes are CPU-scale; the argument picks the Brax task.
 
     python -m launchers.meta_train --config=configs/meta_mix.py \
@@ -47,6 +48,10 @@ def get_config(brax_task: str = 'inverted_pendulum'):
   config.ppo.num_minibatches = 1
   config.ppo.num_epochs = 1
   config.reset_mode = 'first'
+  # The tasks' meta-losses differ by up to 1e7 (small_dense_long's reward
+  # scale is 1e3, Catch's returns are within [-1, 1]): each task's
+  # meta-gradient is taken at unit norm before the mean over tasks.
+  config.meta.task_weighting = 'unit_norm'
   config.num_meta_steps = 1000
   config.log_every = 10
   config.save_every = 50

@@ -70,6 +70,10 @@ def validate(cfg, check_devices: bool = True) -> List[Any]:
   meta.make_meta_optimizer(cfg.meta.learning_rate, cfg.meta.clip_type,
                            cfg.meta.clip)
   meta_losses.get(cfg.meta.meta_loss)
+  weighting = cfg.meta.get('task_weighting', 'mean')
+  if weighting not in meta.TASK_WEIGHTINGS:
+    raise ValueError(f'meta.task_weighting: unknown {weighting!r}; allowed: '
+                     f'{list(meta.TASK_WEIGHTINGS)}')
   common.check_positive_int(cfg.meta.num_inner_steps, 'meta.num_inner_steps')
   for field in ('num_meta_steps', 'log_every', 'save_every',
                 'keep_checkpoints'):
@@ -152,6 +156,7 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
       pipeline=cfg.meta.pipeline, meta_loss=cfg.meta.meta_loss,
       second_order=cfg.meta.second_order, remat=cfg.meta.remat,
       agent_groups=cfg.meta.get('agent_groups', 1),
+      task_weighting=cfg.meta.get('task_weighting', 'mean'),
       steps_per_call=cfg.log_every, num_devices=jax.device_count())
   return tasks, lo, trainer
 

@@ -11,6 +11,10 @@ One meta-iteration, for every agent of a population (vmapped), in every task:
    iterations (truncation).
 4. Mean over agents, then over tasks; one meta-optimizer (optax) step. A NaN
    or inf meta-gradient skips the update (counted in `MetaState.skipped`).
+   With `task_weighting='unit_norm'` each task's meta-gradient is divided by
+   its global norm before the mean over tasks, so tasks whose meta-losses
+   differ by orders of magnitude (reward scales, episode lengths) steer the
+   meta-params equally.
 5. Pipeline training (Lan et al., 2023): agent i of a task is reset (fresh
    params, optimizer state and environments) when
    `step % reset_interval == reset_index[i]`, with
@@ -46,6 +50,10 @@ from lopt import optimizer as optimizer_lib
 Array = jax.Array
 
 CLIP_TYPES = ('elementwise', 'global_norm', 'none')
+# How the tasks' meta-gradients are combined: 'mean', the gradient of the
+# mean of the tasks' meta-losses; 'unit_norm', the mean of the tasks'
+# meta-gradients, each divided by its global norm first.
+TASK_WEIGHTINGS = ('mean', 'unit_norm')
 
 
 class Task(NamedTuple):
@@ -270,6 +278,42 @@ def population_loss(agent_losses: Sequence[Any], meta_params,
   return total, (tuple(new_pop), metrics)
 
 
+def population_grads(agent_losses: Sequence[Any], meta_params,
+                     population: Sequence[AgentState], keys: Sequence[Array],
+                     agent_groups: int = 1, task_weighting: str = 'mean'):
+  """The population's meta-loss and the meta-gradient that steps phi.
+
+  'mean': the gradient of `population_loss`. 'unit_norm': each task's
+  meta-gradient (of its agents' mean meta-loss) divided by its global norm,
+  then the mean over tasks; each task's norm before the division is in its
+  metrics (`meta_grad_norm`). The loss returned is the mean over tasks in
+  both cases.
+
+  Returns `((loss, (new_population, per-task metrics)), meta_grads)`.
+  """
+  if task_weighting == 'mean':
+    return jax.value_and_grad(population_loss, argnums=1, has_aux=True)(
+        agent_losses, meta_params, population, keys, agent_groups)
+  if task_weighting != 'unit_norm':
+    raise ValueError(f'task_weighting: unknown {task_weighting!r}; allowed: '
+                     f'{list(TASK_WEIGHTINGS)}')
+  total, grads, new_pop, metrics = 0., [], [], []
+  for agent_loss, pop, k in zip(agent_losses, population, keys):
+    (loss, (p, m)), g = jax.value_and_grad(
+        population_loss, argnums=1, has_aux=True)(
+            (agent_loss,), meta_params, (pop,), (k,), agent_groups)
+    norm = optax.global_norm(g)
+    # A zero gradient stays zero; a non-finite one stays non-finite, so the
+    # guarded update skips the step.
+    scale = 1. / (len(agent_losses) * jnp.maximum(norm, 1e-30))
+    grads.append(jax.tree.map(lambda x, s=scale: x * s, g))
+    total += loss / len(agent_losses)
+    new_pop.append(p[0])
+    metrics.append({**m[0], 'meta_grad_norm': norm})
+  return (total, (tuple(new_pop), metrics)), jax.tree.map(
+      lambda *x: sum(x), *grads)
+
+
 def guarded_meta_update(meta_optimizer: optax.GradientTransformation, grads,
                         meta_params, meta_opt_state):
   """One meta-optimizer step, skipped whole if any meta-gradient is NaN/inf.
@@ -368,7 +412,8 @@ def make_meta_trainer(tasks: Sequence[Task],
                       remat: bool = True,
                       steps_per_call: int = 1,
                       num_devices: int = 1,
-                      agent_groups: int = 1) -> MetaTrainer:
+                      agent_groups: int = 1,
+                      task_weighting: str = 'mean') -> MetaTrainer:
   """Builds the meta-training functions (validates everything first).
 
   Assembles the pieces of this module: `make_init_agent`,
@@ -397,6 +442,10 @@ def make_meta_trainer(tasks: Sequence[Task],
       each recomputed on the backward pass: the same meta-gradient with the
       peak memory of one group (every num_agents / num_devices must be
       divisible by it).
+    task_weighting: how the tasks' meta-gradients are combined
+      (`TASK_WEIGHTINGS`): 'mean' (the gradient of the mean meta-loss) or
+      'unit_norm' (each task's meta-gradient at unit global norm, then the
+      mean).
 
   Returns:
     A `MetaTrainer`.
@@ -407,6 +456,9 @@ def make_meta_trainer(tasks: Sequence[Task],
                else (reset_interval,) * len(tasks))
   _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
                       num_devices, agent_groups)
+  if task_weighting not in TASK_WEIGHTINGS:
+    raise ValueError(f'task_weighting: unknown {task_weighting!r}; allowed: '
+                     f'{list(TASK_WEIGHTINGS)}')
   head = meta_losses.get(meta_loss)
   parts = _Parts(
       tasks=tasks, learned_opt=learned_opt, meta_optimizer=meta_optimizer,
@@ -419,7 +471,7 @@ def make_meta_trainer(tasks: Sequence[Task],
                                num_inner_steps=num_inner_steps,
                                second_order=second_order, remat=remat)
           for t in tasks),
-      agent_groups=agent_groups)
+      agent_groups=agent_groups, task_weighting=task_weighting)
   step = functools.partial(meta_step, parts)
 
   def run(state: MetaState):
@@ -442,6 +494,7 @@ class _Parts(NamedTuple):
   init_agents: Tuple[Any, ...]
   agent_losses: Tuple[Any, ...]
   agent_groups: int
+  task_weighting: str
 
 
 def meta_init(parts: _Parts, key: Array) -> MetaState:
@@ -464,10 +517,9 @@ def meta_step(parts: _Parts, state: MetaState) -> Tuple[MetaState, dict]:
            for p in state.population]
   population = tuple(p._replace(key=s[:, 0])
                      for p, s in zip(state.population, split))
-  (loss, (new_pop, task_metrics)), grads = jax.value_and_grad(
-      population_loss, argnums=1, has_aux=True)(
-          parts.agent_losses, state.meta_params, population,
-          [s[:, 1] for s in split], parts.agent_groups)
+  (loss, (new_pop, task_metrics)), grads = population_grads(
+      parts.agent_losses, state.meta_params, population,
+      [s[:, 1] for s in split], parts.agent_groups, parts.task_weighting)
   meta_params, meta_opt_state, finite = guarded_meta_update(
       parts.meta_optimizer, grads, state.meta_params, state.meta_opt_state)
   resets = [pipeline_reset(init_agent, pop, state.step, slot, interval,

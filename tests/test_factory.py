@@ -136,19 +136,26 @@ def test_a_task_mix_of_a2c_and_ppo_agents_meta_trains_together(tmp_path):
   with open(tmp_path / 'metrics.csv') as f:
     header = f.readline().strip().split(',')
     rows = [dict(zip(header, line.strip().split(','))) for line in f]
-  # Both tasks contribute a finite meta-loss; PPO logs its own loss terms.
+  # Both tasks contribute a finite meta-loss and meta-gradient (the mix
+  # weighs the tasks' meta-gradients at unit norm and logs their norms);
+  # PPO logs its own loss terms.
+  assert cfg.meta.task_weighting == 'unit_norm'
   for row in rows:
     for task in ('catch', 'cartpole'):
       assert np.isfinite(float(row[f'meta_loss/{task}'])), row
+      assert float(row[f'meta_grad_norm/{task}']) > 0, row
   assert 'value_loss/cartpole' in header
 
 
-@pytest.mark.parametrize('agents,match', [
-    (('a2c',), r'tasks.agents: 1 values for 2 tasks'),
-    (('a2c', 'dqn'), r"tasks.agents: unknown agent 'dqn'"),
+@pytest.mark.parametrize('field,value,match', [
+    ('tasks.agents', ('a2c',), r'tasks.agents: 1 values for 2 tasks'),
+    ('tasks.agents', ('a2c', 'dqn'), r"tasks.agents: unknown agent 'dqn'"),
+    ('meta.task_weighting', 'sum',
+     r"meta.task_weighting: unknown 'sum'; allowed: \['mean', 'unit_norm'\]"),
 ])
-def test_bad_task_agents_are_named(agents, match):
+def test_bad_task_mix_fields_are_named(field, value, match):
   cfg = _tiny_mix()
-  cfg.tasks.agents = agents
+  section, name = field.split('.')
+  cfg[section][name] = value
   with pytest.raises(ValueError, match=match):
     meta_training.validate(cfg)

@@ -162,10 +162,63 @@ def test_bad_arguments():
     meta.make_meta_trainer([task], lo, mopt, meta_loss='ppo2')
   with pytest.raises(ValueError, match='cannot be split evenly over 4'):
     meta.make_meta_trainer([task], lo, mopt, num_devices=4)
+  with pytest.raises(ValueError, match="task_weighting: unknown 'sum'"):
+    meta.make_meta_trainer([task], lo, mopt, task_weighting='sum')
   with pytest.raises(ValueError, match='meta.clip_type: unknown'):
     meta.make_meta_optimizer(1e-3, clip_type='value')
   with pytest.raises(ValueError, match='meta.learning_rate: must be'):
     meta.make_meta_optimizer(0.)
+
+
+def _toy_loss(scale, target):
+  """A task whose agents' meta-loss is scale * |w - target|^2 * state."""
+  def loss(meta_params, state, key):
+    del key
+    value = scale * jnp.sum((meta_params['w'] - target) ** 2) * state
+    return value, (state + 1., {'return_sum': 0., 'episodes': 0})
+  return loss
+
+
+def test_task_weighting_unit_norm_equalises_tasks_by_hand():
+  losses = (_toy_loss(1e6, 1.), _toy_loss(1., -2.))
+  meta_params = {'w': jnp.array([0.5, 0.])}
+  pop = (jnp.ones(2), jnp.full((3,), 2.))
+  keys = (jax.random.split(jax.random.PRNGKey(0), 2),
+          jax.random.split(jax.random.PRNGKey(1), 3))
+  # d/dw of each task's mean meta-loss, by hand.
+  g1 = 2e6 * (np.array([0.5, 0.]) - 1.)
+  g2 = 2. * 2. * (np.array([0.5, 0.]) + 2.)
+  loss1 = 1e6 * 1.25
+  loss2 = 2. * (2.5 ** 2 + 4.)
+  (loss, (new_pop, metrics)), grads = meta.population_grads(
+      losses, meta_params, pop, keys)
+  np.testing.assert_allclose(loss, (loss1 + loss2) / 2, rtol=1e-6)
+  np.testing.assert_allclose(grads['w'], (g1 + g2) / 2, rtol=1e-6)
+  (loss_u, (new_pop_u, metrics_u)), grads_u = meta.population_grads(
+      losses, meta_params, pop, keys, task_weighting='unit_norm')
+  np.testing.assert_allclose(loss_u, loss, rtol=1e-6)
+  unit = lambda g: g / np.linalg.norm(g)
+  np.testing.assert_allclose(grads_u['w'], (unit(g1) + unit(g2)) / 2,
+                             rtol=1e-5)
+  # The gridworld-scale task no longer decides the direction alone.
+  cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+  assert cos(grads['w'], g2) < 0 < cos(grads_u['w'], g2)
+  for m, g, task_loss in zip(metrics_u, (g1, g2), (loss1, loss2)):
+    np.testing.assert_allclose(m['meta_grad_norm'], np.linalg.norm(g),
+                               rtol=1e-5)
+    np.testing.assert_allclose(m['meta_loss'], task_loss, rtol=1e-6)
+  for a, b in zip(new_pop_u, (pop[0] + 1, pop[1] + 1)):
+    np.testing.assert_array_equal(a, b)
+  # A task with a non-finite meta-gradient makes the whole one non-finite
+  # (so the guarded update skips it); a zero one stays zero.
+  _, bad = meta.population_grads(
+      (_toy_loss(jnp.nan, 1.), losses[1]), meta_params, pop, keys,
+      task_weighting='unit_norm')
+  assert not np.isfinite(bad['w']).all()
+  _, zero = meta.population_grads(
+      (_toy_loss(0., 1.), losses[1]), meta_params, pop, keys,
+      task_weighting='unit_norm')
+  np.testing.assert_allclose(zero['w'], unit(g2) / 2, rtol=1e-5)
 
 
 def test_several_tasks_each_with_own_settings():
