@@ -40,6 +40,7 @@ PAPER_NETWORKS = {
     'acrobot': NetworkConfig('mlp', (64, 64)),
     'breakout_minatar': NetworkConfig('conv', (128,), (16,), 3),
     'space_invaders_minatar': NetworkConfig('conv', (128,), (16,), 3),
+    'asterix_minatar': NetworkConfig('conv', (128,), (16,), 3),
 }
 
 

@@ -1,15 +1,19 @@
 r"""Meta-train one optimizer on a task mix of A2C and PPO agents.
 
 What users train: the gridworlds and Catch with A2C, and PPO on a discrete
-(gymnax CartPole) and a continuous (Brax) problem, meta-trained together (one
+(gymnax MinAtar Asterix) and a continuous (Brax ant) problem, meta-trained together (one
 meta-gradient, the mean over tasks of each task's meta-gradient at unit
 norm; each task's agent is its own kind, from
 `tasks.agents`). Sizes are CPU-scale; the argument picks the Brax task.
+The discrete and Brax tasks are chosen outside the held-out suite
+(configs/evaluate.py:heldout: CartPole, Acrobot, Breakout, SpaceInvaders,
+hopper, halfcheetah, inverted_pendulum), which then measures generalisation
+to unseen tasks.
 
     python -m launchers.meta_train --config=configs/meta_mix.py \
         --workdir=runs/meta_mix
-    python -m launchers.meta_train --config=configs/meta_mix.py:ant \
-        --workdir=runs/meta_mix_ant --config.optimizer.grad_ema=0.9
+    python -m launchers.meta_train --config=configs/meta_mix.py:walker2d \
+        --workdir=runs/meta_mix_walker --config.optimizer.grad_ema=0.9
 """
 
 from configs import meta_common
@@ -27,9 +31,9 @@ A2C_TASKS = {
 }
 
 
-def get_config(brax_task: str = 'inverted_pendulum'):
+def get_config(brax_task: str = 'ant'):
   tasks = dict(A2C_TASKS)
-  tasks['cartpole'] = ('ppo', 3e-4, 1., 64)
+  tasks['asterix_minatar'] = ('ppo', 3e-4, 1., 64)
   if brax_task:
     tasks[brax_task] = ('ppo', 3e-4, 1., 64)
   config = meta_common.base_config()

@@ -108,8 +108,8 @@ def test_env_options_are_checked_for_every_env_family():
 
 def _tiny_mix():
   from configs import meta_mix  # pylint: disable=g-import-not-at-top
-  cfg = meta_mix.get_config('')  # no Brax task: catch, 3 gridworlds, cartpole
-  keep = ('catch', 'cartpole')
+  cfg = meta_mix.get_config('')  # no Brax task: catch, 3 gridworlds, asterix
+  keep = ('catch', 'asterix_minatar')
   idx = [i for i, n in enumerate(cfg.tasks.env_names) if n in keep]
   for f in ('env_names', 'agents', 'learning_rates', 'reward_scales',
             'reset_intervals'):
@@ -141,10 +141,10 @@ def test_a_task_mix_of_a2c_and_ppo_agents_meta_trains_together(tmp_path):
   # PPO logs its own loss terms.
   assert cfg.meta.task_weighting == 'unit_norm'
   for row in rows:
-    for task in ('catch', 'cartpole'):
+    for task in ('catch', 'asterix_minatar'):
       assert np.isfinite(float(row[f'meta_loss/{task}'])), row
       assert float(row[f'meta_grad_norm/{task}']) > 0, row
-  assert 'value_loss/cartpole' in header
+  assert 'value_loss/asterix_minatar' in header
 
 
 @pytest.mark.parametrize('field,value,match', [
