@@ -8,6 +8,8 @@ policy's row (`random_row`) is the floor each table shows.
 """
 
 import copy
+import csv
+import json
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -20,12 +22,18 @@ from configs import a2c_catch
 from configs import a2c_gridworld
 from configs import ppo_brax
 from launchers import common
+from launchers import multihost
 from launchers import training
 
 
 # The label of the uniform-random policy's rows, and its steps per seed.
 RANDOM_LABEL = 'random policy'
 RANDOM_STEPS = 2000
+# What `compare` writes in a run's folder once the run has finished: its
+# config (a later evaluation reuses the run when the config is the same)
+# and its label.
+RUN_CONFIG = 'run_config.json'
+RUN_LABEL = 'label.txt'
 
 
 def env_config(env_name: str, paper_scale: bool = False):
@@ -45,19 +53,32 @@ def with_optimizer(base, spec: str, lr_schedule: str = 'constant',
                    lr_end: float = 0.) -> Tuple[str, object]:
   """(label, config) for an optimizer spec 'NAME:LR' or 'path.npz:LR'.
 
-  LR 'default' keeps the env config's own learning rate (A2C 1e-3, PPO
-  3e-4), so one spec serves a suite of A2C and PPO tasks.
+  LR is a number, 'default' (the env config's own learning rate: A2C 1e-3,
+  PPO 3e-4, so one spec serves a suite of A2C and PPO tasks) or 'xF', F
+  times that default (a learning-rate sweep over such a suite: 'adam:x0.3').
+  The label is NAME, or 'NAME xF' for F != 1.
   """
   name, sep, lr = spec.rpartition(':')
   if not sep or not name:
     raise ValueError(f'optimizers: {spec!r} is not NAME:LEARNING_RATE')
+  factor = 1.
+  if lr.startswith('x'):
+    try:
+      factor = float(lr[1:])
+    except ValueError as e:
+      raise ValueError(f'optimizers: bad multiplier in {spec!r} (xF, F a '
+                       'number > 0)') from e
+    if not factor > 0:
+      raise ValueError(f'optimizers: bad multiplier in {spec!r} (xF, F a '
+                       'number > 0)')
+    lr = 'default'
   if lr == 'default':
-    lr = float(base.optimizer.learning_rate)
+    lr = float(base.optimizer.learning_rate) * factor
   try:
     lr = float(lr)
   except ValueError as e:
-    raise ValueError(f'optimizers: bad learning rate in {spec!r} (a number '
-                     "or 'default')") from e
+    raise ValueError(f'optimizers: bad learning rate in {spec!r} (a number, '
+                     "'default' or xF)") from e
   cfg = copy.deepcopy(base)
   cfg.optimizer.learning_rate = lr
   cfg.optimizer.lr_schedule = lr_schedule
@@ -69,8 +90,54 @@ def with_optimizer(base, spec: str, lr_schedule: str = 'constant',
   else:
     cfg.optimizer.name = name
     label = name
+  if factor != 1.:
+    label = f'{label} x{factor:g}'
   training.validate(cfg)
   return label, cfg
+
+
+def run_dir(workdir: str, env: str, label: str) -> str:
+  """Where `compare` writes (and finds) one run of `label` on `env`."""
+  return os.path.join(workdir, env, label.replace(' ', '_').replace(
+      '(', '').replace(')', ''))
+
+
+def finished_run(cfg, folder: str) -> Optional[dict]:
+  """The result of a run already finished in `folder` with config `cfg`.
+
+  None when `folder` holds no finished run. A finished run of another
+  config is refused (nothing is overwritten): the error names the fields.
+  """
+  saved_path = os.path.join(folder, RUN_CONFIG)
+  if not os.path.exists(saved_path):
+    return None
+  with open(saved_path) as f:
+    saved = json.load(f)
+  now = json.loads(cfg.to_json())
+  if saved != now:
+    diff = [k for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)]
+    raise ValueError(
+        f'{folder}: holds a finished run of another configuration (fields '
+        f'{diff} differ); use another --workdir or remove that folder')
+  with open(os.path.join(folder, 'summary.json')) as f:
+    summary = json.load(f)
+  with open(os.path.join(folder, 'returns.csv')) as f:
+    table = list(csv.DictReader(f))
+  seeds = len(summary['final_return_per_seed'])
+  return {'label': saved_label(folder), 'env': summary['env'],
+          'env_steps': np.array([int(r['env_steps']) for r in table]),
+          'returns': np.array([[float(r[f'return_seed{i}'] or 'nan')
+                                for i in range(seeds)] for r in table]),
+          'final_return': np.asarray(summary['final_return_per_seed']),
+          'steps_per_second': summary['env_steps_per_second_after_compile'],
+          'compile_seconds': summary['compile_seconds'],
+          'nonfinite': summary['nonfinite_params'], 'reused': True}
+
+
+def saved_label(folder: str) -> str:
+  with open(os.path.join(folder, RUN_LABEL)) as f:
+    return f.read().strip()
 
 
 def return_stats(final) -> dict:
@@ -106,15 +173,28 @@ def compare(runs: Sequence[Tuple[str, object]], workdir: str,
             levels: Optional[dict] = None) -> Tuple[dict, List[dict]]:
   """Trains every (label, config); plots their curves; returns rows.
 
+  A run finished earlier in the same folder with the same config is reused
+  (`finished_run`), so an evaluation that stopped, or one given more
+  optimizers, redoes only what is missing.
+
   `levels` ({label: return}) are drawn as flat lines (e.g. a random policy).
   """
   results = {}
   for label, cfg in runs:
+    folder = run_dir(workdir, cfg.env_name, label)
+    done = finished_run(cfg, folder) if workdir else None
+    if done is not None:
+      print(f'-- {cfg.env_name}: {label} (finished earlier: {folder})',
+            flush=True)
+      results[label] = done
+      continue
     print(f'-- {cfg.env_name}: {label}', flush=True)
-    results[label] = training.train(
-        cfg, os.path.join(workdir, cfg.env_name,
-                          label.replace(' ', '_').replace('(', '')
-                          .replace(')', '')), label=label)
+    results[label] = training.train(cfg, folder, label=label)
+    if workdir and multihost.is_primary():
+      with open(os.path.join(folder, RUN_LABEL), 'w') as f:
+        f.write(label + '\n')
+      with open(os.path.join(folder, RUN_CONFIG), 'w') as f:
+        f.write(cfg.to_json(indent=1))
   x = next(iter(results.values()))['env_steps']
   curves = {k: np.nanmean(r['returns'], axis=1) for k, r in results.items()}
   curves.update({k: np.full(len(x), v) for k, v in (levels or {}).items()})
@@ -191,7 +271,16 @@ def evaluate(cfg, workdir: str) -> List[dict]:
     if cfg.get('reset_mode', '') and 'reset_mode' in base:
       base.reset_mode = cfg.reset_mode
     schedule = (cfg.get('lr_schedule', 'constant'), cfg.get('lr_end', 0.))
-    plans.append((base, [with_optimizer(base, s, *schedule) for s in specs]))
+    runs = [with_optimizer(base, s, *schedule) for s in specs]
+    labels = [label for label, _ in runs]
+    for label in labels:
+      if labels.count(label) > 1:
+        raise ValueError(
+            f'optimizers: two specs give the label {label!r} in {specs}; '
+            'give each (name, learning rate) once, or sweep rates with xF')
+    for label, run in runs:  # a finished run of another config is refused
+      finished_run(run, run_dir(workdir, env, label))
+    plans.append((base, runs))
   rows = []
   os.makedirs(workdir, exist_ok=True)
   for base, runs in plans:
@@ -208,4 +297,91 @@ def evaluate(cfg, workdir: str) -> List[dict]:
       f.write(markdown_table(rows))
   print(markdown_table(rows), flush=True)
   print(f'results: {workdir}/results.md, results.csv, <env>.png', flush=True)
+  summary = normalized_summary(rows)
+  if summary:
+    common.write_csv(os.path.join(workdir, 'summary.csv'), summary)
+    with open(os.path.join(workdir, 'summary.md'), 'w') as f:
+      f.write(summary_table(summary, envs))
+    plot_normalized(os.path.join(workdir, 'summary.png'), summary, envs)
+    print(summary_table(summary, envs), flush=True)
+    print(f'summary: {workdir}/summary.md, summary.csv, summary.png',
+          flush=True)
   return rows
+
+
+def normalized(value: float, random: float, adam: float) -> float:
+  """A return on the scale random policy = 0, Adam = 1."""
+  return (value - random) / (adam - random)
+
+
+def normalized_summary(rows: Sequence[dict]) -> List[dict]:
+  """Per optimizer: its normalized final return on each env (random
+  policy = 0, Adam = 1), their mean and the worst env.
+
+  Only envs with both an 'adam' and a random-policy row count; [] if none.
+  """
+  by_env = {}
+  for r in rows:
+    by_env.setdefault(r['env'], {})[r['optimizer']] = r['final_return_mean']
+  scored = {env: opts for env, opts in by_env.items()
+            if 'adam' in opts and RANDOM_LABEL in opts}
+  if not scored:
+    return []
+  names = list(dict.fromkeys(
+      r['optimizer'] for r in rows if r['optimizer'] != RANDOM_LABEL))
+  out = []
+  for name in names:
+    per_env = {env: normalized(opts[name], opts[RANDOM_LABEL], opts['adam'])
+               for env, opts in scored.items() if name in opts}
+    if not per_env:
+      continue
+    worst = min(per_env, key=per_env.get)
+    out.append({'optimizer': name,
+                'mean': float(np.mean(list(per_env.values()))),
+                'worst': per_env[worst], 'worst_env': worst,
+                'envs': len(per_env), **per_env})
+  return out
+
+
+def summary_table(summary: Sequence[dict], envs: Sequence[str]) -> str:
+  """Markdown: one row per optimizer, its mean, worst and each env."""
+  envs = [e for e in envs if any(e in r for r in summary)]
+  lines = ['Normalized final return: (return - random policy) / '
+           '(Adam - random policy).', '',
+           '| optimizer | mean | worst (env) | ' + ' | '.join(envs) + ' |',
+           '|---|---|---|' + '---|' * len(envs)]
+  for r in summary:
+    cells = [f'{r[e]:.2f}' if e in r else '' for e in envs]
+    lines.append(f'| {r["optimizer"]} | {r["mean"]:.3f} | {r["worst"]:.2f} '
+                 f'({r["worst_env"]}) | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_normalized(path: str, summary: Sequence[dict],
+                    envs: Sequence[str]) -> str:
+  """One PNG: grouped bars of each optimizer's normalized return per env,
+  and its mean, with Adam's level (1) and the random policy's (0)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  envs = [e for e in envs if any(e in r for r in summary)] + ['mean']
+  fig, ax = plt.subplots(figsize=(max(6., 1.1 * len(envs) + 2), 4.5))
+  width = 0.8 / len(summary)
+  for i, r in enumerate(summary):
+    y = [r.get(e, np.nan) for e in envs]
+    ax.bar(np.arange(len(envs)) + (i - (len(summary) - 1) / 2) * width, y,
+           width, label=r['optimizer'])
+  ax.axhline(1., color='k', lw=0.8, ls='--')
+  ax.axhline(0., color='k', lw=0.8)
+  ax.set_xticks(np.arange(len(envs)))
+  ax.set_xticklabels(envs, rotation=30, ha='right')
+  ax.set_ylabel('normalized final return (random 0, Adam 1)')
+  ax.set_ylim(min(-0.2, np.nanmin([r['worst'] for r in summary]) - 0.05),
+              max(1.3, np.nanmax([max(v for k, v in r.items()
+                                      if k in envs) for r in summary]) + 0.05))
+  ax.grid(alpha=0.3, axis='y')
+  ax.legend(fontsize=8, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -3,13 +3,15 @@
 import csv
 import os
 
+import numpy as np
 import pytest
 
 from configs import evaluate as evaluate_config
 from launchers import comparison
 
 
-def test_evaluate_writes_table_and_plots(tmp_path):
+def test_evaluate_writes_table_summary_and_plots_and_reuses_runs(
+    tmp_path, monkeypatch):
   cfg = evaluate_config.get_config()
   cfg.envs = 'catch'
   cfg.optimizers = 'adam:1e-3,optim4rl:1e-3'
@@ -31,6 +33,35 @@ def test_evaluate_writes_table_and_plots(tmp_path):
     assert len(list(csv.DictReader(f))) == 3
   assert '| catch | optim4rl |' in (tmp_path / 'results.md').read_text()
   assert os.path.getsize(tmp_path / 'catch.png') > 0
+  # The normalized summary: random policy 0, Adam 1.
+  with open(tmp_path / 'summary.csv') as f:
+    summary = {r['optimizer']: r for r in csv.DictReader(f)}
+  assert set(summary) == {'adam', 'optim4rl'}
+  assert float(summary['adam']['catch']) == 1.0
+  random, adam = rows[2]['final_return_mean'], rows[0]['final_return_mean']
+  np.testing.assert_allclose(
+      float(summary['optim4rl']['mean']),
+      (rows[1]['final_return_mean'] - random) / (adam - random), rtol=1e-6)
+  assert os.path.getsize(tmp_path / 'summary.png') > 0
+
+  # Run again with one more spec: the finished runs are reused, only the new
+  # one trains; a changed budget is refused before anything trains.
+  trained = []
+  train = comparison.training.train
+  monkeypatch.setattr(comparison.training, 'train',
+                      lambda c, *a, **k: trained.append(c) or train(c, *a, **k))
+  cfg.optimizers = 'adam:1e-3,optim4rl:1e-3,adam:x3'
+  again = comparison.evaluate(cfg, str(tmp_path))
+  assert [r['optimizer'] for r in again] == ['adam', 'optim4rl', 'adam x3',
+                                            'random policy']
+  assert [c.optimizer.learning_rate for c in trained] == [3e-3]
+  for a, b in zip(again[:2], rows[:2]):
+    assert a['final_return_mean'] == b['final_return_mean']
+  cfg.updates_per_env = 'catch=50'
+  with pytest.raises(ValueError, match=r'finished run of another configuration'
+                     r" \(fields \['num_updates'\] differ\)"):
+    comparison.evaluate(cfg, str(tmp_path))
+  assert len(trained) == 1
 
 
 @pytest.mark.parametrize('spec,match', [
@@ -38,10 +69,46 @@ def test_evaluate_writes_table_and_plots(tmp_path):
     ('adam:fast', 'bad learning rate'),
     ('adamq:1e-3', 'optimizer.name: unknown optimizer'),
     ('adam:-1', 'optimizer.learning_rate: must be'),
+    ('adam:x0', 'bad multiplier'),
+    ('adam:xfast', 'bad multiplier'),
 ])
 def test_bad_optimizer_specs(spec, match):
   with pytest.raises(ValueError, match=match):
     comparison.with_optimizer(comparison.env_config('catch'), spec)
+
+
+def test_learning_rate_multipliers_and_duplicate_labels():
+  label, cfg = comparison.with_optimizer(comparison.env_config('catch'),
+                                         'rmsprop:x0.3')
+  assert label == 'rmsprop x0.3'
+  np.testing.assert_allclose(cfg.optimizer.learning_rate, 3e-4)
+  assert comparison.with_optimizer(comparison.env_config('catch'),
+                                   'adam:x1')[0] == 'adam'
+  ev = evaluate_config.get_config()
+  ev.envs, ev.optimizers = 'catch', 'adam:1e-3,adam:3e-3'
+  with pytest.raises(ValueError, match="two specs give the label 'adam'"):
+    comparison.evaluate(ev, '')
+
+
+def test_normalized_summary_by_hand():
+  rows = [{'env': 'a', 'optimizer': 'adam', 'final_return_mean': 10.},
+          {'env': 'a', 'optimizer': 'lo', 'final_return_mean': 8.},
+          {'env': 'a', 'optimizer': 'random policy', 'final_return_mean': 0.},
+          {'env': 'b', 'optimizer': 'adam', 'final_return_mean': -1.},
+          {'env': 'b', 'optimizer': 'lo', 'final_return_mean': -2.},
+          {'env': 'b', 'optimizer': 'random policy', 'final_return_mean': -5.},
+          # No random-policy row: not scored.
+          {'env': 'c', 'optimizer': 'adam', 'final_return_mean': 1.},
+          {'env': 'c', 'optimizer': 'lo', 'final_return_mean': 0.}]
+  summary = {r['optimizer']: r for r in comparison.normalized_summary(rows)}
+  assert summary['adam']['mean'] == 1. and summary['adam']['envs'] == 2
+  np.testing.assert_allclose([summary['lo']['a'], summary['lo']['b']],
+                             [0.8, 0.75])
+  np.testing.assert_allclose(summary['lo']['mean'], 0.775)
+  assert (summary['lo']['worst'], summary['lo']['worst_env']) == (0.75, 'b')
+  assert 'c' not in summary['lo']
+  table = comparison.summary_table(list(summary.values()), ['a', 'b', 'c'])
+  assert '| lo | 0.775 | 0.75 (b) | 0.80 | 0.75 |' in table
 
 
 def test_env_families_pick_their_agent():
@@ -80,9 +147,13 @@ def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
   cfg = evaluate_config.get_config('heldout')
   envs = cfg.envs.split(',')
   assert len(envs) == 9 and cfg.num_seeds >= 4
-  meta_trained = {'small_dense_long', 'small_dense_short', 'big_sparse_short',
-                  'big_dense_short', 'big_sparse_long', 'big_dense_long',
-                  'catch', 'ant'}
+  from configs import meta_gridworlds  # pylint: disable=g-import-not-at-top
+  from configs import meta_mix  # pylint: disable=g-import-not-at-top
+  # No task of a shipped optimizer's meta-training (the gridworlds, ant) or
+  # of the mix (configs/meta_mix.py) is in the suite.
+  meta_trained = (set(meta_gridworlds.get_config().tasks.env_names) |
+                  set(meta_mix.get_config().tasks.env_names) | {'ant'})
+  assert {'catch', 'asterix_minatar', 'ant'} <= meta_trained
   assert not meta_trained & set(envs)
   ppo_envs = {'hopper', 'halfcheetah', 'inverted_pendulum'}
   for env in envs:
