@@ -314,32 +314,46 @@ def normalized(value: float, random: float, adam: float) -> float:
   return (value - random) / (adam - random)
 
 
+def is_adam(label: str) -> bool:
+  """'adam' or a rate multiple of it ('adam x0.3'): the reference runs."""
+  return label == 'adam' or label.startswith('adam x')
+
+
 def normalized_summary(rows: Sequence[dict]) -> List[dict]:
   """Per optimizer: its normalized final return on each env (random
   policy = 0, Adam = 1), their mean and the worst env.
 
-  Only envs with both an 'adam' and a random-policy row count; [] if none.
+  Adam is the best of the env's Adam runs: 'adam' and its rate multiples
+  ('adam x0.3', 'adam x3'), i.e. Adam at its tuned rate over that sweep.
+  Each row's 'adam_rates' names the Adam run taken per env. Only envs with
+  an Adam and a random-policy row count; [] if none.
   """
   by_env = {}
   for r in rows:
     by_env.setdefault(r['env'], {})[r['optimizer']] = r['final_return_mean']
-  scored = {env: opts for env, opts in by_env.items()
-            if 'adam' in opts and RANDOM_LABEL in opts}
-  if not scored:
+  reference = {}
+  for env, opts in by_env.items():
+    adams = {k: v for k, v in opts.items() if is_adam(k)}
+    if adams and RANDOM_LABEL in opts:
+      reference[env] = max(adams, key=adams.get)
+  if not reference:
     return []
   names = list(dict.fromkeys(
       r['optimizer'] for r in rows if r['optimizer'] != RANDOM_LABEL))
   out = []
   for name in names:
-    per_env = {env: normalized(opts[name], opts[RANDOM_LABEL], opts['adam'])
-               for env, opts in scored.items() if name in opts}
+    per_env = {env: normalized(by_env[env][name], by_env[env][RANDOM_LABEL],
+                               by_env[env][ref])
+               for env, ref in reference.items() if name in by_env[env]}
     if not per_env:
       continue
     worst = min(per_env, key=per_env.get)
     out.append({'optimizer': name,
                 'mean': float(np.mean(list(per_env.values()))),
                 'worst': per_env[worst], 'worst_env': worst,
-                'envs': len(per_env), **per_env})
+                'envs': len(per_env),
+                'adam_rates': ' '.join(f'{e}={reference[e]}'
+                                       for e in per_env), **per_env})
   return out
 
 
@@ -347,7 +361,8 @@ def summary_table(summary: Sequence[dict], envs: Sequence[str]) -> str:
   """Markdown: one row per optimizer, its mean, worst and each env."""
   envs = [e for e in envs if any(e in r for r in summary)]
   lines = ['Normalized final return: (return - random policy) / '
-           '(Adam - random policy).', '',
+           '(Adam - random policy), Adam the best of its runs on each env.',
+           '',
            '| optimizer | mean | worst (env) | ' + ' | '.join(envs) + ' |',
            '|---|---|---|' + '---|' * len(envs)]
   for r in summary:

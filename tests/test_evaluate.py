@@ -99,16 +99,23 @@ def test_normalized_summary_by_hand():
           {'env': 'b', 'optimizer': 'random policy', 'final_return_mean': -5.},
           # No random-policy row: not scored.
           {'env': 'c', 'optimizer': 'adam', 'final_return_mean': 1.},
-          {'env': 'c', 'optimizer': 'lo', 'final_return_mean': 0.}]
+          {'env': 'c', 'optimizer': 'lo', 'final_return_mean': 0.},
+          # Adam's best rate on b is x3: it is the reference there.
+          {'env': 'b', 'optimizer': 'adam x3', 'final_return_mean': 0.},
+          {'env': 'a', 'optimizer': 'adam x0.3', 'final_return_mean': 5.}]
   summary = {r['optimizer']: r for r in comparison.normalized_summary(rows)}
-  assert summary['adam']['mean'] == 1. and summary['adam']['envs'] == 2
+  assert summary['adam']['envs'] == 2
+  np.testing.assert_allclose([summary['adam']['a'], summary['adam']['b']],
+                             [1., 0.8])
+  assert summary['lo']['adam_rates'] == 'a=adam b=adam x3'
+  np.testing.assert_allclose(summary['adam x0.3']['a'], 0.5)
   np.testing.assert_allclose([summary['lo']['a'], summary['lo']['b']],
-                             [0.8, 0.75])
-  np.testing.assert_allclose(summary['lo']['mean'], 0.775)
-  assert (summary['lo']['worst'], summary['lo']['worst_env']) == (0.75, 'b')
+                             [0.8, 0.6])
+  np.testing.assert_allclose(summary['lo']['mean'], 0.7)
+  assert summary['lo']['worst_env'] == 'b'
   assert 'c' not in summary['lo']
   table = comparison.summary_table(list(summary.values()), ['a', 'b', 'c'])
-  assert '| lo | 0.775 | 0.75 (b) | 0.80 | 0.75 |' in table
+  assert '| lo | 0.700 | 0.60 (b) | 0.80 | 0.60 |' in table
 
 
 def test_env_families_pick_their_agent():
@@ -163,9 +170,17 @@ def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
   # spec of the preset is a known optimizer (validated on a gymnax task).
   base = comparison.env_config('breakout_minatar')
   base.env_name = 'breakout_minatar'
+  rates = {}
   for spec in cfg.optimizers.split(','):
-    _, run = comparison.with_optimizer(base, spec)
-    assert run.optimizer.learning_rate == 1e-3
+    label, run = comparison.with_optimizer(base, spec)
+    rates[label] = run.optimizer.learning_rate
+  # Adam's sweep: 0.3x, 1x, 3x the A2C rate; the rest at 1x.
+  np.testing.assert_allclose(
+      [rates.pop('adam x0.3'), rates.pop('adam'), rates.pop('adam x3')],
+      [3e-4, 1e-3, 3e-3])
+  assert set(rates.values()) == {1e-3} and len(rates) == 4
+  assert comparison.parse_updates_per_env(cfg.updates_per_env, envs) == {
+      'hopper': 60, 'halfcheetah': 60, 'inverted_pendulum': 60}
   base = comparison.env_config('inverted_pendulum')
   base.env_name = 'inverted_pendulum'
   _, run = comparison.with_optimizer(base, 'adam:default')
