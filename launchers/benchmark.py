@@ -7,8 +7,10 @@ r"""Throughput, compile time and peak memory figures (prints them; no test).
     python -m launchers.benchmark --mode=meta --env=catch --agents=512
     # A2C + Adam, 64 envs, rollout 20:
     python -m launchers.benchmark --mode=a2c --env=small_dense_short --envs=64
-    # Where meta-training time goes (the cell vs the agents):
+    # Where meta-training time goes (the cell vs the agents), and a profile
+    # of one call summed by XLA op:
     python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
+    python -m launchers.benchmark --mode=meta --profile_dir=/tmp/meta_trace
     # One learned-optimizer update vs optax.adam, FLOPs and share of the
     # matmul peak, per cell / MLP shape / implementation / N (JSON via --out):
     python -m launchers.benchmark --mode=opt --out=opt.jsonl
@@ -36,6 +38,7 @@ from agents import networks
 from launchers import common
 from launchers import runtime
 import lopt
+from lopt import benchmarking
 from lopt import meta
 
 _MODE = flags.DEFINE_enum('mode', 'meta',
@@ -76,6 +79,10 @@ _GROUPS = flags.DEFINE_integer('agent_groups', 1,
 _IMPL = flags.DEFINE_enum('impl', 'haiku', ['fast', 'haiku'],
                           "Meta: the cell's implementation (lopt.fast_cells).")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
+_PROFILE = flags.DEFINE_string(
+    'profile_dir', '', 'Meta: after the timed calls, trace one more call '
+    'with jax.profiler into this folder and add the XLA op time summed by '
+    'op and by op kind (self time, share of all op time) to the figures.')
 
 
 def _peak_rss_gib() -> float:
@@ -116,6 +123,19 @@ def bench_meta() -> dict:
   t_first_call = time.time() - t2
   state, per_call = _time_calls(compiled, state, _CALLS.value)
   per_iter = per_call / _STEPS.value
+  profile = {}
+  if _PROFILE.value:
+    with jax.profiler.trace(_PROFILE.value):
+      state, _ = compiled(state)
+      jax.block_until_ready(state)
+    profile = benchmarking.profile_by_op(
+        benchmarking.trace_file(_PROFILE.value))
+    for part in ('kinds', 'ops'):
+      print(f'XLA op time by {part[:-1]} (self time, share of '
+            f'{profile["total_ms"][0]:.0f} ms for {_STEPS.value} '
+            'meta-iterations):')
+      for name, ms, share in profile[part]:
+        print(f'  {share:6.1%} {ms:10.1f} ms  {name}')
   steps = _AGENTS.value * (_K.value + 1) * _ROLLOUT.value
   coords = lopt.cells.coordinate_count(
       jax.eval_shape(agent.init_params, jax.random.PRNGKey(0)))
@@ -133,6 +153,7 @@ def bench_meta() -> dict:
       'time_to_first_meta_iteration_seconds': (
           t_init + t_compile + t_first_call / _STEPS.value),
       'peak_rss_gib': _peak_rss_gib(),
+      **({'profile': profile} if profile else {}),
   }
 
 
@@ -201,7 +222,6 @@ def bench_env() -> dict:
 
 def bench_opt() -> dict:
   """Learned-optimizer update time vs optax.adam, FLOPs, share of peak."""
-  from lopt import benchmarking  # pylint: disable=g-import-not-at-top
   peak = benchmarking.matmul_peak_gflops()
   print(f'matmul peak (2048^2 f32, this process): {peak:.1f} GFLOP/s',
         flush=True)

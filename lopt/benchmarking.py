@@ -136,3 +136,69 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
       'adam_ms': None if adam is None else adam * 1e3,
       'vs_adam': None if adam is None else seconds / adam,
   }
+
+
+# Host-side events of a jax.profiler trace (Python frames, the runtime's
+# dispatch and waits); everything else on the trace is an XLA op (a thunk
+# named after its HLO instruction: 'loop_fusion.3', 'ynn_fusion', 'dot.2').
+_HOST_PREFIXES = ('$', 'PjitFunction', 'end: ')
+
+
+def _is_host_event(name: str) -> bool:
+  return name.startswith(_HOST_PREFIXES) or '::' in name or ' ' in name
+
+
+def op_kind(name: str) -> str:
+  """An HLO op's kind: its name without the '.N' suffix ('loop_fusion')."""
+  base, _, suffix = name.rpartition('.')
+  return base if base and suffix.isdigit() else name
+
+
+def profile_by_op(trace_file: str, top: int = 15) -> Dict[str, list]:
+  """XLA op time of a jax.profiler trace (`*.trace.json.gz`), summed.
+
+  Self time (an op's duration less that of the ops nested in it, e.g. a
+  `while` loop's body) per op name and per op kind, largest first, with
+  its share of all op time. Returns {'ops': [(name, ms, share)],
+  'kinds': [(kind, ms, share)], 'total_ms': [total]}.
+  """
+  import gzip  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  with gzip.open(trace_file) as f:
+    trace = json.load(f)
+  events = trace['traceEvents'] if isinstance(trace, dict) else trace
+  by_thread = {}
+  for e in events:
+    if e.get('ph') == 'X' and 'dur' in e and not _is_host_event(e['name']):
+      by_thread.setdefault((e.get('pid'), e.get('tid')), []).append(e)
+  self_us = {}
+  for evs in by_thread.values():
+    evs.sort(key=lambda e: (e['ts'], -e['dur']))
+    stack = []  # [end time, name] of the enclosing ops
+    for e in evs:
+      while stack and stack[-1][0] <= e['ts']:
+        stack.pop()
+      if stack:  # nested: its time is not its parent's own
+        self_us[stack[-1][1]] = self_us.get(stack[-1][1], 0.) - e['dur']
+      self_us[e['name']] = self_us.get(e['name'], 0.) + e['dur']
+      stack.append([e['ts'] + e['dur'], e['name']])
+  total = sum(self_us.values()) or 1.
+  kinds = {}
+  for name, us in self_us.items():
+    kinds[op_kind(name)] = kinds.get(op_kind(name), 0.) + us
+  rank = lambda d: [(k, v / 1e3, v / total) for k, v in
+                    sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+  return {'ops': rank(self_us), 'kinds': rank(kinds),
+          'total_ms': [total / 1e3]}
+
+
+def trace_file(directory: str) -> str:
+  """The newest `*.trace.json.gz` that jax.profiler wrote under `directory`."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  files = glob.glob(os.path.join(directory, '**', '*.trace.json.gz'),
+                    recursive=True)
+  if not files:
+    raise FileNotFoundError(f'{directory}: no *.trace.json.gz (jax.profiler '
+                            'writes one per trace)')
+  return max(files, key=os.path.getmtime)

@@ -1,0 +1,60 @@
+"""lopt.benchmarking's profile summary, on a hand-written trace and a real one."""
+
+import gzip
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lopt import benchmarking
+
+
+def _write(path, events):
+  with gzip.open(path, 'wt') as f:
+    json.dump({'traceEvents': events}, f)
+  return str(path)
+
+
+def test_profile_by_op_sums_self_time_by_op_and_kind(tmp_path):
+  x = lambda name, ts, dur, tid=1: {'ph': 'X', 'name': name, 'ts': ts,
+                                    'dur': dur, 'pid': 1, 'tid': tid}
+  events = [
+      {'ph': 'M', 'name': 'thread_name', 'pid': 1, 'tid': 1},
+      x('$profiler.py:307 trace', 0, 1000),         # host: left out
+      x('PjitFunction(run)', 0, 900),
+      x('ThunkExecutor::Execute (wait)', 0, 900),
+      x('while.3', 10, 500),                        # encloses two ops
+      x('loop_fusion.1', 20, 100),
+      x('dot.7', 200, 250),
+      x('loop_fusion.2', 600, 50),
+      x('dot.8', 0, 30, tid=2),                     # another thread
+      x('end: dot.8', 40, 1, tid=2),
+  ]
+  out = benchmarking.profile_by_op(_write(tmp_path / 't.trace.json.gz',
+                                          events))
+  ops = {name: ms for name, ms, _ in out['ops']}
+  assert ops == pytest.approx({'while.3': 0.15, 'loop_fusion.1': 0.1,
+                               'dot.7': 0.25, 'loop_fusion.2': 0.05,
+                               'dot.8': 0.03})
+  kinds = {name: (ms, share) for name, ms, share in out['kinds']}
+  assert kinds['dot'][0] == pytest.approx(0.28)
+  assert kinds['loop_fusion'][0] == pytest.approx(0.15)
+  np.testing.assert_allclose(out['total_ms'][0], 0.58)
+  np.testing.assert_allclose(sum(s for _, _, s in out['kinds']), 1.)
+  assert [n for n, _, _ in out['kinds']][0] == 'dot'  # largest first
+
+
+def test_profile_of_a_real_trace_names_xla_ops(tmp_path):
+  f = jax.jit(lambda a, w: jnp.tanh(a @ w).sum())
+  a, w = jnp.ones((256, 64)), jnp.ones((64, 64))
+  f(a, w).block_until_ready()
+  with jax.profiler.trace(str(tmp_path)):
+    f(a, w).block_until_ready()
+  out = benchmarking.profile_by_op(benchmarking.trace_file(str(tmp_path)))
+  names = [n for n, _, _ in out['ops']]
+  assert names and out['total_ms'][0] > 0
+  assert not any(n.startswith('$') or '::' in n for n in names)
+  with pytest.raises(FileNotFoundError, match='no \\*.trace.json.gz'):
+    benchmarking.trace_file(str(tmp_path / 'empty'))
