@@ -33,6 +33,9 @@ RANDOM_STEPS = 2000
 # config (a later evaluation reuses the run when the config is the same)
 # and its label.
 RUN_CONFIG = 'run_config.json'
+# An env is scored (normalized) only where the best Adam run's return beats
+# the random policy's by more than this fraction of the larger of the two.
+MIN_ADAM_GAIN = 0.05
 RUN_LABEL = 'label.txt'
 
 
@@ -326,7 +329,10 @@ def normalized_summary(rows: Sequence[dict]) -> List[dict]:
   Adam is the best of the env's Adam runs: 'adam' and its rate multiples
   ('adam x0.3', 'adam x3'), i.e. Adam at its tuned rate over that sweep.
   Each row's 'adam_rates' names the Adam run taken per env. Only envs with
-  an Adam and a random-policy row count; [] if none.
+  an Adam and a random-policy row count, and only where Adam beats the
+  random policy by more than `MIN_ADAM_GAIN` of the larger of the two
+  returns (else the scale is noise: `summary_table` lists such envs as not
+  scored); [] if none.
   """
   by_env = {}
   for r in rows:
@@ -335,7 +341,11 @@ def normalized_summary(rows: Sequence[dict]) -> List[dict]:
   for env, opts in by_env.items():
     adams = {k: v for k, v in opts.items() if is_adam(k)}
     if adams and RANDOM_LABEL in opts:
-      reference[env] = max(adams, key=adams.get)
+      best = max(adams, key=adams.get)
+      gain = opts[best] - opts[RANDOM_LABEL]
+      if gain > MIN_ADAM_GAIN * max(abs(opts[best]),
+                                    abs(opts[RANDOM_LABEL])):
+        reference[env] = best
   if not reference:
     return []
   names = list(dict.fromkeys(
@@ -359,12 +369,16 @@ def normalized_summary(rows: Sequence[dict]) -> List[dict]:
 
 def summary_table(summary: Sequence[dict], envs: Sequence[str]) -> str:
   """Markdown: one row per optimizer, its mean, worst and each env."""
-  envs = [e for e in envs if any(e in r for r in summary)]
+  unscored = [e for e in envs if not any(e in r for r in summary)]
+  envs = [e for e in envs if e not in unscored]
   lines = ['Normalized final return: (return - random policy) / '
            '(Adam - random policy), Adam the best of its runs on each env.',
-           '',
-           '| optimizer | mean | worst (env) | ' + ' | '.join(envs) + ' |',
-           '|---|---|---|' + '---|' * len(envs)]
+           '']
+  if unscored:
+    lines += [f'Not scored (Adam no better than the random policy, or a row '
+              f'missing): {", ".join(unscored)}.', '']
+  lines += ['| optimizer | mean | worst (env) | ' + ' | '.join(envs) + ' |',
+            '|---|---|---|' + '---|' * len(envs)]
   for r in summary:
     cells = [f'{r[e]:.2f}' if e in r else '' for e in envs]
     lines.append(f'| {r["optimizer"]} | {r["mean"]:.3f} | {r["worst"]:.2f} '

@@ -102,7 +102,12 @@ def test_normalized_summary_by_hand():
           {'env': 'c', 'optimizer': 'lo', 'final_return_mean': 0.},
           # Adam's best rate on b is x3: it is the reference there.
           {'env': 'b', 'optimizer': 'adam x3', 'final_return_mean': 0.},
-          {'env': 'a', 'optimizer': 'adam x0.3', 'final_return_mean': 5.}]
+          {'env': 'a', 'optimizer': 'adam x0.3', 'final_return_mean': 5.},
+          # Adam no better than random (-499 vs -500): not scored.
+          {'env': 'd', 'optimizer': 'adam', 'final_return_mean': -499.},
+          {'env': 'd', 'optimizer': 'lo', 'final_return_mean': -300.},
+          {'env': 'd', 'optimizer': 'random policy',
+           'final_return_mean': -500.}]
   summary = {r['optimizer']: r for r in comparison.normalized_summary(rows)}
   assert summary['adam']['envs'] == 2
   np.testing.assert_allclose([summary['adam']['a'], summary['adam']['b']],
@@ -113,9 +118,12 @@ def test_normalized_summary_by_hand():
                              [0.8, 0.6])
   np.testing.assert_allclose(summary['lo']['mean'], 0.7)
   assert summary['lo']['worst_env'] == 'b'
-  assert 'c' not in summary['lo']
-  table = comparison.summary_table(list(summary.values()), ['a', 'b', 'c'])
+  assert 'c' not in summary['lo'] and 'd' not in summary['lo']
+  table = comparison.summary_table(list(summary.values()),
+                                   ['a', 'b', 'c', 'd'])
   assert '| lo | 0.700 | 0.60 (b) | 0.80 | 0.60 |' in table
+  assert 'Not scored (Adam no better than the random policy' in table
+  assert 'row missing): c, d.' in table
 
 
 def test_env_families_pick_their_agent():
