@@ -394,7 +394,7 @@ def plot_normalized(path: str, summary: Sequence[dict],
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   envs = [e for e in envs if any(e in r for r in summary)] + ['mean']
-  fig, ax = plt.subplots(figsize=(max(6., 1.1 * len(envs) + 2), 4.5))
+  fig, ax = plt.subplots(figsize=(max(6., 1.1 * len(envs) + 2), 5.5))
   width = 0.8 / len(summary)
   for i, r in enumerate(summary):
     y = [r.get(e, np.nan) for e in envs]
@@ -409,7 +409,8 @@ def plot_normalized(path: str, summary: Sequence[dict],
               max(1.3, np.nanmax([max(v for k, v in r.items()
                                       if k in envs) for r in summary]) + 0.05))
   ax.grid(alpha=0.3, axis='y')
-  ax.legend(fontsize=8, ncol=2)
+  ax.legend(fontsize=8, ncol=4, loc='upper center',
+            bbox_to_anchor=(0.5, -0.3))
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
