@@ -144,14 +144,22 @@ def saved_label(folder: str) -> str:
 
 
 def return_stats(final) -> dict:
-  """Mean, standard error, std, seed count and per-seed figures of returns."""
+  """Mean, standard error, std, seed count and per-seed figures of returns.
+
+  A seed whose last logging chunks ended no episode (e.g. a pendulum kept up
+  for the whole window) has no final figure (NaN): it is left out of the
+  mean, std and standard error, and `seeds` counts the seeds that have one.
+  """
   final = np.asarray(final, np.float64)
-  return {'final_return_mean': float(np.mean(final)),
-          'final_return_sem': float(np.std(final, ddof=1) /
-                                    np.sqrt(len(final)))
-                              if len(final) > 1 else float('nan'),
-          'final_return_std': float(np.std(final)),
-          'seeds': len(final),
+  have = final[np.isfinite(final)]
+  return {'final_return_mean': float(np.mean(have)) if len(have)
+                               else float('nan'),
+          'final_return_sem': float(np.std(have, ddof=1) /
+                                    np.sqrt(len(have)))
+                              if len(have) > 1 else float('nan'),
+          'final_return_std': float(np.std(have)) if len(have)
+                              else float('nan'),
+          'seeds': len(have),
           'per_seed': ' '.join(f'{x:.3f}' for x in final)}
 
 
@@ -166,7 +174,7 @@ def summarize(results: dict) -> List[dict]:
            'env_steps_per_second': float(r['steps_per_second'])}
     if reference is not None:
       row['ratio_to_adam'] = row['final_return_mean'] / float(
-          np.mean(reference['final_return']))
+          np.nanmean(reference['final_return']))
     rows.append(row)
   return rows
 

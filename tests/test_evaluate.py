@@ -90,6 +90,15 @@ def test_learning_rate_multipliers_and_duplicate_labels():
     comparison.evaluate(ev, '')
 
 
+def test_return_stats_leave_out_seeds_without_a_finished_episode():
+  stats = comparison.return_stats([1., float('nan'), 3.])
+  assert stats['seeds'] == 2 and stats['final_return_mean'] == 2.
+  np.testing.assert_allclose(stats['final_return_sem'], np.std([1, 3],
+                                                              ddof=1) / 2 ** .5)
+  assert stats['per_seed'] == '1.000 nan 3.000'
+  assert np.isnan(comparison.return_stats([float('nan')])['final_return_mean'])
+
+
 def test_normalized_summary_by_hand():
   rows = [{'env': 'a', 'optimizer': 'adam', 'final_return_mean': 10.},
           {'env': 'a', 'optimizer': 'lo', 'final_return_mean': 8.},
