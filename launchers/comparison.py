@@ -128,14 +128,18 @@ def finished_run(cfg, folder: str) -> Optional[dict]:
   with open(os.path.join(folder, 'returns.csv')) as f:
     table = list(csv.DictReader(f))
   seeds = len(summary['final_return_per_seed'])
-  return {'label': saved_label(folder), 'env': summary['env'],
-          'env_steps': np.array([int(r['env_steps']) for r in table]),
-          'returns': np.array([[float(r[f'return_seed{i}'] or 'nan')
-                                for i in range(seeds)] for r in table]),
-          'final_return': np.asarray(summary['final_return_per_seed']),
-          'steps_per_second': summary['env_steps_per_second_after_compile'],
-          'compile_seconds': summary['compile_seconds'],
-          'nonfinite': summary['nonfinite_params'], 'reused': True}
+  returns = np.array([[float(r[f'return_seed{i}'] or 'nan')
+                       for i in range(seeds)] for r in table])
+  # The final figure is recomputed from the curve, so a reused run is
+  # scored as a fresh one would be.
+  result = {'label': saved_label(folder), 'env': summary['env'],
+            'env_steps': np.array([int(r['env_steps']) for r in table]),
+            'returns': returns, 'final_return': None,
+            'steps_per_second': summary['env_steps_per_second_after_compile'],
+            'compile_seconds': summary['compile_seconds'],
+            'nonfinite': summary['nonfinite_params'], 'reused': True}
+  result['final_return'] = training.final_return(result['returns'])
+  return result
 
 
 def saved_label(folder: str) -> str:

@@ -11,6 +11,7 @@ seed), `learning_curve.png` and `summary.json` into `workdir`.
 import math
 import os
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +82,8 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
 
   Returns:
     dict with `env_steps` [chunks], `returns` [chunks, seeds] (mean episode
-    return over each logging chunk), `final_return` [seeds] (mean over the
+    return over each logging chunk), `final_return` [seeds] (`final_return`:
+    mean over the
     last 10% of chunks), `steps_per_second` (after compilation),
     `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
   """
@@ -132,8 +134,7 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
                                    for x in jax.tree.leaves(p)])))(
                                        states.params)))
   returns = np.stack(returns)
-  tail = max(1, num_chunks // 10)
-  final = np.nanmean(returns[-tail:], axis=0)
+  final = final_return(returns)
   result = {'label': label or cfg.optimizer.name, 'env': cfg.env_name,
             'env_steps': np.asarray(env_steps), 'returns': returns,
             'final_return': final, 'steps_per_second': steps_per_second,
@@ -156,6 +157,24 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
         'env_steps_per_second_after_compile': steps_per_second,
         'compile_seconds': compile_seconds, 'nonfinite_params': nonfinite})
   return result
+
+
+def final_return(returns: np.ndarray) -> np.ndarray:
+  """Per seed, `returns[chunks, seeds]` -> `[seeds]`: the mean episode
+  return over the last 10% of logging chunks (at least one); a seed for
+  which no episode ended there (e.g. a 1000-step Brax episode when the run
+  is 1200 steps long) takes its latest chunk in which one did; NaN if none
+  ever did."""
+  returns = np.asarray(returns, np.float64)
+  tail = max(1, len(returns) // 10)
+  with np.errstate(invalid='ignore'), warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN tails
+    final = np.nanmean(returns[-tail:], axis=0)
+  for seed in np.flatnonzero(np.isnan(final)):
+    ended = np.flatnonzero(np.isfinite(returns[:, seed]))
+    if len(ended):
+      final[seed] = returns[ended[-1], seed]
+  return final
 
 
 def _constrain(out, where):

@@ -204,3 +204,15 @@ def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
   assert run.optimizer.learning_rate == 3e-4
   with pytest.raises(ValueError, match="unknown preset 'heldin'"):
     evaluate_config.get_config('heldin')
+
+
+def test_final_return_falls_back_to_the_latest_chunk_that_ended_an_episode():
+  from launchers import training  # pylint: disable=g-import-not-at-top
+  nan = float('nan')
+  # 20 chunks x 3 seeds: the tail is the last 2 chunks.
+  returns = np.full((20, 3), nan)
+  returns[-2:, 0] = [4., 6.]       # episodes in the tail: their mean
+  returns[-1, 1] = 8.
+  returns[12, 2] = 7.              # none in the tail: chunk 12's figure
+  np.testing.assert_allclose(training.final_return(returns), [5., 8., 7.])
+  assert np.isnan(training.final_return(np.full((5, 1), nan))[0])
