@@ -26,6 +26,8 @@ _DIR = os.path.dirname(os.path.abspath(__file__))
 # steps, linear schedule: 0.93 of Adam's final return, against 0.81 for
 # optim4rl_gridworlds and 0.73 for the untrained cell; README "Results").
 # tests/test_plain_loop.py checks it at half that budget (>= 0.9 of Adam).
+# On the held-out suite (README) it has the best mean of the shipped ones,
+# 0.951 of tuned Adam, but CartPole and Breakout with A2C stay far below.
 DEFAULT = 'optim4rl_ant_ppo'
 
 
