@@ -294,7 +294,8 @@ def evaluate(cfg, workdir: str) -> List[dict]:
             f'optimizers: two specs give the label {label!r} in {specs}; '
             'give each (name, learning rate) once, or sweep rates with xF')
     for label, run in runs:  # a finished run of another config is refused
-      finished_run(run, run_dir(workdir, env, label))
+      if workdir:
+        finished_run(run, run_dir(workdir, env, label))
     plans.append((base, runs))
   rows = []
   os.makedirs(workdir, exist_ok=True)
