@@ -33,10 +33,10 @@ RANDOM_STEPS = 2000
 # config (a later evaluation reuses the run when the config is the same)
 # and its label.
 RUN_CONFIG = 'run_config.json'
+RUN_LABEL = 'label.txt'
 # An env is scored (normalized) only where the best Adam run's return beats
 # the random policy's by more than this fraction of the larger of the two.
 MIN_ADAM_GAIN = 0.05
-RUN_LABEL = 'label.txt'
 
 
 def env_config(env_name: str, paper_scale: bool = False):
@@ -110,6 +110,8 @@ def finished_run(cfg, folder: str) -> Optional[dict]:
 
   None when `folder` holds no finished run. A finished run of another
   config is refused (nothing is overwritten): the error names the fields.
+  The config names a shipped optimizer or a meta-params file, not its
+  contents: after replacing such a file, evaluate into a fresh workdir.
   """
   saved_path = os.path.join(folder, RUN_CONFIG)
   if not os.path.exists(saved_path):
