@@ -70,10 +70,8 @@ def validate(cfg, check_devices: bool = True) -> List[Any]:
   meta.make_meta_optimizer(cfg.meta.learning_rate, cfg.meta.clip_type,
                            cfg.meta.clip)
   meta_losses.get(cfg.meta.meta_loss)
-  weighting = cfg.meta.get('task_weighting', 'mean')
-  if weighting not in meta.TASK_WEIGHTINGS:
-    raise ValueError(f'meta.task_weighting: unknown {weighting!r}; allowed: '
-                     f'{list(meta.TASK_WEIGHTINGS)}')
+  meta.check_task_weighting(cfg.meta.get('task_weighting', 'mean'),
+                            'meta.task_weighting')
   common.check_positive_int(cfg.meta.num_inner_steps, 'meta.num_inner_steps')
   for field in ('num_meta_steps', 'log_every', 'save_every',
                 'keep_checkpoints'):

@@ -82,9 +82,8 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
 
   Returns:
     dict with `env_steps` [chunks], `returns` [chunks, seeds] (mean episode
-    return over each logging chunk), `final_return` [seeds] (`final_return`:
-    mean over the
-    last 10% of chunks), `steps_per_second` (after compilation),
+    return over each logging chunk), `final_return` [seeds] (see
+    `final_return`), `steps_per_second` (after compilation),
     `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
   """
   agent, algo, steps_per_update = validate(cfg)
@@ -167,7 +166,7 @@ def final_return(returns: np.ndarray) -> np.ndarray:
   ever did."""
   returns = np.asarray(returns, np.float64)
   tail = max(1, len(returns) // 10)
-  with np.errstate(invalid='ignore'), warnings.catch_warnings():
+  with warnings.catch_warnings():
     warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN tails
     final = np.nanmean(returns[-tail:], axis=0)
   for seed in np.flatnonzero(np.isnan(final)):

@@ -56,6 +56,15 @@ CLIP_TYPES = ('elementwise', 'global_norm', 'none')
 TASK_WEIGHTINGS = ('mean', 'unit_norm')
 
 
+def check_task_weighting(name: str, field: str = 'task_weighting') -> str:
+  """`name` if it is one of `TASK_WEIGHTINGS`; else a ValueError naming
+  `field` and what is allowed."""
+  if name not in TASK_WEIGHTINGS:
+    raise ValueError(f'{field}: unknown {name!r}; allowed: '
+                     f'{list(TASK_WEIGHTINGS)}')
+  return name
+
+
 class Task(NamedTuple):
   """One meta-training task: an inner agent and its population settings.
 
@@ -291,12 +300,9 @@ def population_grads(agent_losses: Sequence[Any], meta_params,
 
   Returns `((loss, (new_population, per-task metrics)), meta_grads)`.
   """
-  if task_weighting == 'mean':
+  if check_task_weighting(task_weighting) == 'mean':
     return jax.value_and_grad(population_loss, argnums=1, has_aux=True)(
         agent_losses, meta_params, population, keys, agent_groups)
-  if task_weighting != 'unit_norm':
-    raise ValueError(f'task_weighting: unknown {task_weighting!r}; allowed: '
-                     f'{list(TASK_WEIGHTINGS)}')
   total, grads, new_pop, metrics = 0., [], [], []
   for agent_loss, pop, k in zip(agent_losses, population, keys):
     (loss, (p, m)), g = jax.value_and_grad(
@@ -456,9 +462,7 @@ def make_meta_trainer(tasks: Sequence[Task],
                else (reset_interval,) * len(tasks))
   _check_trainer_args(tasks, num_inner_steps, steps_per_call, intervals,
                       num_devices, agent_groups)
-  if task_weighting not in TASK_WEIGHTINGS:
-    raise ValueError(f'task_weighting: unknown {task_weighting!r}; allowed: '
-                     f'{list(TASK_WEIGHTINGS)}')
+  check_task_weighting(task_weighting)
   head = meta_losses.get(meta_loss)
   parts = _Parts(
       tasks=tasks, learned_opt=learned_opt, meta_optimizer=meta_optimizer,
