@@ -20,7 +20,8 @@ HELDOUT_ENVS = ('cartpole,acrobot,breakout_minatar,space_invaders_minatar,'
 # as Adam = 1); RMSProp, the untrained cell and each shipped optimizer at 1x.
 HELDOUT_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,rmsprop:default,'
                       'optim4rl:default,optim4rl_gridworlds:default,'
-                      'optim4rl_ant_ppo:default')
+                      'optim4rl_ant_ppo:default,'
+                      'optim4rl_untrained_ema:default')
 # The Brax tasks' CPU budget: 60 PPO updates of 64 envs x 20 steps (77k
 # env-steps per seed; about 2 min per run here with 4 seeds).
 HELDOUT_UPDATES = 'hopper=60,halfcheetah=60,inverted_pendulum=60'

@@ -8,6 +8,7 @@ import pytest
 
 from configs import evaluate as evaluate_config
 from launchers import comparison
+import lopt
 
 
 def test_evaluate_writes_table_summary_and_plots_and_reuses_runs(
@@ -195,7 +196,9 @@ def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
   np.testing.assert_allclose(
       [rates.pop('adam x0.3'), rates.pop('adam'), rates.pop('adam x3')],
       [3e-4, 1e-3, 3e-3])
-  assert set(rates.values()) == {1e-3} and len(rates) == 4
+  assert set(rates.values()) == {1e-3}
+  # RMSProp, the untrained cell and every shipped optimizer.
+  assert set(rates) == {'rmsprop', 'optim4rl', *lopt.pretrained_lib.names()}
   assert comparison.parse_updates_per_env(cfg.updates_per_env, envs) == {
       'hopper': 60, 'halfcheetah': 60, 'inverted_pendulum': 60}
   base = comparison.env_config('inverted_pendulum')

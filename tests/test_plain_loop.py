@@ -6,8 +6,9 @@ settings (4 envs x 128 steps, 4 minibatches x 4 epochs, lr 2.5e-4 annealed
 linearly to 0, global-norm clip 0.5) at half their budget: 488 updates
 (249,856 env steps), 4 seeds. A user swaps `optax.adam(schedule, eps=1e-5)`
 for `lopt.pretrained(learning_rate=schedule)`, same schedule, nothing
-retuned. Measured here (README Results): Adam 434, the default 442 (1.02);
-optim4rl_gridworlds 338 (0.78) would fail. At the full 976 updates: 0.93.
+retuned. Measured here (README Results): Adam 434, the default
+(optim4rl_untrained_ema) 423 (0.97); optim4rl_ant_ppo 442 (1.02) and
+optim4rl_gridworlds 338 (0.78).
 """
 
 import json

@@ -1,5 +1,7 @@
 """The shipped optimizer, dropped into a plain optax + haiku loop."""
 
+import os
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -30,7 +32,29 @@ def test_ant_ppo_optimizer_is_listed_and_documented():
   assert meta['learning_rate'] == pytest.approx(3e-4)
 
 
-@pytest.mark.parametrize('name', ['optim4rl_gridworlds', 'optim4rl_ant_ppo'])
+def test_default_is_the_untrained_cell_with_a_momentum_input():
+  assert lopt.pretrained_lib.DEFAULT == 'optim4rl_untrained_ema'
+  lo, meta_params = lopt.pretrained_lib.load('optim4rl_untrained_ema')
+  assert lo.config.grad_ema == pytest.approx(0.9)
+  assert lo.learning_rate == pytest.approx(1e-3)
+  meta = lopt.serialization.read_metadata(
+      lopt.pretrained_lib.path('optim4rl_untrained_ema'))
+  assert meta['extra']['variant_of'] == 'untrained'
+  init = lopt.learned_optimizer().init(jax.random.PRNGKey(0))
+  for a, b in zip(jax.tree.leaves(meta_params), jax.tree.leaves(init)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_every_shipped_optimizer_has_a_card():
+  for name in lopt.pretrained_lib.names():
+    card = lopt.pretrained_lib.path(name)[:-4] + '.md'
+    assert os.path.exists(card), card
+    with open(card) as f:
+      assert f.readline().startswith(f'# {name}'), card
+
+
+@pytest.mark.parametrize('name', ['optim4rl_gridworlds', 'optim4rl_ant_ppo',
+                                  'optim4rl_untrained_ema'])
 def test_pretrained_trains_a_supervised_problem_in_a_plain_optax_loop(name):
   # Only jax, haiku and optax here: nothing from agents/.
   net = hk.without_apply_rng(hk.transform(

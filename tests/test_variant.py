@@ -1,0 +1,69 @@
+"""launchers/variant.py: another optimizer's meta-params with a momentum
+input, written to a file that loads like any meta_train.py output."""
+
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import lopt
+from launchers import variant
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_untrained_variant_has_the_initial_meta_params_and_the_ema(tmp_path):
+  out = str(tmp_path / 'init_momentum.npz')
+  assert variant.write_variant('untrained', out, 0.9, seed=3) == out
+  lo, meta_params = lopt.load(out)
+  ref = lopt.learned_optimizer(learning_rate=1e-3)
+  assert lo.config.grad_ema == pytest.approx(0.9)
+  assert lo.learning_rate == pytest.approx(1e-3)
+  for a, b in zip(_leaves(meta_params),
+                  _leaves(ref.init(jax.random.PRNGKey(3)))):
+    np.testing.assert_array_equal(a, b)
+  meta = lopt.serialization.read_metadata(out)['extra']
+  assert meta['variant_of'] == 'untrained' and meta['seed'] == 3
+  # Its updates are the untrained cell's, fed the debiased EMA of g.
+  params = {'w': np.zeros(5, np.float32)}
+  grads = [{'w': np.asarray(np.random.RandomState(i).randn(5), np.float32)}
+           for i in range(4)]
+  plain = optax.chain(optax.ema(0.9, debias=True),
+                      ref.opt_fn(ref.init(jax.random.PRNGKey(3))))
+  mine = lo.opt_fn(meta_params)
+  s_plain, s_mine = plain.init(params), mine.init(params)
+  for g in grads:
+    u_plain, s_plain = plain.update(g, s_plain, params)
+    u_mine, s_mine = mine.update(g, s_mine, params)
+    np.testing.assert_allclose(u_mine['w'], u_plain['w'], rtol=1e-6,
+                               atol=1e-9)
+
+
+def test_shipped_variant_keeps_meta_params_and_rate(tmp_path):
+  out = str(tmp_path / 'ant_ema.npz')
+  variant.write_variant('optim4rl_ant_ppo', out, 0.8)
+  lo, meta_params = lopt.load(out)
+  src, src_params = lopt.pretrained_lib.load('optim4rl_ant_ppo')
+  assert lo.config.grad_ema == pytest.approx(0.8)
+  assert lo.config.hidden_size == src.config.hidden_size
+  assert lo.learning_rate == pytest.approx(src.learning_rate)
+  for a, b in zip(_leaves(meta_params), _leaves(src_params)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('source,out,ema,lr,match', [
+    ('nope', 'x.npz', 0.9, None, "source: unknown optimizer 'nope'"),
+    ('untrained', 'x.npz', 1.0, None, r'grad_ema: must be in \[0, 1\)'),
+    ('untrained', 'x.txt', 0.9, None, 'out: must be a path ending in .npz'),
+    ('untrained', 'x.npz', 0.9, -1., 'learning_rate'),
+])
+def test_bad_arguments_are_refused_and_nothing_is_written(
+    tmp_path, source, out, ema, lr, match):
+  path = str(tmp_path / out)
+  with pytest.raises(ValueError, match=match):
+    variant.write_variant(source, path, ema, learning_rate=lr)
+  assert not os.listdir(tmp_path)
