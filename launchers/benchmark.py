@@ -7,6 +7,10 @@ r"""Throughput, compile time and peak memory figures (prints them; no test).
     python -m launchers.benchmark --mode=meta --env=catch --agents=512
     # A2C + Adam, 64 envs, rollout 20:
     python -m launchers.benchmark --mode=a2c --env=small_dense_short --envs=64
+    # A2C on Catch, 5 seeds vmapped, Adam vs the untrained Optim4RL cell
+    # (its population folded or plain vmapped):
+    python -m launchers.benchmark --mode=a2c --env=catch --envs=16 --seeds=5 \
+        --steps_per_call=50 --calls=5 --a2c_optimizer=optim4rl --fold_vmap
     # Where meta-training time goes (the cell vs the agents), and a profile
     # of one call summed by XLA op:
     python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
@@ -78,6 +82,14 @@ _GROUPS = flags.DEFINE_integer('agent_groups', 1,
                                'Meta: sequential agent groups (memory).')
 _IMPL = flags.DEFINE_enum('impl', 'haiku', ['fast', 'haiku'],
                           "Meta: the cell's implementation (lopt.fast_cells).")
+_SEEDS = flags.DEFINE_integer('seeds', 1, 'A2C: seeds trained at once (vmap).')
+_A2C_OPT = flags.DEFINE_enum(
+    'a2c_optimizer', 'adam', ['adam', 'optim4rl'],
+    "A2C: optax.adam(1e-3) or the untrained Optim4RL cell at 1e-3 (with "
+    '--impl and --fold_vmap).')
+_FOLD = flags.DEFINE_bool(
+    'fold_vmap', True, "Meta and A2C: run the cell once on the population's "
+    'coordinates laid end to end (lopt.fast_cells.fold_vmap).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 _PROFILE = flags.DEFINE_string(
     'profile_dir', '', 'Meta: after the timed calls, trace one more call '
@@ -103,7 +115,8 @@ def bench_meta() -> dict:
                        a2c.A2CConfig(num_envs=1, rollout_len=_ROLLOUT.value))
   lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=_HIDDEN.value,
                               mlp_dims=tuple(int(m) for m in _MLP.value if m),
-                              implementation=_IMPL.value)
+                              implementation=_IMPL.value,
+                              fold_vmap=_FOLD.value)
   trainer = meta.make_meta_trainer(
       [meta.Task(_ENV.value, agent, _AGENTS.value, 1e-3)], lo,
       meta.make_meta_optimizer(1e-3), num_inner_steps=_K.value,
@@ -144,6 +157,7 @@ def bench_meta() -> dict:
       'K': _K.value, 'rollout': _ROLLOUT.value, 'remat': _REMAT.value,
       'second_order': _SECOND.value, 'cell_hidden': _HIDDEN.value,
       'cell_mlp': list(_MLP.value), 'impl': _IMPL.value,
+      'fold_vmap': _FOLD.value,
       'agent_groups': _GROUPS.value,
       'coords_per_agent': coords,
       'devices': jax.device_count(),
@@ -162,16 +176,25 @@ def bench_a2c() -> dict:
   agent = a2c.make_a2c(env, networks.paper_network(_ENV.value),
                        a2c.A2CConfig(num_envs=_ENVS.value,
                                      rollout_len=_ROLLOUT.value))
-  opt = optax.adam(1e-3)
-  train = jax.jit(a2c.make_train(agent, opt, _STEPS.value))
-  state = a2c.init_state(agent, opt, jax.random.PRNGKey(0))
+  if _A2C_OPT.value == 'adam':
+    opt = optax.adam(1e-3)
+  else:
+    lo = lopt.learned_optimizer(learning_rate=1e-3, implementation=_IMPL.value,
+                                fold_vmap=_FOLD.value)
+    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(0)))
+  train = jax.jit(jax.vmap(a2c.make_train(agent, opt, _STEPS.value)))
+  state = jax.vmap(lambda k: a2c.init_state(agent, opt, k))(
+      jax.random.split(jax.random.PRNGKey(0), _SEEDS.value))
   t1 = time.time()
   compiled = train.lower(state).compile()
   t_compile = time.time() - t1
   state, _ = compiled(state)
   state, per_call = _time_calls(compiled, state, _CALLS.value)
-  steps = _ENVS.value * _ROLLOUT.value * _STEPS.value
+  steps = _SEEDS.value * _ENVS.value * _ROLLOUT.value * _STEPS.value
   return {'mode': 'a2c', 'env': _ENV.value, 'envs': _ENVS.value,
+          'seeds': _SEEDS.value, 'optimizer': _A2C_OPT.value,
+          **({} if _A2C_OPT.value == 'adam' else
+             {'impl': _IMPL.value, 'fold_vmap': _FOLD.value}),
           'rollout': _ROLLOUT.value, 'updates_per_call': _STEPS.value,
           'env_steps_per_second': steps / per_call,
           'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}

@@ -171,6 +171,7 @@ def scale_by_learned_optimizer(
 def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                       config: Optional[cells.CellConfig] = None,
                       implementation: str = 'haiku',
+                      fold_vmap: bool = True,
                       **config_kwargs) -> LearnedOptimizer:
   """Builds a learned optimizer (cell transform built once, here).
 
@@ -186,6 +187,9 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       coordinate-minor, state `[hidden, N]`; faster on one large flat
       vector, slower under vmap, see README performance). Both give the
       same updates to float tolerance.
+    fold_vmap: under `vmap` over agents or seeds with shared meta-params,
+      run the cell once on all their coordinates laid end to end
+      (`fast_cells.fold_vmap`): the same values and meta-gradients.
     **config_kwargs: `CellConfig` fields, when `config` is None.
 
   Returns:
@@ -198,7 +202,7 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
   default_lr = (None if learning_rate is None
                 else check_learning_rate(learning_rate))
   cell = cells.make_cell(config)
-  impl = fast_cells.make(config, implementation, cell)
+  impl = fast_cells.make(config, implementation, cell, fold=fold_vmap)
 
   def init(key: Array) -> MetaParams:
     g = jnp.zeros((1,), jnp.float32)

@@ -128,3 +128,88 @@ def test_bad_implementation_and_state_shapes_are_named():
   bad = state._replace(cell_state=(jnp.zeros((5, 8)), jnp.zeros((5, 8))))
   with pytest.raises(AssertionError, match='shape'):
     opt.update(jnp.zeros(5), bad)
+
+
+def _max_diff(a, b):
+  return max(float(jnp.max(jnp.abs(x - y)))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize('implementation,axis', [('haiku', 0), ('fast', 1)])
+def test_folded_vmap_equals_the_plain_vmap(implementation, axis):
+  # The population's coordinates laid end to end: the same values, state
+  # and gradients (meta-params, g, state) as vmapping the cell, also nested,
+  # with an unbatched state, and with per-agent meta-params (plain vmap).
+  config = cells.CellConfig(cell='optim4rl', hidden_size=4, mlp_dims=(6,))
+  _, mp, _, _ = _inputs(config, 1, jax.random.PRNGKey(0))
+  impl = fast_cells.make(config, implementation)
+  folded = fast_cells.fold_vmap(impl.apply, axis)
+  b, n = 3, 37
+  g = 1e-3 * jax.random.normal(jax.random.PRNGKey(1), (b, n))
+  state = tuple(0.3 * jax.random.normal(jax.random.PRNGKey(2 + i), (b,) + x.shape)
+                for i, x in enumerate(impl.initial_state(n)))
+  shared = functools.partial(jax.vmap, in_axes=(None, 0, 0))
+  np.testing.assert_allclose(
+      _max_diff(shared(folded)(mp, g, state), shared(impl.apply)(mp, g, state)),
+      0., atol=1e-6)
+
+  def loss(fn, mp, g, state):
+    d, h = shared(fn)(mp, g, state)
+    return jnp.sum(jnp.sin(d)) + sum(jnp.sum(jnp.cos(x)) for x in h)
+
+  grads = [jax.jit(jax.grad(functools.partial(loss, fn), argnums=(0, 1, 2)))(
+      mp, g, state) for fn in (impl.apply, folded)]
+  for x, y in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(y, x, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)
+  if implementation == 'fast':  # the rest is layout-independent
+    return
+  nested = lambda fn: jax.vmap(shared(fn), in_axes=(None, 0, 0))
+  g2, s2 = jnp.stack([g, -2. * g]), jax.tree.map(
+      lambda x: jnp.stack([x, 0.5 * x]), state)
+  assert _max_diff(nested(folded)(mp, g2, s2),
+                   nested(impl.apply)(mp, g2, s2)) < 1e-6
+  state0 = impl.initial_state(n)
+  one_state = functools.partial(jax.vmap, in_axes=(None, 0, None))
+  assert _max_diff(one_state(folded)(mp, g, state0),
+                   one_state(impl.apply)(mp, g, state0)) < 1e-6
+  per_agent = jax.tree.map(lambda x: jnp.stack([x, 1.1 * x, 0.9 * x]), mp)
+  assert _max_diff(jax.vmap(folded)(per_agent, g, state),
+                   jax.vmap(impl.apply)(per_agent, g, state)) < 1e-6
+  grad_mp = lambda fn: jax.grad(
+      lambda m: jnp.sum(jax.vmap(fn)(m, g, state)[0]))(per_agent)
+  assert _max_diff(grad_mp(folded), grad_mp(impl.apply)) < 1e-5
+
+
+def test_folded_optimizer_gives_the_same_meta_gradient_in_meta_training():
+  # One population meta-gradient (vmapped agents, K inner steps, remat) with
+  # the cell folded and not.
+  def meta_grad(fold):
+    lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4, mlp_dims=(6,),
+                                fold_vmap=fold)
+    mp = lo.init(jax.random.PRNGKey(0))
+    params = {'w': jax.random.normal(jax.random.PRNGKey(1), (4, 5, 3))}
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 8, 5))
+
+    def agent_loss(mp, w, x):
+      opt = lo.opt_fn(mp, 1e-2)
+      loss = lambda w: jnp.mean((x @ w) ** 2)
+
+      def step(carry, _):
+        w, s = carry
+        u, s = opt.update(jax.grad(loss)(w), s)
+        return (w + u, s), None
+
+      (w, _), _ = jax.lax.scan(jax.checkpoint(step), (w, opt.init(w)), None,
+                               length=3)
+      return loss(w)
+
+    pop = lambda mp: jnp.mean(jax.vmap(agent_loss, in_axes=(None, 0, 0))(
+        mp, params['w'], x))
+    return jax.jit(jax.value_and_grad(pop))(mp)
+
+  (v0, g0), (v1, g1) = meta_grad(False), meta_grad(True)
+  np.testing.assert_allclose(v1, v0, rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(y, x, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)
