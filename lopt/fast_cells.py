@@ -26,6 +26,10 @@ Haiku module and takes `implementation='fast'` on request.
 gradients w.r.t. the meta-params equal those of `cells.make_cell(config)`
 (state transposed) to float tolerance, for every cell: tests/test_fast_cells.py.
 `make(config, 'haiku')` is the plain module itself, with the door's checks.
+
+`fold_vmap(apply, axis)` (what `lopt.learned_optimizer` uses by default)
+runs either one once on all coordinates of a population under `vmap` with
+shared meta-params, instead of batching the cell's contractions.
 """
 
 from typing import Callable, NamedTuple, Tuple

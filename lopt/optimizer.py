@@ -183,10 +183,10 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       e.g. `learned_optimizer(cell='optim4rl', hidden_size=8)`.
     implementation: 'haiku' (the plain Haiku module, state `[N, hidden]`;
       the default: fastest here whenever the optimizer is vmapped over
-      agents or seeds, as in meta-training) or 'fast' (`lopt.fast_cells`:
-      coordinate-minor, state `[hidden, N]`; faster on one large flat
-      vector, slower under vmap, see README performance). Both give the
-      same updates to float tolerance.
+      agents or seeds, as in meta-training, folded or not) or 'fast'
+      (`lopt.fast_cells`: coordinate-minor, state `[hidden, N]`; faster on
+      one large flat vector, slower under vmap, see README performance).
+      Both give the same updates to float tolerance.
     fold_vmap: under `vmap` over agents or seeds with shared meta-params,
       run the cell once on all their coordinates laid end to end
       (`fast_cells.fold_vmap`): the same values and meta-gradients.
