@@ -297,6 +297,13 @@ def write_json(path: str, obj) -> str:
   return path
 
 
+def distinct_colors(n: int):
+  """n matplotlib colours, all different for n <= 20 (tab10, else tab20)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  colors = matplotlib.colormaps['tab10' if n <= 10 else 'tab20'].colors
+  return [colors[i % len(colors)] for i in range(n)]
+
+
 def plot_curves(path: str, curves: Dict[str, np.ndarray], x: np.ndarray,
                 xlabel: str, ylabel: str, title: str,
                 spread: Optional[Dict[str, np.ndarray]] = None) -> str:
@@ -305,15 +312,20 @@ def plot_curves(path: str, curves: Dict[str, np.ndarray], x: np.ndarray,
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6, 4))
-  for name, y in curves.items():
-    ax.plot(x, y, label=name)
+  for (name, y), color in zip(curves.items(), distinct_colors(len(curves))):
+    ax.plot(x, y, label=name, color=color)
     if spread and name in spread:
-      ax.fill_between(x, y - spread[name], y + spread[name], alpha=0.2)
+      ax.fill_between(x, y - spread[name], y + spread[name], alpha=0.2,
+                      color=color)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend()
+  if len(curves) > 8:  # many runs: a smaller legend beside the axes
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.))
+    fig.set_size_inches(8.5, 4)
+  else:
+    ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

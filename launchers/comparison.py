@@ -411,10 +411,11 @@ def plot_normalized(path: str, summary: Sequence[dict],
   envs = [e for e in envs if any(e in r for r in summary)] + ['mean']
   fig, ax = plt.subplots(figsize=(max(6., 1.1 * len(envs) + 2), 5.5))
   width = 0.8 / len(summary)
+  colors = common.distinct_colors(len(summary))
   for i, r in enumerate(summary):
     y = [r.get(e, np.nan) for e in envs]
     ax.bar(np.arange(len(envs)) + (i - (len(summary) - 1) / 2) * width, y,
-           width, label=r['optimizer'])
+           width, label=r['optimizer'], color=colors[i])
   ax.axhline(1., color='k', lw=0.8, ls='--')
   ax.axhline(0., color='k', lw=0.8)
   ax.set_xticks(np.arange(len(envs)))
