@@ -8,7 +8,7 @@ differs. The file loads anywhere a meta_train.py output does
 `path.npz:LR` specs).
 
     python -m launchers.variant --source=untrained --grad_ema=0.9 \
-        --out=lopt/pretrained/optim4rl_init_momentum.npz
+        --out=lopt/pretrained/optim4rl_untrained_ema.npz
     python -m launchers.variant --source=optim4rl_ant_ppo --grad_ema=0.9 \
         --out=runs/variants/optim4rl_ant_ppo_ema.npz
 

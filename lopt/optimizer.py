@@ -171,7 +171,7 @@ def scale_by_learned_optimizer(
 def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                       config: Optional[cells.CellConfig] = None,
                       implementation: str = 'haiku',
-                      fold_vmap: bool = True,
+                      fold_vmap: Optional[bool] = None,
                       **config_kwargs) -> LearnedOptimizer:
   """Builds a learned optimizer (cell transform built once, here).
 
@@ -189,7 +189,9 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       Both give the same updates to float tolerance.
     fold_vmap: under `vmap` over agents or seeds with shared meta-params,
       run the cell once on all their coordinates laid end to end
-      (`fast_cells.fold_vmap`): the same values and meta-gradients.
+      (`fast_cells.fold_vmap`): the same values and meta-gradients. None:
+      on for 'haiku' (faster: README, "The population folded into one cell
+      call"), off for 'fast' (slower folded).
     **config_kwargs: `CellConfig` fields, when `config` is None.
 
   Returns:
@@ -202,6 +204,8 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
   default_lr = (None if learning_rate is None
                 else check_learning_rate(learning_rate))
   cell = cells.make_cell(config)
+  if fold_vmap is None:
+    fold_vmap = implementation == 'haiku'
   impl = fast_cells.make(config, implementation, cell, fold=fold_vmap)
 
   def init(key: Array) -> MetaParams:
