@@ -10,7 +10,7 @@ r"""Throughput, compile time and peak memory figures (prints them; no test).
     # A2C on Catch, 5 seeds vmapped, Adam vs the untrained Optim4RL cell
     # (its population folded or plain vmapped):
     python -m launchers.benchmark --mode=a2c --env=catch --envs=16 --seeds=5 \
-        --steps_per_call=50 --calls=5 --a2c_optimizer=optim4rl --fold_vmap
+        --steps_per_call=50 --calls=5 --a2c_optimizer=optim4rl [--nofold_vmap]
     # Where meta-training time goes (the cell vs the agents), and a profile
     # of one call summed by XLA op:
     python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
@@ -88,13 +88,19 @@ _A2C_OPT = flags.DEFINE_enum(
     "A2C: optax.adam(1e-3) or the untrained Optim4RL cell at 1e-3 (with "
     '--impl and --fold_vmap).')
 _FOLD = flags.DEFINE_bool(
-    'fold_vmap', True, "Meta and A2C: run the cell once on the population's "
-    'coordinates laid end to end (lopt.fast_cells.fold_vmap).')
+    'fold_vmap', None, "Meta and A2C: run the cell once on the population's "
+    'coordinates laid end to end (lopt.fast_cells.fold_vmap); unset: the '
+    "library's default (on for --impl=haiku, off for --impl=fast).")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 _PROFILE = flags.DEFINE_string(
     'profile_dir', '', 'Meta: after the timed calls, trace one more call '
     'with jax.profiler into this folder and add the XLA op time summed by '
     'op and by op kind (self time, share of all op time) to the figures.')
+
+
+def _fold() -> bool:
+  """--fold_vmap, or lopt.learned_optimizer's default for --impl."""
+  return _IMPL.value == 'haiku' if _FOLD.value is None else _FOLD.value
 
 
 def _peak_rss_gib() -> float:
@@ -116,7 +122,7 @@ def bench_meta() -> dict:
   lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=_HIDDEN.value,
                               mlp_dims=tuple(int(m) for m in _MLP.value if m),
                               implementation=_IMPL.value,
-                              fold_vmap=_FOLD.value)
+                              fold_vmap=_fold())
   trainer = meta.make_meta_trainer(
       [meta.Task(_ENV.value, agent, _AGENTS.value, 1e-3)], lo,
       meta.make_meta_optimizer(1e-3), num_inner_steps=_K.value,
@@ -157,7 +163,7 @@ def bench_meta() -> dict:
       'K': _K.value, 'rollout': _ROLLOUT.value, 'remat': _REMAT.value,
       'second_order': _SECOND.value, 'cell_hidden': _HIDDEN.value,
       'cell_mlp': list(_MLP.value), 'impl': _IMPL.value,
-      'fold_vmap': _FOLD.value,
+      'fold_vmap': _fold(),
       'agent_groups': _GROUPS.value,
       'coords_per_agent': coords,
       'devices': jax.device_count(),
@@ -180,7 +186,7 @@ def bench_a2c() -> dict:
     opt = optax.adam(1e-3)
   else:
     lo = lopt.learned_optimizer(learning_rate=1e-3, implementation=_IMPL.value,
-                                fold_vmap=_FOLD.value)
+                                fold_vmap=_fold())
     opt = lo.opt_fn(lo.init(jax.random.PRNGKey(0)))
   train = jax.jit(jax.vmap(a2c.make_train(agent, opt, _STEPS.value)))
   state = jax.vmap(lambda k: a2c.init_state(agent, opt, k))(
@@ -194,7 +200,7 @@ def bench_a2c() -> dict:
   return {'mode': 'a2c', 'env': _ENV.value, 'envs': _ENVS.value,
           'seeds': _SEEDS.value, 'optimizer': _A2C_OPT.value,
           **({} if _A2C_OPT.value == 'adam' else
-             {'impl': _IMPL.value, 'fold_vmap': _FOLD.value}),
+             {'impl': _IMPL.value, 'fold_vmap': _fold()}),
           'rollout': _ROLLOUT.value, 'updates_per_call': _STEPS.value,
           'env_steps_per_second': steps / per_call,
           'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}
