@@ -1,5 +1,7 @@
 r"""Writes a learned-optimizer file that reuses another one's meta-params
-with a momentum input (`CellConfig.grad_ema`), or an untrained cell's.
+with a momentum input (`CellConfig.grad_ema`), or an untrained cell's, and
+optionally a fixed step scale (`lopt.cells.rescale`: the direction times
+--scale, kept in the meta-params, so a user still passes Adam's rate).
 
 `grad_ema` is applied before the cell (`optax.ema`, debiased), so the cell's
 maths and meta-params are those of the source: only the file's config
@@ -33,6 +35,8 @@ _SOURCE = flags.DEFINE_string('source', None, "A shipped optimizer's name, a "
 _OUT = flags.DEFINE_string('out', None, 'The .npz file to write.')
 _GRAD_EMA = flags.DEFINE_float('grad_ema', 0.9, 'Decay of the momentum input '
                                '(0 = the gradient itself).')
+_SCALE = flags.DEFINE_float('scale', 1., "The direction's factor (kept in "
+                            'the meta-params: lopt.cells.rescale).')
 _SEED = flags.DEFINE_integer('seed', 0, "Init key of 'untrained'.")
 _LR = flags.DEFINE_float('learning_rate', None, "The file's default rate; "
                          "unset: the source's ('untrained': 1e-3).")
@@ -56,11 +60,13 @@ def load_source(source: str, seed: int = 0):
 
 
 def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
-                  learning_rate: Optional[float] = None) -> str:
-  """Writes `source`'s meta-params with momentum input `grad_ema` to `out`.
+                  learning_rate: Optional[float] = None,
+                  scale: float = 1.) -> str:
+  """Writes `source`'s meta-params with momentum input `grad_ema` (and the
+  direction times `scale`) to `out`.
 
-  Raises ValueError (naming the field) for a bad source, decay, rate or
-  output name, before anything is written.
+  Raises ValueError (naming the field) for a bad source, decay, rate, scale
+  or output name, before anything is written.
   """
   if not out or not out.endswith('.npz'):
     raise ValueError(f'out: must be a path ending in .npz, got {out!r}')
@@ -68,9 +74,13 @@ def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
   config = dataclasses.replace(lo.config, grad_ema=float(grad_ema))
   rate = lo.learning_rate if learning_rate is None else learning_rate
   lopt.optimizer.check_learning_rate(rate, 'learning_rate')
+  if scale != 1:
+    meta_params = lopt.cells.rescale(config, meta_params, scale)
+    described += f', its direction times {scale:g}'
   variant = lopt.learned_optimizer(learning_rate=rate, config=config)
   return lopt.save(out, meta_params, variant, extra={
       'variant_of': source, 'grad_ema': float(grad_ema), 'seed': seed,
+      'scale': float(scale),
       'description': f'{described}, with a debiased EMA({grad_ema:g}) of '
                      'the gradient as the cell input'})
 
@@ -78,7 +88,7 @@ def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
 def main(argv):
   del argv
   path = write_variant(_SOURCE.value, _OUT.value, _GRAD_EMA.value,
-                       _SEED.value, _LR.value)
+                       _SEED.value, _LR.value, _SCALE.value)
   print(f'wrote {path}', flush=True)
 
 

@@ -220,6 +220,36 @@ def make_apply(config: CellConfig, cell: hk.Transformed = None) -> Callable:
   return apply
 
 
+# Each cell's outputs that enter its direction through exp(), as the path's
+# name and the output indices: every term of the direction is proportional
+# to exp of one of them (Optim4RL's m; L2LGD2's exp(o); LinearOptim's exp(o1)
+# and exp(o2)), so adding log(s) to their final biases scales it by s.
+EXP_OUTPUTS = {'optim4rl': ('sign_path', (0,)), 'l2lgd2': ('path', (0,)),
+               'linear': ('path', (0, 1))}
+
+
+def rescale(config: CellConfig, meta_params, scale: float):
+  """Meta-params whose direction is exactly `scale` times `meta_params`'.
+
+  The step scale is part of a learned optimizer (what meta-training
+  learns), so a fixed factor is kept in its meta-params rather than asked
+  of the learning rate: `log(scale)` is added to the final bias of each
+  output in `EXP_OUTPUTS`. The rest of the maths, and the state, are
+  unchanged.
+  """
+  if not float(scale) > 0:
+    raise ValueError(f'scale: must be > 0, got {scale}')
+  path, outputs = EXP_OUTPUTS[config.cell]
+  layer = f'{path}/mlp/~/linear_{len(config.mlp_dims)}'
+  if layer not in meta_params:
+    raise ValueError(f'meta_params: no layer {layer!r} for a {config.cell} '
+                     f'cell with mlp_dims {config.mlp_dims}')
+  bias = meta_params[layer]['b']
+  shift = jnp.zeros_like(bias).at[jnp.asarray(outputs)].set(
+      jnp.log(jnp.asarray(scale, bias.dtype)))
+  return {**meta_params, layer: {**meta_params[layer], 'b': bias + shift}}
+
+
 def coordinate_count(params) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 

@@ -55,15 +55,33 @@ def test_shipped_variant_keeps_meta_params_and_rate(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize('source,out,ema,lr,match', [
-    ('nope', 'x.npz', 0.9, None, "source: unknown optimizer 'nope'"),
-    ('untrained', 'x.npz', 1.0, None, r'grad_ema: must be in \[0, 1\)'),
-    ('untrained', 'x.txt', 0.9, None, 'out: must be a path ending in .npz'),
-    ('untrained', 'x.npz', 0.9, -1., 'learning_rate'),
+def test_scaled_variant_steps_that_many_times_its_source(tmp_path):
+  out = str(tmp_path / 'scaled.npz')
+  variant.write_variant('untrained', out, 0.9, scale=2.)
+  lo, meta_params = lopt.load(out)
+  assert lopt.serialization.read_metadata(out)['extra']['scale'] == 2.
+  ref = lopt.learned_optimizer(learning_rate=1e-3, grad_ema=0.9)
+  params = {'w': np.zeros(6, np.float32)}
+  mine, plain = lo.opt_fn(meta_params), ref.opt_fn(
+      ref.init(jax.random.PRNGKey(0)))
+  s_mine, s_plain = mine.init(params), plain.init(params)
+  for i in range(3):
+    g = {'w': np.asarray(np.random.RandomState(i).randn(6), np.float32)}
+    u_mine, s_mine = mine.update(g, s_mine, params)
+    u_plain, s_plain = plain.update(g, s_plain, params)
+    np.testing.assert_allclose(u_mine['w'], 2. * u_plain['w'], rtol=1e-5)
+
+
+@pytest.mark.parametrize('source,out,ema,kwargs,match', [
+    ('nope', 'x.npz', 0.9, {}, "source: unknown optimizer 'nope'"),
+    ('untrained', 'x.npz', 1.0, {}, r'grad_ema: must be in \[0, 1\)'),
+    ('untrained', 'x.txt', 0.9, {}, 'out: must be a path ending in .npz'),
+    ('untrained', 'x.npz', 0.9, {'learning_rate': -1.}, 'learning_rate'),
+    ('untrained', 'x.npz', 0.9, {'scale': 0.}, 'scale: must be > 0'),
 ])
 def test_bad_arguments_are_refused_and_nothing_is_written(
-    tmp_path, source, out, ema, lr, match):
+    tmp_path, source, out, ema, kwargs, match):
   path = str(tmp_path / out)
   with pytest.raises(ValueError, match=match):
-    variant.write_variant(source, path, ema, learning_rate=lr)
+    variant.write_variant(source, path, ema, **kwargs)
   assert not os.listdir(tmp_path)
