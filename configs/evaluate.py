@@ -2,6 +2,8 @@ r"""launchers/evaluate.py: optimizers x envs x seeds.
 
     python -m launchers.evaluate --config=configs/evaluate.py:heldout \
         --workdir=runs/heldout      # the held-out suite (see HELDOUT_ENVS)
+    python -m launchers.evaluate --config=configs/evaluate.py:validation \
+        --workdir=runs/validation   # for choosing variants (VALIDATION_ENVS)
 
     python -m launchers.evaluate --config=configs/evaluate.py --workdir=runs/eval \
         --config.envs=ant,walker2d,inverted_pendulum,humanoid
@@ -27,8 +29,20 @@ HELDOUT_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,rmsprop:default,'
 HELDOUT_UPDATES = 'hopper=60,halfcheetah=60,inverted_pendulum=60'
 
 
+# Where variants of an optimizer (momentum decay, init key, step scale) are
+# compared before one is run on the held-out suite: A2C tasks outside it, at
+# their configs' budgets (Catch and MinAtar Asterix: 16 envs, the small
+# dense gridworlds: 64 envs; 20 steps x 1000 updates; about 40 s per run
+# here). Some are meta-training tasks, so this chooses among untrained or
+# rescaled variants; it does not measure generalisation.
+VALIDATION_ENVS = 'catch,small_dense_short,small_dense_long,asterix_minatar'
+VALIDATION_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,'
+                         'optim4rl_untrained_ema:default')
+
+
 def get_config(preset: str = ''):
-  """preset '' (the fields below) or 'heldout' (the held-out suite)."""
+  """preset '' (the fields below), 'heldout' (the held-out suite) or
+  'validation' (tasks outside it, for choosing variants)."""
   config = ml_collections.ConfigDict()
   # Comma-separated env names (Brax tasks train PPO, others A2C).
   config.envs = 'ant,walker2d,inverted_pendulum,humanoid'
@@ -57,7 +71,11 @@ def get_config(preset: str = ''):
     config.optimizers = HELDOUT_OPTIMIZERS
     config.updates_per_env = HELDOUT_UPDATES
     config.num_seeds = 4
+  elif preset == 'validation':
+    config.envs = VALIDATION_ENVS
+    config.optimizers = VALIDATION_OPTIMIZERS
+    config.num_seeds = 4
   elif preset:
     raise ValueError(f"configs/evaluate.py: unknown preset {preset!r}; "
-                     "allowed: '' or 'heldout'")
+                     "allowed: '', 'heldout' or 'validation'")
   return config

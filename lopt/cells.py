@@ -254,4 +254,5 @@ def coordinate_count(params) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
-__all__ = ['CellConfig', 'check_inputs', 'make_apply', 'make_cell', 'ACTIVATIONS', 'CELLS']
+__all__ = ['CellConfig', 'check_inputs', 'make_apply', 'make_cell', 'rescale',
+           'ACTIVATIONS', 'CELLS', 'EXP_OUTPUTS']

@@ -205,6 +205,11 @@ def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
   base.env_name = 'inverted_pendulum'
   _, run = comparison.with_optimizer(base, 'adam:default')
   assert run.optimizer.learning_rate == 3e-4
+  # The validation tasks (for choosing variants) are outside the suite.
+  valid = evaluate_config.get_config('validation')
+  assert valid.num_seeds >= 4 and not set(valid.envs.split(',')) & set(envs)
+  for spec in valid.optimizers.split(','):
+    comparison.with_optimizer(base, spec)
   with pytest.raises(ValueError, match="unknown preset 'heldin'"):
     evaluate_config.get_config('heldin')
 
