@@ -14,6 +14,11 @@ to unseen tasks.
         --workdir=runs/meta_mix
     python -m launchers.meta_train --config=configs/meta_mix.py:walker2d \
         --workdir=runs/meta_mix_walker --config.optimizer.grad_ema=0.9
+    # A2C only (Asterix with A2C too, no Brax task), from the default's
+    # start (its momentum input, init key 0) at a smaller meta-rate:
+    python -m launchers.meta_train --config=configs/meta_mix.py:a2c \
+        --workdir=runs/meta_mix_a2c --config.optimizer.grad_ema=0.9 \
+        --config.meta.learning_rate=3e-4
 """
 
 from configs import meta_common
@@ -32,8 +37,14 @@ A2C_TASKS = {
 
 
 def get_config(brax_task: str = 'ant'):
+  """brax_task: the Brax task of the mix, '' for none, or 'a2c' (no Brax
+  task, and MinAtar Asterix with A2C at A2C's rate instead of PPO)."""
   tasks = dict(A2C_TASKS)
-  tasks['asterix_minatar'] = ('ppo', 3e-4, 1., 64)
+  if brax_task == 'a2c':
+    tasks['asterix_minatar'] = ('a2c', 1e-3, 1., 64)
+    brax_task = ''
+  else:
+    tasks['asterix_minatar'] = ('ppo', 3e-4, 1., 64)
   if brax_task:
     tasks[brax_task] = ('ppo', 3e-4, 1., 64)
   config = meta_common.base_config()

@@ -1,0 +1,36 @@
+"""launchers/step_profile.py: how far an optimizer steps at rate 1, by the
+gradient's signal-to-noise ratio."""
+
+import numpy as np
+import pytest
+
+from launchers import step_profile
+from launchers import variant
+
+CASES = ((1., 0.), (0., 1.))  # a clean signal, pure noise
+SCALES = (1e-3,)
+
+
+def _profile(spec):
+  return np.asarray(step_profile.profile(spec, steps=12, coords=300,
+                                         cases=CASES, scales=SCALES)['last'])
+
+
+def test_adam_shrinks_on_noise_and_the_default_does_not(tmp_path):
+  adam = _profile('adam')
+  np.testing.assert_allclose(adam[0], 1., atol=0.02)  # m / sqrt(v) = 1
+  assert 0.1 < adam[1] < 0.45
+  default = _profile('optim4rl_untrained_ema')  # sign-like
+  assert np.all((default > 0.6) & (default < 1.2)), default
+  assert default[1] > 2 * adam[1]
+  # A variant written with --scale steps that many times as far.
+  out = str(tmp_path / 'twice.npz')
+  variant.write_variant('untrained', out, 0.9, scale=2.)
+  np.testing.assert_allclose(_profile(out), 2. * default, rtol=1e-4)
+
+
+def test_unknown_optimizer_and_bad_sizes_are_refused():
+  with pytest.raises(ValueError, match="optimizer.name: unknown optimizer"):
+    step_profile.profile('adamm')
+  with pytest.raises(ValueError, match='steps, coords: must be >= 1'):
+    step_profile.profile('adam', steps=0)
