@@ -75,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Momentum input: decay of a debiased EMA of g fed to the cell instead of
   # g (0 = g itself, the paper's cell).
   config.optimizer.grad_ema = 0.
+  # Each update's direction at unit RMS over its coordinates (the rate sets
+  # the step's size; meta-training learns only its spread).
+  config.optimizer.unit_rms = False
 
   config.meta = ml_collections.ConfigDict()
   # Meta-optimizer (Adam) learning rate.

@@ -26,6 +26,7 @@ import chex
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lopt import preprocessing
 
@@ -69,6 +70,11 @@ class CellConfig:
       the average's); 0 = the gradient itself, as in the paper. Applied by
       `lopt.learned_optimizer` before the cell (`optax.ema`), so the cell's
       maths and meta-params are the same for every value.
+    unit_rms: divide each update's direction by its root-mean-square over
+      all the coordinates of that update (`lopt.optimizer`; per agent under
+      `vmap`), so the step's overall size is the learning rate's and the
+      cell sets only how it is spread over coordinates: meta-training cannot
+      grow or shrink the step as a whole.
   """
   cell: str = 'optim4rl'
   hidden_size: int = 8
@@ -79,6 +85,7 @@ class CellConfig:
   andrychowicz_p: float = 10.
   update_eps: float = 1e-18
   grad_ema: float = 0.
+  unit_rms: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, 'mlp_dims', tuple(int(d) for d in self.mlp_dims))
@@ -102,6 +109,8 @@ class CellConfig:
     if any(d < 1 for d in self.mlp_dims):
       raise ValueError(
           f'mlp_dims: widths must be positive ints, got {self.mlp_dims}')
+    if not isinstance(self.unit_rms, (bool, np.bool_)):
+      raise ValueError(f'unit_rms: must be a bool, got {self.unit_rms!r}')
     if not 0. <= float(self.grad_ema) < 1.:
       raise ValueError(f'grad_ema: must be in [0, 1), got {self.grad_ema}')
     for field in ('preprocessor_eps', 'update_eps', 'andrychowicz_p'):

@@ -168,6 +168,23 @@ def scale_by_learned_optimizer(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def scale_to_unit_rms() -> optax.GradientTransformation:
+  """Updates divided by their root-mean-square over all coordinates (all
+  leaves together; a zero update stays zero): `CellConfig.unit_rms`."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    leaves = jax.tree.leaves(updates)
+    count = sum(x.size for x in leaves)
+    rms = jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                       for x in leaves) / max(count, 1))
+    safe = jnp.where(rms > 0, rms, 1.)
+    return jax.tree.map(lambda x: (x / safe).astype(x.dtype), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      update_fn)
+
+
 def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                       config: Optional[cells.CellConfig] = None,
                       implementation: str = 'haiku',
@@ -214,6 +231,8 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
 
   def direction_fn(meta_params: MetaParams) -> optax.GradientTransformation:
     direction = scale_by_learned_optimizer(impl, meta_params)
+    if config.unit_rms:  # CellConfig.unit_rms
+      direction = optax.chain(direction, scale_to_unit_rms())
     if config.grad_ema:  # momentum input (CellConfig.grad_ema)
       return optax.chain(optax.ema(config.grad_ema, debias=True), direction)
     return direction

@@ -342,3 +342,37 @@ def test_rescaled_meta_params_scale_every_update_exactly(cell):
     cells.rescale(lo.config, mp, 0.)
   with pytest.raises(ValueError, match="no layer 'sign_path/mlp/~/linear_2'"):
     cells.rescale(cells.CellConfig(), {}, 2.)
+
+
+def test_unit_rms_sets_each_updates_size_to_the_rate(tmp_path):
+  # CellConfig.unit_rms: the plain cell's direction over its RMS over all
+  # coordinates, per agent under vmap; a zero update stays zero; saved.
+  plain = lopt.learned_optimizer(learning_rate=0.1, hidden_size=4,
+                                 mlp_dims=(4,))
+  unit = lopt.learned_optimizer(learning_rate=0.1, hidden_size=4,
+                                mlp_dims=(4,), unit_rms=True)
+  mp = _random_meta_params(plain, jax.random.PRNGKey(2), 1.)
+  g = jax.tree.map(lambda x: jax.random.normal(jax.random.PRNGKey(3),
+                                               x.shape), _params())
+  u_plain, _ = plain.opt_fn(mp).update(g, plain.opt_fn(mp).init(g))
+  u_unit, _ = unit.opt_fn(mp).update(g, unit.opt_fn(mp).init(g))
+  flat = lambda u: np.concatenate([np.ravel(x) for x in jax.tree.leaves(u)])
+  a, b = flat(u_unit), flat(u_plain)
+  np.testing.assert_allclose(np.sqrt(np.mean(a ** 2)), 0.1, rtol=1e-5)
+  np.testing.assert_allclose(a, b * 0.1 / np.sqrt(np.mean(b ** 2)),
+                             rtol=1e-5)
+  # Two agents, gradients 1e3 apart: each update has RMS 0.1.
+  opt = unit.opt_fn(mp)
+  gs = jax.tree.map(lambda x: jnp.stack([x, 1e-3 * x]), g)
+  us, _ = jax.vmap(opt.update)(gs, jax.vmap(opt.init)(gs))
+  for i in range(2):
+    u = flat(jax.tree.map(lambda x, i=i: x[i], us))
+    np.testing.assert_allclose(np.sqrt(np.mean(u ** 2)), 0.1, rtol=1e-5)
+  zero = jax.tree.map(jnp.zeros_like, g)
+  u, _ = opt.update(zero, opt.init(zero))
+  np.testing.assert_array_equal(flat(u), 0.)
+  path = str(tmp_path / 'unit.npz')
+  lopt.save(path, mp, unit)
+  assert lopt.load(path)[0].config.unit_rms is True
+  with pytest.raises(ValueError, match='unit_rms: must be a bool'):
+    cells.CellConfig(unit_rms='yes')
