@@ -37,6 +37,9 @@ _GRAD_EMA = flags.DEFINE_float('grad_ema', 0.9, 'Decay of the momentum input '
                                '(0 = the gradient itself).')
 _SCALE = flags.DEFINE_float('scale', 1., "The direction's factor (kept in "
                             'the meta-params: lopt.cells.rescale).')
+_UNIT_RMS = flags.DEFINE_bool('unit_rms', None, "Each update's direction at "
+                              'unit RMS (CellConfig.unit_rms); unset: the '
+                              "source's.")
 _SEED = flags.DEFINE_integer('seed', 0, "Init key of 'untrained'.")
 _LR = flags.DEFINE_float('learning_rate', None, "The file's default rate; "
                          "unset: the source's ('untrained': 1e-3).")
@@ -61,9 +64,9 @@ def load_source(source: str, seed: int = 0):
 
 def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
                   learning_rate: Optional[float] = None,
-                  scale: float = 1.) -> str:
+                  scale: float = 1., unit_rms: Optional[bool] = None) -> str:
   """Writes `source`'s meta-params with momentum input `grad_ema` (and the
-  direction times `scale`) to `out`.
+  direction times `scale`; `unit_rms` if given, else the source's) to `out`.
 
   Raises ValueError (naming the field) for a bad source, decay, rate, scale
   or output name, before anything is written.
@@ -71,7 +74,9 @@ def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
   if not out or not out.endswith('.npz'):
     raise ValueError(f'out: must be a path ending in .npz, got {out!r}')
   lo, meta_params, described = load_source(source, seed)
-  config = dataclasses.replace(lo.config, grad_ema=float(grad_ema))
+  config = dataclasses.replace(
+      lo.config, grad_ema=float(grad_ema),
+      unit_rms=lo.config.unit_rms if unit_rms is None else bool(unit_rms))
   rate = lo.learning_rate if learning_rate is None else learning_rate
   lopt.optimizer.check_learning_rate(rate, 'learning_rate')
   if scale != 1:
@@ -80,7 +85,7 @@ def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
   variant = lopt.learned_optimizer(learning_rate=rate, config=config)
   return lopt.save(out, meta_params, variant, extra={
       'variant_of': source, 'grad_ema': float(grad_ema), 'seed': seed,
-      'scale': float(scale),
+      'scale': float(scale), 'unit_rms': config.unit_rms,
       'description': f'{described}, with a debiased EMA({grad_ema:g}) of '
                      'the gradient as the cell input'})
 
@@ -88,7 +93,8 @@ def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
 def main(argv):
   del argv
   path = write_variant(_SOURCE.value, _OUT.value, _GRAD_EMA.value,
-                       _SEED.value, _LR.value, _SCALE.value)
+                       _SEED.value, _LR.value, _SCALE.value,
+                       _UNIT_RMS.value)
   print(f'wrote {path}', flush=True)
 
 

@@ -70,6 +70,14 @@ def test_scaled_variant_steps_that_many_times_its_source(tmp_path):
     u_mine, s_mine = mine.update(g, s_mine, params)
     u_plain, s_plain = plain.update(g, s_plain, params)
     np.testing.assert_allclose(u_mine['w'], 2. * u_plain['w'], rtol=1e-5)
+  # unit_rms is kept from the source unless given.
+  unit = str(tmp_path / 'unit.npz')
+  variant.write_variant(out, unit, 0.9, unit_rms=True)
+  assert lopt.load(unit)[0].config.unit_rms
+  again = str(tmp_path / 'again.npz')
+  variant.write_variant(unit, again, 0.8)
+  assert lopt.load(again)[0].config.unit_rms
+  assert not lopt.load(out)[0].config.unit_rms
 
 
 @pytest.mark.parametrize('source,out,ema,kwargs,match', [
