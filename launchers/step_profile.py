@@ -7,7 +7,8 @@ At rate 1, each optimizer is fed `steps` gradients `scale * (mean + std * z)`
 signal and about 0.2 on pure noise (its `m / sqrt(v)`); a sign-like step
 stays near one size whatever the noise. So this says how an optimizer's
 step compares with Adam's at the same rate, and whether it shrinks where the
-gradient is noise.
+gradient is noise (also within one update: half of its coordinates clean
+signal, half pure noise, the noise half's step over the signal half's).
 
     python -m launchers.step_profile \
         --optimizers=adam,optim4rl_untrained_ema,optim4rl_ant_ppo,runs/variants/x.npz
@@ -59,31 +60,48 @@ def optimizer_config(spec: str) -> ml_collections.ConfigDict:
 def profile(spec: str, steps: int = 40, coords: int = 2000,
             cases: Sequence[Tuple[float, float]] = CASES,
             scales: Sequence[float] = SCALES) -> Dict[str, List[float]]:
-  """{'step10': [...], 'last': [...]}: mean |update| per coordinate for each
-  (scale, case), scales outer, at step min(10, steps) and at the last."""
-  if steps < 1 or coords < 1:
-    raise ValueError(f'steps, coords: must be >= 1, got {steps}, {coords}')
+  """Mean |update| per coordinate at rate 1.
+
+  Returns {'step10': [...], 'last': [...]} for each (scale, case), scales
+  outer, at step min(10, steps) and at the last; and 'noise_to_signal': per
+  scale, in one update whose first half of coordinates is a clean signal
+  (mean 1, std 0) and second half pure noise (mean 0, std 1), the noise
+  half's mean |update| over the signal half's, at the last step (Adam about
+  0.2; a sign-like step about 1). A step normalised over all coordinates
+  (`CellConfig.unit_rms`) shows its spread only there.
+  """
+  if steps < 1 or coords < 2:
+    raise ValueError(f'steps, coords: must be >= 1 and >= 2, got {steps}, '
+                     f'{coords}')
   opt = common.make_optimizer(optimizer_config(spec))
-  grid = jnp.asarray([(s * m, s * d) for s in scales for m, d in cases],
-                     jnp.float32)
+  half = coords // 2
+  mixed_mean = jnp.concatenate([jnp.ones(half), jnp.zeros(coords - half)])
+  rows = [(s * m * jnp.ones(coords), s * d * jnp.ones(coords))
+          for s in scales for m, d in cases]
+  rows += [(s * mixed_mean, s * (1. - mixed_mean)) for s in scales]
+  means, stds = (jnp.stack(x).astype(jnp.float32) for x in zip(*rows))
 
   @jax.jit
   def run(key):
-    def one(mean_std, key):
+    def one(mean, std, key):
       params = jnp.zeros((coords,), jnp.float32)
 
       def step(state, key):
-        g = mean_std[0] + mean_std[1] * jax.random.normal(key, (coords,))
+        g = mean + std * jax.random.normal(key, (coords,))
         u, state = opt.update(g, state, params)
-        return state, jnp.mean(jnp.abs(u))
+        return state, (jnp.mean(jnp.abs(u)),
+                       jnp.mean(jnp.abs(u[half:])) / jnp.mean(
+                           jnp.abs(u[:half])))
 
       return jax.lax.scan(step, opt.init(params),
                           jax.random.split(key, steps))[1]
-    return jax.vmap(one)(grid, jax.random.split(key, len(grid)))
+    return jax.vmap(one)(means, stds, jax.random.split(key, len(rows)))
 
-  sizes = np.asarray(run(jax.random.PRNGKey(0)))
-  return {'step10': sizes[:, min(10, steps) - 1].tolist(),
-          'last': sizes[:, -1].tolist()}
+  sizes, ratios = (np.asarray(x) for x in run(jax.random.PRNGKey(0)))
+  n = len(scales) * len(cases)
+  return {'step10': sizes[:n, min(10, steps) - 1].tolist(),
+          'last': sizes[:n, -1].tolist(),
+          'noise_to_signal': ratios[n:, -1].tolist()}
 
 
 def main(argv):
@@ -91,14 +109,17 @@ def main(argv):
   header = ' '.join(f'{m:g}/{d:g}' for m, d in CASES)
   print(f'mean |update| per coordinate at rate 1, at step '
         f'{min(10, _STEPS.value)} / step {_STEPS.value}; columns: gradient '
-        f'mean/std ({header}), times each scale')
+        f'mean/std ({header}), times each scale; noise/signal: in one '
+        'update, half clean signal and half pure noise, the noise half\'s '
+        'mean |update| over the signal half\'s')
   for spec in _OPTIMIZERS.value:
     sizes = profile(spec, _STEPS.value, _COORDS.value)
     for i, scale in enumerate(SCALES):
       cols = range(i * len(CASES), (i + 1) * len(CASES))
       name = os.path.basename(spec)
       print(f'{name:>32s} x{scale:<6g} ' + ' '.join(
-          f"{sizes['step10'][c]:.2f}/{sizes['last'][c]:.2f}" for c in cols),
+          f"{sizes['step10'][c]:.2f}/{sizes['last'][c]:.2f}" for c in cols)
+            + f"   noise/signal {sizes['noise_to_signal'][i]:.2f}",
             flush=True)
     if _OUT.value:
       with open(_OUT.value, 'a') as f:

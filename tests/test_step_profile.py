@@ -11,9 +11,9 @@ CASES = ((1., 0.), (0., 1.))  # a clean signal, pure noise
 SCALES = (1e-3,)
 
 
-def _profile(spec):
+def _profile(spec, field='last'):
   return np.asarray(step_profile.profile(spec, steps=12, coords=300,
-                                         cases=CASES, scales=SCALES)['last'])
+                                         cases=CASES, scales=SCALES)[field])
 
 
 def test_adam_shrinks_on_noise_and_the_default_does_not(tmp_path):
@@ -23,6 +23,10 @@ def test_adam_shrinks_on_noise_and_the_default_does_not(tmp_path):
   default = _profile('optim4rl_untrained_ema')  # sign-like
   assert np.all((default > 0.6) & (default < 1.2)), default
   assert default[1] > 2 * adam[1]
+  # Within one update, half signal and half noise: Adam's noise half steps
+  # far less; the default's about as far.
+  assert _profile('adam', 'noise_to_signal')[0] < 0.45
+  assert _profile('optim4rl_untrained_ema', 'noise_to_signal')[0] > 0.7
   # A variant written with --scale steps that many times as far.
   out = str(tmp_path / 'twice.npz')
   variant.write_variant('untrained', out, 0.9, scale=2.)
@@ -32,5 +36,5 @@ def test_adam_shrinks_on_noise_and_the_default_does_not(tmp_path):
 def test_unknown_optimizer_and_bad_sizes_are_refused():
   with pytest.raises(ValueError, match="optimizer.name: unknown optimizer"):
     step_profile.profile('adamm')
-  with pytest.raises(ValueError, match='steps, coords: must be >= 1'):
+  with pytest.raises(ValueError, match='steps, coords: must be >= 1 and >= 2'):
     step_profile.profile('adam', steps=0)
