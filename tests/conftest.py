@@ -20,3 +20,18 @@ def xla_flags(*extra: str) -> str:
 
 if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = xla_flags(FAST_COMPILE)
+
+
+# The longest files (minutes each, mostly subprocesses and compiles) start
+# first, so that `-n 2 --dist loadfile` does not end on one of them while
+# the other worker idles: longest-first balances the two workers.
+LONGEST_FIRST = ('test_plain_loop.py', 'test_multihost.py',
+                 'test_meta_resume.py', 'test_peer_check.py',
+                 'test_factory.py', 'test_meta_devices.py', 'test_meta.py')
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)),
+                                       len(LONGEST_FIRST)))

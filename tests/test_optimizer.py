@@ -321,23 +321,24 @@ def test_grad_ema_feeds_the_cell_a_debiased_moving_average(tmp_path):
     lopt.learned_optimizer(grad_ema=1.0)
 
 
-@pytest.mark.parametrize('cell', CELLS)
-def test_rescaled_meta_params_scale_every_update_exactly(cell):
+@pytest.mark.parametrize('cell,mlp_dims', [(c, (16, 16)) for c in CELLS] +
+                         [('optim4rl', (4,))])
+def test_rescaled_meta_params_scale_every_update_exactly(cell, mlp_dims):
   # cells.rescale keeps a step factor in the meta-params: the same state,
   # every update times the factor (also a cell with another MLP depth).
-  for kwargs in ({}, {'mlp_dims': (4,)}):
-    lo = lopt.learned_optimizer(learning_rate=1e-3, cell=cell, **kwargs)
-    mp = _random_meta_params(lo, jax.random.PRNGKey(1), 1.)
-    scaled = cells.rescale(lo.config, mp, 2.5)
-    plain, mine = lo.opt_fn(mp), lo.opt_fn(scaled)
-    s_plain, s_mine = plain.init(_params()), mine.init(_params())
-    for i in range(3):
-      g = jax.tree.map(lambda x, i=i: jax.random.normal(
-          jax.random.PRNGKey(i), x.shape), _params())
-      u_plain, s_plain = plain.update(g, s_plain)
-      u_mine, s_mine = mine.update(g, s_mine)
-      for a, b in zip(jax.tree.leaves(u_mine), jax.tree.leaves(u_plain)):
-        np.testing.assert_allclose(a, 2.5 * b, rtol=1e-5, atol=1e-12)
+  lo = lopt.learned_optimizer(learning_rate=1e-3, cell=cell,
+                              mlp_dims=mlp_dims)
+  mp = _random_meta_params(lo, jax.random.PRNGKey(1), 1.)
+  scaled = cells.rescale(lo.config, mp, 2.5)
+  plain, mine = lo.opt_fn(mp), lo.opt_fn(scaled)
+  s_plain, s_mine = plain.init(_params()), mine.init(_params())
+  for i in range(3):
+    g = jax.tree.map(lambda x, i=i: jax.random.normal(
+        jax.random.PRNGKey(i), x.shape), _params())
+    u_plain, s_plain = plain.update(g, s_plain)
+    u_mine, s_mine = mine.update(g, s_mine)
+    for a, b in zip(jax.tree.leaves(u_mine), jax.tree.leaves(u_plain)):
+      np.testing.assert_allclose(a, 2.5 * b, rtol=1e-5, atol=1e-12)
   with pytest.raises(ValueError, match='scale: must be > 0'):
     cells.rescale(lo.config, mp, 0.)
   with pytest.raises(ValueError, match="no layer 'sign_path/mlp/~/linear_2'"):

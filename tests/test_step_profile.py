@@ -1,6 +1,8 @@
 """launchers/step_profile.py: how far an optimizer steps at rate 1, by the
 gradient's signal-to-noise ratio."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,14 @@ CASES = ((1., 0.), (0., 1.))  # a clean signal, pure noise
 SCALES = (1e-3,)
 
 
+@functools.lru_cache(maxsize=None)
+def _profiles(spec):
+  return step_profile.profile(spec, steps=12, coords=300, cases=CASES,
+                              scales=SCALES)
+
+
 def _profile(spec, field='last'):
-  return np.asarray(step_profile.profile(spec, steps=12, coords=300,
-                                         cases=CASES, scales=SCALES)[field])
+  return np.asarray(_profiles(spec)[field])
 
 
 def test_adam_shrinks_on_noise_and_the_default_does_not(tmp_path):
