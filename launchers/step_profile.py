@@ -106,6 +106,11 @@ def profile(spec: str, steps: int = 40, coords: int = 2000,
 
 def main(argv):
   del argv
+  for spec in _OPTIMIZERS.value:  # every name and file, before compiling
+    optimizer_config(spec)
+  if _STEPS.value < 1 or _COORDS.value < 2:
+    raise ValueError('num_steps, num_coords: must be >= 1 and >= 2, got '
+                     f'{_STEPS.value}, {_COORDS.value}')
   header = ' '.join(f'{m:g}/{d:g}' for m, d in CASES)
   print(f'mean |update| per coordinate at rate 1, at step '
         f'{min(10, _STEPS.value)} / step {_STEPS.value}; columns: gradient '
