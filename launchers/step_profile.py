@@ -57,6 +57,12 @@ def optimizer_config(spec: str) -> ml_collections.ConfigDict:
   return cfg
 
 
+def check_sizes(steps: int, coords: int) -> None:
+  if steps < 1 or coords < 2:
+    raise ValueError(f'steps, coords: must be >= 1 and >= 2, got {steps}, '
+                     f'{coords}')
+
+
 def profile(spec: str, steps: int = 40, coords: int = 2000,
             cases: Sequence[Tuple[float, float]] = CASES,
             scales: Sequence[float] = SCALES) -> Dict[str, List[float]]:
@@ -70,9 +76,7 @@ def profile(spec: str, steps: int = 40, coords: int = 2000,
   0.2; a sign-like step about 1). A step normalised over all coordinates
   (`CellConfig.unit_rms`) shows its spread only there.
   """
-  if steps < 1 or coords < 2:
-    raise ValueError(f'steps, coords: must be >= 1 and >= 2, got {steps}, '
-                     f'{coords}')
+  check_sizes(steps, coords)
   opt = common.make_optimizer(optimizer_config(spec))
   half = coords // 2
   mixed_mean = jnp.concatenate([jnp.ones(half), jnp.zeros(coords - half)])
@@ -108,9 +112,7 @@ def main(argv):
   del argv
   for spec in _OPTIMIZERS.value:  # every name and file, before compiling
     optimizer_config(spec)
-  if _STEPS.value < 1 or _COORDS.value < 2:
-    raise ValueError('num_steps, num_coords: must be >= 1 and >= 2, got '
-                     f'{_STEPS.value}, {_COORDS.value}')
+  check_sizes(_STEPS.value, _COORDS.value)
   header = ' '.join(f'{m:g}/{d:g}' for m, d in CASES)
   print(f'mean |update| per coordinate at rate 1, at step '
         f'{min(10, _STEPS.value)} / step {_STEPS.value}; columns: gradient '
