@@ -78,8 +78,16 @@ def base_config() -> ml_collections.ConfigDict:
   # Each update's direction at unit RMS over its coordinates (the rate sets
   # the step's size; meta-training learns only its spread).
   config.optimizer.unit_rms = False
+  # Adam's second moment as the magnitude path's input: decay of a debiased
+  # EMA of the raw g^2 it sees in place of the square of the cell's input
+  # (0 = that square, the paper's cell).
+  config.optimizer.second_moment = 0.
 
   config.meta = ml_collections.ConfigDict()
+  # Start from this file's meta-params (a lopt .npz of the same cell as
+  # `optimizer`, e.g. launchers/variant.py --adam_start) instead of the
+  # cell's init; '' = the init from `seed`.
+  config.meta.init_path = ''
   # Meta-optimizer (Adam) learning rate.
   config.meta.learning_rate = 1e-3
   # Meta-gradient clipping: elementwise, global_norm or none.

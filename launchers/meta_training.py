@@ -18,6 +18,7 @@ import time
 from typing import Any, List, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from agents import ppo
@@ -36,6 +37,27 @@ RESUMABLE_CHANGES = ('num_meta_steps', 'save_every', 'keep_checkpoints')
 def cell_config(cfg) -> lopt.CellConfig:
   return lopt.CellConfig(**{k: (tuple(v) if isinstance(v, (list, tuple))
                                 else v) for k, v in cfg.optimizer.items()})
+
+
+def start_meta_params(cfg):
+  """The meta-params of `meta.init_path` (None when unset: the cell's own
+  init from the seed). Raises ValueError if the file does not load or its
+  cell differs from `optimizer` (the differing fields named)."""
+  path = cfg.meta.get('init_path', '')
+  if not path:
+    return None
+  try:
+    lo, meta_params = lopt.load(path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'meta.init_path: cannot load {path!r}: {e}') from e
+  want = cell_config(cfg).to_dict()
+  have = lo.config.to_dict()
+  diff = [f'optimizer.{k}: the file has {have[k]!r}, the config {want[k]!r}'
+          for k in sorted(want) if have.get(k) != want[k]]
+  if diff:
+    raise ValueError(f'meta.init_path: {path} is another cell: ' +
+                     '; '.join(diff))
+  return meta_params
 
 
 def validate(cfg, check_devices: bool = True) -> List[Any]:
@@ -67,6 +89,7 @@ def validate(cfg, check_devices: bool = True) -> List[Any]:
   if check_devices:
     check_population_fits(t.num_agents)
   cell_config(cfg)  # cell, preprocessor, activation, sizes
+  start_meta_params(cfg)  # meta.init_path: readable, the same cell
   meta.make_meta_optimizer(cfg.meta.learning_rate, cfg.meta.clip_type,
                            cfg.meta.clip)
   meta_losses.get(cfg.meta.meta_loss)
@@ -144,6 +167,9 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
     tasks.append(meta.Task(name, agent, cfg.tasks.num_agents, rate))
   lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
                               config=cell_config(cfg))
+  start = start_meta_params(cfg)
+  if start is not None:  # meta.init_path: every key starts from the file
+    lo = lo._replace(init=lambda key: jax.tree.map(jnp.asarray, start))
   trainer = meta.make_meta_trainer(
       tasks, lo,
       meta.make_meta_optimizer(cfg.meta.learning_rate, cfg.meta.clip_type,

@@ -7,7 +7,8 @@ Usable on its own in any optax loop; knows nothing about RL agents.
     ...                       learning_rate=optax.linear_schedule(3e-4, 0., 1000))
 
 `import lopt` is light (jax, haiku, optax): `lopt.checkpointing` (Orbax) and
-`lopt.testing` (chex assertions for new cells) load on first use.
+`lopt.testing` (chex assertions for new cells) and `lopt.imitation` (a
+cell fit to Adam) load on first use.
 """
 
 import importlib
@@ -30,7 +31,7 @@ from lopt.serialization import load
 from lopt.serialization import save
 
 # Submodules with heavy dependencies, imported when first used.
-_LAZY_MODULES = ('checkpointing', 'testing')
+_LAZY_MODULES = ('checkpointing', 'imitation', 'testing')
 
 
 def __getattr__(name):
@@ -48,6 +49,7 @@ __all__ = [
     'cells',
     'checkpointing',
     'direction_state',
+    'imitation',
     'learned_optimizer',
     'load',
     'meta',

@@ -13,7 +13,11 @@ Cells (Lan et al., 2023, and the baselines they compare against):
     h2, x2 = GRU2(h2, features(g^2));  v = exp(MLP2(x2))
     d = m / sqrt(v + eps)
   The sign of the update comes from the gradient; the network only learns
-  magnitudes (an Adam-like `m / sqrt(v)` inductive bias).
+  magnitudes (an Adam-like `m / sqrt(v)` inductive bias). With
+  `CellConfig.second_moment` the magnitude path sees Adam's second moment
+  instead: the cell's input is the pair `(g, s)`, `s` a debiased moving
+  average of the raw gradient's square (kept by `lopt.optimizer`), and
+  `h2, x2 = GRU2(h2, features(s))`.
 * `L2LGD2` (Andrychowicz et al., 2016): one GRU, `d = exp(MLP(x)) * g`.
 * `LinearOptim`: one GRU with three outputs,
     d = exp(o1) * g + exp(o2) * o3.
@@ -86,6 +90,7 @@ class CellConfig:
   update_eps: float = 1e-18
   grad_ema: float = 0.
   unit_rms: bool = False
+  second_moment: float = 0.
 
   def __post_init__(self):
     object.__setattr__(self, 'mlp_dims', tuple(int(d) for d in self.mlp_dims))
@@ -111,8 +116,13 @@ class CellConfig:
           f'mlp_dims: widths must be positive ints, got {self.mlp_dims}')
     if not isinstance(self.unit_rms, (bool, np.bool_)):
       raise ValueError(f'unit_rms: must be a bool, got {self.unit_rms!r}')
-    if not 0. <= float(self.grad_ema) < 1.:
-      raise ValueError(f'grad_ema: must be in [0, 1), got {self.grad_ema}')
+    for field in ('grad_ema', 'second_moment'):
+      if not 0. <= float(getattr(self, field)) < 1.:
+        raise ValueError(
+            f'{field}: must be in [0, 1), got {getattr(self, field)}')
+    if self.second_moment and self.cell != 'optim4rl':
+      raise ValueError(f'second_moment: only the optim4rl cell has a '
+                       f'magnitude path, got cell {self.cell!r}')
     for field in ('preprocessor_eps', 'update_eps', 'andrychowicz_p'):
       if not float(getattr(self, field)) > 0:
         raise ValueError(
@@ -140,6 +150,11 @@ class CellConfig:
       kwargs = {'p': self.andrychowicz_p}
     return preprocessing.get_preprocessor(self.preprocessor, **kwargs)(g)
 
+  @property
+  def input_arity(self) -> int:
+    """1: the cell's input is `g[N]`; 2: the pair `(g[N], s[N])`."""
+    return 2 if self.second_moment else 1
+
   def initial_state(self, num_coords: int) -> CellState:
     """Zero recurrent state: one `[num_coords, hidden_size]` array per GRU."""
     return tuple(jnp.zeros((num_coords, self.hidden_size), jnp.float32)
@@ -163,9 +178,10 @@ class _Path(hk.Module):
     return mlp(x), state
 
 
-def _optim4rl(c: CellConfig, g: Array, state: CellState):
+def _optim4rl(c: CellConfig, g: Array, state: CellState, s: Array = None):
   sign_out, h1 = _Path(c, 1, 'sign_path')(c.features(g), state[0])
-  mag_out, h2 = _Path(c, 1, 'magnitude_path')(c.features(g * g), state[1])
+  mag_out, h2 = _Path(c, 1, 'magnitude_path')(
+      c.features(g * g if s is None else s), state[1])
   m = jnp.sign(g) * jnp.exp(sign_out[:, 0])
   v = jnp.exp(mag_out[:, 0])
   return m / jnp.sqrt(v + c.update_eps), (h1, h2)
@@ -184,30 +200,50 @@ def _linear(c: CellConfig, g: Array, state: CellState):
 CELLS = {'optim4rl': _optim4rl, 'l2lgd2': _l2lgd2, 'linear': _linear}
 
 
+def split_inputs(config: CellConfig, inputs) -> Tuple[Array, ...]:
+  """The cell's input as float32 arrays: `(g,)`, or `(g, s)` with
+  `second_moment`."""
+  inputs = inputs if config.input_arity == 2 else (inputs,)
+  return tuple(jnp.asarray(x, jnp.float32) for x in inputs)
+
+
 def make_cell(config: CellConfig) -> hk.Transformed:
   """The cell as a pure Haiku transform, built once.
 
   `init(key, g[N], state)` gives meta-params; `apply(meta_params, g[N],
   state) -> (direction[N], state)` runs one step for all N coordinates.
+  With `config.second_moment` the input is the pair `(g[N], s[N])`.
   """
   fn = CELLS[config.cell]
 
-  def forward(g: Array, state: CellState):
-    return fn(config, jnp.asarray(g, jnp.float32), state)
+  def forward(inputs, state: CellState):
+    g, *second = split_inputs(config, inputs)
+    return fn(config, g, state, *second)
 
   return hk.without_apply_rng(hk.transform(forward))
 
 
-def check_inputs(config: CellConfig, g: Array, state: CellState,
+def check_inputs(config: CellConfig, inputs, state: CellState,
                  coordinate_axis: int = 0) -> None:
-  """The door of every cell call: `g` a float vector `[N]`, `state` one
-  array per GRU with N on `coordinate_axis` and `hidden_size` on the other.
+  """The door of every cell call: the input a float vector `g[N]` (with
+  `second_moment`, a pair of them, `(g, s)`), `state` one array per GRU with
+  N on `coordinate_axis` and `hidden_size` on the other.
 
   Raises a clear error naming the argument, before anything is traced
   further.
   """
-  chex.assert_rank(g, 1)
-  chex.assert_type(g, float)
+  if config.input_arity == 2:
+    if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+      raise ValueError(
+          'inputs: a cell with second_moment takes the pair (g, s), got '
+          f'{type(inputs).__name__}')
+    chex.assert_equal_shape(list(inputs))
+    g = inputs[0]
+  else:
+    g = inputs
+  for x in (inputs if config.input_arity == 2 else (g,)):
+    chex.assert_rank(x, 1)
+    chex.assert_type(x, float)
   num_grus = NUM_GRUS[config.cell]
   if not isinstance(state, (tuple, list)) or len(state) != num_grus:
     raise ValueError(f'state: the {config.cell} cell needs a tuple of '
@@ -217,14 +253,23 @@ def check_inputs(config: CellConfig, g: Array, state: CellState,
   chex.assert_shape(list(state), tuple(shape))
 
 
+def example_inputs(config: CellConfig, num_coords: int = 1):
+  """Zero inputs of `num_coords` coordinates, in the cell's arity."""
+  g = jnp.zeros((num_coords,), jnp.float32)
+  return (g, g) if config.input_arity == 2 else g
+
+
 def make_apply(config: CellConfig, cell: hk.Transformed = None) -> Callable:
-  """`apply(meta_params, g[N], state) -> (d[N], state)`, shapes checked
-  (`check_inputs`); state `[N, hidden_size]` per GRU."""
+  """`apply(meta_params, g[N], state) -> (d[N], state)` (the input `(g, s)`
+  with `second_moment`), shapes checked (`check_inputs`); state
+  `[N, hidden_size]` per GRU."""
   cell = make_cell(config) if cell is None else cell
 
-  def apply(meta_params, g: Array, state: CellState):
-    check_inputs(config, g, state)
-    return cell.apply(meta_params, g, tuple(state))
+  def apply(meta_params, inputs, state: CellState):
+    check_inputs(config, inputs, state)
+    if config.input_arity == 2:
+      inputs = tuple(inputs)
+    return cell.apply(meta_params, inputs, tuple(state))
 
   return apply
 
@@ -263,5 +308,6 @@ def coordinate_count(params) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
-__all__ = ['CellConfig', 'check_inputs', 'make_apply', 'make_cell', 'rescale',
+__all__ = ['CellConfig', 'check_inputs', 'example_inputs', 'make_apply',
+           'make_cell', 'rescale', 'split_inputs',
            'ACTIVATIONS', 'CELLS', 'EXP_OUTPUTS']

@@ -101,10 +101,11 @@ def _paths(config: cells.CellConfig, meta_params, x: Array,
   return out, h
 
 
-def _features(config: cells.CellConfig, g: Array) -> Array:
+def _features(config: cells.CellConfig, g: Array, s: Array = None) -> Array:
   """Each path's input features, `[P, F, n]`."""
-  if config.cell == 'optim4rl':  # the magnitude path sees g^2
-    return jnp.stack([config.features(g).T, config.features(g * g).T])
+  if config.cell == 'optim4rl':  # the magnitude path sees g^2 (or s)
+    return jnp.stack([config.features(g).T,
+                      config.features(g * g if s is None else s).T])
   return config.features(g).T[None]
 
 
@@ -119,28 +120,31 @@ def _direction(config: cells.CellConfig, out: Array, g: Array) -> Array:
   return jnp.exp(out[0, 0]) * g + jnp.exp(out[0, 1]) * out[0, 2]
 
 
-def _step(config: cells.CellConfig, meta_params, g: Array,
+def _step(config: cells.CellConfig, meta_params, inputs: Tuple[Array, ...],
           h: Array) -> Tuple[Array, Array]:
-  """One step on n coordinates, h `[P, H, n]`."""
-  out, h = _paths(config, meta_params, _features(config, g), h)
-  return _direction(config, out, g), h
+  """One step on n coordinates, inputs `(g[n],)` or `(g[n], s[n])`,
+  h `[P, H, n]`."""
+  out, h = _paths(config, meta_params, _features(config, *inputs), h)
+  return _direction(config, out, inputs[0]), h
 
 
-def fast_apply(config: cells.CellConfig, meta_params, g: Array,
+def fast_apply(config: cells.CellConfig, meta_params, inputs,
                state: cells.CellState, chunk: int = CHUNK):
-  """The cell on `g[N]` with state `([H, N], ...)`, chunked when N > chunk."""
-  g = jnp.asarray(g, jnp.float32)
+  """The cell on `g[N]` (or `(g[N], s[N])`) with state `([H, N], ...)`,
+  chunked when N > chunk."""
+  inputs = cells.split_inputs(config, inputs)
   h = jnp.stack(state)                               # [P, H, N]
-  n = g.shape[0]
+  n = inputs[0].shape[0]
   if n <= chunk:
-    d, h = _step(config, meta_params, g, h)
+    d, h = _step(config, meta_params, inputs, h)
     return d, tuple(h)
   num_chunks = -(-n // chunk)
   pad = num_chunks * chunk - n
-  g_c = jnp.pad(g, (0, pad)).reshape(num_chunks, chunk)
+  x_c = tuple(jnp.pad(x, (0, pad)).reshape(num_chunks, chunk)
+              for x in inputs)
   h_c = jnp.pad(h, ((0, 0), (0, 0), (0, pad))).reshape(
       h.shape[0], h.shape[1], num_chunks, chunk).transpose(2, 0, 1, 3)
-  d, h = jax.lax.map(lambda a: _step(config, meta_params, *a), (g_c, h_c))
+  d, h = jax.lax.map(lambda a: _step(config, meta_params, *a), (x_c, h_c))
   d = d.reshape(-1)[:n]
   h = h.transpose(1, 2, 0, 3).reshape(h.shape[1], h.shape[2], -1)[:, :, :n]
   return d, tuple(h)
@@ -166,7 +170,8 @@ def _batched(size: int, x: Array, batched: bool) -> Array:
 
 def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
   """`apply(meta_params, g[N], state)`, run once on all coordinates of a
-  batch when vmapped with shared meta-params.
+  batch when vmapped with shared meta-params (`g` may be a tuple of `[N]`
+  inputs: `CellConfig.second_moment`).
 
   The cell is coordinate-wise with shared weights, so `vmap` over agents or
   seeds (a population under one optimizer) is the same maths as one call on
@@ -188,7 +193,7 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
   axis = coordinate_axis
 
   def fold_all(size, g, state, g_b, state_b):
-    g = _batched(size, g, g_b).reshape(-1)
+    g = jax.tree.map(lambda x, b: _batched(size, x, b).reshape(-1), g, g_b)
     state = tuple(_fold(_batched(size, x, b), axis)
                   for x, b in zip(state, state_b))
     return g, state
@@ -230,10 +235,11 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
     ct_d, ct_state = fold_all(size, ct[0], ct[1], ct_d_b, ct_state_b)
     ct_mp, ct_g, ct_state = backward((meta_params, g, state),
                                      (ct_d, ct_state))
-    out = (ct_mp, ct_g.reshape(size, -1),
+    out = (ct_mp, jax.tree.map(lambda x: x.reshape(size, -1), ct_g),
            tuple(_unfold(x, axis, size) for x in ct_state))
     # The meta-params' cotangent is the batch's sum: unbatched, as they are.
-    return out, (jax.tree.map(lambda _: False, ct_mp), True,
+    return out, (jax.tree.map(lambda _: False, ct_mp),
+                 jax.tree.map(lambda _: True, ct_g),
                  tuple(True for _ in ct_state))
 
   @jax.custom_vjp

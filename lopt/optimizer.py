@@ -136,36 +136,95 @@ def unflatten(flat: Array, like):
   return jax.tree.unflatten(treedef, out)
 
 
+class MomentsState(NamedTuple):
+  """Adam's running averages of the raw gradient, flat over all coordinates
+  (`scale_by_learned_optimizer` with `second_moment`).
+
+  Attributes:
+    count: [] int32, updates done (for the debiasing).
+    mean: `[N]` EMA of g (`[0]` when `grad_ema` is 0: the cell sees g).
+    second: `[N]` EMA of g^2.
+  """
+  count: Array
+  mean: Array
+  second: Array
+
+
+def _debiased(ema: Array, decay: float, count: Array) -> Array:
+  return ema / (1. - jnp.asarray(decay, jnp.float32) ** count)
+
+
 def scale_by_learned_optimizer(
     implementation: fast_cells.Implementation,
-    meta_params: MetaParams) -> optax.GradientTransformation:
+    meta_params: MetaParams, grad_ema: float = 0.,
+    second_moment: float = 0.) -> optax.GradientTransformation:
   """The cell's update direction `d` as an optax transformation.
 
   Args:
     implementation: how the cell runs (`fast_cells.make(config, ...)`): its
       initial state and `apply(meta_params, g[N], state) -> (d[N], state)`.
     meta_params: the cell's weights.
+    grad_ema: used with `second_moment` only (otherwise an `optax.ema`
+      chained before this gives the cell a momentum input): the decay of the
+      debiased EMA of g that the cell sees in place of g (0: g itself).
+    second_moment: 0: the cell's input is the incoming updates. > 0
+      (`CellConfig.second_moment`): the cell's input is the pair `(m, s)`,
+      both kept here (`MomentsState`) from the incoming raw gradient: `m`
+      as `grad_ema` says and `s` its square's debiased EMA of this decay,
+      as Adam's `v`.
 
   Returns:
     A transformation whose updates are the direction `d` (same sign as the
     gradient for the shipped cells); chain it with
-    `optax.scale_by_learning_rate(lr)` to get descent steps.
+    `optax.scale_by_learning_rate(lr)` to get descent steps. Its state is
+    a `ScaleByLearnedOptimizerState`, or `(MomentsState,
+    ScaleByLearnedOptimizerState)` with `second_moment`.
   """
 
-  def init_fn(params) -> ScaleByLearnedOptimizerState:
+  def cell_init(params) -> ScaleByLearnedOptimizerState:
     return ScaleByLearnedOptimizerState(
         count=jnp.zeros((), jnp.int32),
         cell_state=implementation.initial_state(
             cells.coordinate_count(params)))
 
-  def update_fn(updates, state, params=None):
-    del params
+  def cell_update(inputs, state):
     direction, cell_state = implementation.apply(
-        meta_params, flatten(updates), state.cell_state)
-    return unflatten(direction, updates), ScaleByLearnedOptimizerState(
+        meta_params, inputs, state.cell_state)
+    return direction, ScaleByLearnedOptimizerState(
         count=optax.safe_increment(state.count), cell_state=cell_state)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  if not second_moment:
+    def update_fn(updates, state, params=None):
+      del params
+      direction, state = cell_update(flatten(updates), state)
+      return unflatten(direction, updates), state
+
+    return optax.GradientTransformation(cell_init, update_fn)
+
+  def init_fn(params):
+    n = cells.coordinate_count(params)
+    zeros = jnp.zeros((n,), jnp.float32)
+    return (MomentsState(jnp.zeros((), jnp.int32),
+                         zeros if grad_ema else jnp.zeros((0,), jnp.float32),
+                         zeros), cell_init(params))
+
+  def moments_update_fn(updates, state, params=None):
+    del params
+    moments, cell_state = state
+    g = flatten(updates)
+    count = optax.safe_increment(moments.count)
+    second = second_moment * moments.second + (1. - second_moment) * g * g
+    mean = moments.mean
+    m = g
+    if grad_ema:
+      mean = grad_ema * mean + (1. - grad_ema) * g
+      m = _debiased(mean, grad_ema, count)
+    direction, cell_state = cell_update(
+        (m, _debiased(second, second_moment, count)), cell_state)
+    return unflatten(direction, updates), (MomentsState(count, mean, second),
+                                           cell_state)
+
+  return optax.GradientTransformation(init_fn, moments_update_fn)
 
 
 def scale_to_unit_rms() -> optax.GradientTransformation:
@@ -226,14 +285,18 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
   impl = fast_cells.make(config, implementation, cell, fold=fold_vmap)
 
   def init(key: Array) -> MetaParams:
-    g = jnp.zeros((1,), jnp.float32)
-    return cell.init(key, g, config.initial_state(1))
+    return cell.init(key, cells.example_inputs(config),
+                     config.initial_state(1))
 
   def direction_fn(meta_params: MetaParams) -> optax.GradientTransformation:
-    direction = scale_by_learned_optimizer(impl, meta_params)
+    if config.second_moment:  # (m, s) inputs kept inside (Adam's moments)
+      direction = scale_by_learned_optimizer(
+          impl, meta_params, config.grad_ema, config.second_moment)
+    else:
+      direction = scale_by_learned_optimizer(impl, meta_params)
     if config.unit_rms:  # CellConfig.unit_rms
       direction = optax.chain(direction, scale_to_unit_rms())
-    if config.grad_ema:  # momentum input (CellConfig.grad_ema)
+    if config.grad_ema and not config.second_moment:  # momentum input
       return optax.chain(optax.ema(config.grad_ema, debias=True), direction)
     return direction
 

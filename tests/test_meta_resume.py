@@ -6,8 +6,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
+
+import lopt
 
 from configs import a2c_catch
 from configs import meta_catch
@@ -154,6 +157,7 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     # Env options reach meta-training through the launchers' one factory.
     ('episode_length', 100, 'episode_length: catch has a fixed episode'),
     ('reset_mode', 'restart', "reset_mode: unknown 'restart'"),
+    ('meta.init_path', '/no/such/start.npz', 'meta.init_path: cannot load'),
 ])
 def test_bad_input_fails_before_compiling(tmp_path, key, value, match):
   cfg = _config()
@@ -184,3 +188,25 @@ def test_ppo_brax_meta_config_validates_and_rejects_bad_ppo_fields():
   cfg.tasks.reward_scales = (1., 1.)
   with pytest.raises(ValueError, match='tasks.reward_scales: 2 values for 1'):
     meta_training.validate(cfg)
+
+
+def test_meta_training_starts_from_init_path_of_the_same_cell(tmp_path):
+  # meta.init_path: every seed starts from the file's meta-params; a file
+  # of another cell is refused, the differing field named, before compiling.
+  cfg = _config()
+  lo = meta_training.build(cfg)[1]
+  start = jax.tree.map(lambda x: x + 0.25, lo.init(jax.random.PRNGKey(7)))
+  path = lopt.save(str(tmp_path / 'start.npz'), start, lo)
+  cfg.meta.init_path = path
+  trainer = meta_training.build(cfg)[2]
+  state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+  for a, b in zip(jax.tree.leaves(state.meta_params), jax.tree.leaves(start)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  other = lopt.learned_optimizer(hidden_size=5, mlp_dims=(4,))
+  cfg.meta.init_path = lopt.save(str(tmp_path / 'other.npz'),
+                                 other.init(jax.random.PRNGKey(0)), other)
+  with pytest.raises(ValueError, match=r'meta.init_path: .*other.npz is '
+                     r'another cell: optimizer.hidden_size: the file has 5, '
+                     r'the config 4'):
+    meta_training.meta_train(cfg, str(tmp_path / 'run'), verbose=False)
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')

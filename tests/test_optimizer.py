@@ -10,6 +10,7 @@ import pytest
 
 import lopt
 from lopt import cells
+from lopt import fast_cells
 from lopt import optimizer as optimizer_lib
 
 CELLS = sorted(cells.CELLS)
@@ -377,3 +378,73 @@ def test_unit_rms_sets_each_updates_size_to_the_rate(tmp_path):
   assert lopt.load(path)[0].config.unit_rms is True
   with pytest.raises(ValueError, match='unit_rms: must be a bool'):
     cells.CellConfig(unit_rms='yes')
+
+
+def test_second_moment_feeds_the_magnitude_path_adams_moments(tmp_path):
+  # second_moment = b2 (with grad_ema = b1): the cell's input is the pair
+  # (m_t, s_t), the debiased EMAs of g and g^2, kept flat in the state; the
+  # same meta-params shapes; haiku, fast (also in chunks) and a folded vmap
+  # agree, and so do their meta-gradients.
+  config = cells.CellConfig(hidden_size=4, mlp_dims=(6,), grad_ema=0.9,
+                            second_moment=0.99)
+  lo = lopt.learned_optimizer(learning_rate=1e-3, config=config)
+  plain = lopt.learned_optimizer(learning_rate=1e-3, hidden_size=4,
+                                 mlp_dims=(6,))
+  mp = _random_meta_params(plain, jax.random.PRNGKey(5), 1.)
+  jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape),
+               plain.init(jax.random.PRNGKey(0)), lo.init(jax.random.PRNGKey(0)))
+  gs = jax.random.normal(jax.random.PRNGKey(6), (4, 2, 7)) * jnp.logspace(
+      -6, -1, 7)
+  cell = cells.make_cell(config)
+  m, s, h, want = jnp.zeros(7), jnp.zeros(7), config.initial_state(7), []
+  for t, g in enumerate(gs[:, 0], start=1):
+    m, s = 0.9 * m + 0.1 * g, 0.99 * s + 0.01 * g * g
+    inputs = (m / (1 - 0.9**t), s / (1 - 0.99**t))
+    d, h_next = cell.apply(mp, inputs, h)
+    chunked = fast_cells.fast_apply(config, mp, inputs,
+                                    tuple(x.T for x in h), chunk=3)
+    np.testing.assert_allclose(chunked[0], d, rtol=2e-5)
+    h = h_next
+    want.append(-1e-3 * d)
+  runs = {}
+  for name, kwargs in (('haiku', {}), ('fast', dict(implementation='fast')),
+                       ('unfolded', dict(fold_vmap=False))):
+    lo_i = lopt.learned_optimizer(learning_rate=1e-3, config=config, **kwargs)
+    runs[name] = jax.jit(functools.partial(_updates_over, lo_i))
+    np.testing.assert_allclose(runs[name](mp, gs[:, 0]), jnp.stack(want),
+                               rtol=2e-5, atol=1e-12, err_msg=name)
+  state = lo.opt_fn(mp).init(gs[0, 0])
+  moments, cell_state = state[0]  # the (direction, rate) chain's first
+  assert moments.second.shape == (7,) and moments.mean.shape == (7,)
+  assert lopt.direction_state(state) is cell_state
+  # Under vmap over two agents (the cell folded): each agent as alone, and
+  # the meta-gradient of the folded vmap is the plain vmap's.
+  both = jax.vmap(runs['haiku'], in_axes=(None, 1))(mp, gs)
+  for i in range(2):
+    np.testing.assert_allclose(both[:, -1][i], runs['haiku'](mp, gs[:, i])[-1],
+                               rtol=2e-5, atol=1e-12)
+  grads = [jax.jit(jax.grad(lambda mp, f=runs[name]: jnp.sum(jnp.sin(
+      1e3 * jax.vmap(f, in_axes=(None, 1))(mp, gs)))))(mp)
+           for name in ('haiku', 'unfolded')]
+  for x, y in zip(*map(jax.tree.leaves, grads)):
+    np.testing.assert_allclose(x, y, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(y).max()) + 1e-12)
+  path = lopt.save(str(tmp_path / 'sm.npz'), mp, lo)
+  assert lopt.load(path)[0].config.second_moment == 0.99
+  with pytest.raises(ValueError, match='second_moment: only the optim4rl'):
+    cells.CellConfig(cell='l2lgd2', second_moment=0.99)
+  with pytest.raises(ValueError, match=r'second_moment: must be in \[0, 1\)'):
+    cells.CellConfig(second_moment=1.)
+  with pytest.raises(ValueError, match=r'inputs: a cell with second_moment '
+                     r'takes the pair \(g, s\)'):
+    cells.make_apply(config)(mp, jnp.zeros(3), config.initial_state(3))
+
+
+def _updates_over(lo, mp, gs):
+  """The updates of `lo.opt_fn(mp)` over gradients `gs[T, N]`: `[T, N]`."""
+  o = lo.opt_fn(mp)
+  state, out = o.init(gs[0]), []
+  for g in gs:
+    u, state = o.update(g, state)
+    out.append(u)
+  return jnp.stack(out)

@@ -93,3 +93,22 @@ def test_bad_arguments_are_refused_and_nothing_is_written(
   with pytest.raises(ValueError, match=match):
     variant.write_variant(source, path, ema, **kwargs)
   assert not os.listdir(tmp_path)
+
+
+def test_adam_start_variant_is_written_with_its_match_to_adam(tmp_path):
+  out = str(tmp_path / 'adam.npz')
+  variant.write_variant('untrained', out, 0.9, second_moment=0.999,
+                        adam_start=True)
+  lo, meta_params = lopt.load(out)
+  assert lo.config.second_moment == pytest.approx(0.999)
+  extra = lopt.serialization.read_metadata(out)['extra']
+  assert extra['adam_start']['within_10_percent'] > 0.99
+  assert "Adam's direction in closed form" in extra['description']
+  ref = lopt.imitation.adam_start(lo.config, lopt.learned_optimizer(
+      config=lo.config).init(jax.random.PRNGKey(0)))
+  for a, b in zip(_leaves(meta_params), _leaves(ref)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match='adam_start: needs second_moment > 0'):
+    variant.write_variant('untrained', str(tmp_path / 'no.npz'), 0.9,
+                          adam_start=True)
+  assert not os.path.exists(tmp_path / 'no.npz')
