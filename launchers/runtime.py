@@ -2,7 +2,8 @@
 
 Every app (train, evaluate, meta_train, quickstart, peer_check, grad_stats)
 opens `main` with `start(argv, config)`; benchmark calls `setup()`. Compiled XLA programs are then kept
-on disk in `--compilation_cache_dir` (default `~/.cache/lopt_rl/jax`), so a
+on disk in `--compilation_cache_dir` (default: JAX's own
+`JAX_COMPILATION_CACHE_DIR` when set, else `~/.cache/lopt_rl/jax`), so a
 second run of the same config skips compilation; `--compilation_cache_dir=`
 (empty) turns the cache off.
 """
@@ -14,7 +15,8 @@ from absl import flags
 from absl import logging
 import jax
 
-DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'lopt_rl', 'jax')
+DEFAULT_CACHE_DIR = (os.environ.get('JAX_COMPILATION_CACHE_DIR') or
+                     os.path.join('~', '.cache', 'lopt_rl', 'jax'))
 
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', DEFAULT_CACHE_DIR,

@@ -9,8 +9,20 @@ runs in a process of its own at XLA's default level.
 """
 
 import os
+import shutil
+import tempfile
 
 FAST_COMPILE = '--xla_backend_optimization_level=0'
+# One persistent XLA compilation cache for the run, shared by both xdist
+# workers and the processes tests start (they inherit the environment):
+# many tests build the same programs (the tiny meta-training and A2C
+# configs, in-process and in launcher subprocesses), and each is then
+# compiled once. Removed when the run ends.
+# (The controller sets it before it starts the workers.)
+_OWN_CACHE = os.path.join(tempfile.gettempdir(),
+                          f'lopt_test_xla_cache_{os.getpid()}')
+CACHE_DIR = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _OWN_CACHE)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 
 def xla_flags(*extra: str) -> str:
@@ -35,3 +47,8 @@ def pytest_collection_modifyitems(config, items):
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)),
                                        len(LONGEST_FIRST)))
+
+
+def pytest_unconfigure(config):
+  if not hasattr(config, 'workerinput') and CACHE_DIR == _OWN_CACHE:
+    shutil.rmtree(CACHE_DIR, ignore_errors=True)  # after the workers end
