@@ -109,7 +109,8 @@ def write_variant(source: str, out: str, grad_ema: float, seed: int = 0,
                        "path must see Adam's second moment)")
     meta_params = lopt.imitation.adam_start(config, meta_params)
     extra['adam_start'] = lopt.imitation.evaluate(
-        config, meta_params, jax.random.PRNGKey(seed))
+        config, meta_params, jax.random.PRNGKey(seed), num_coords=1024,
+        length=128)
     described = (f"Adam's direction in closed form (the {config.cell} "
                  'cell, lopt.imitation.adam_start)')
   if scale != 1:
