@@ -23,7 +23,8 @@ HELDOUT_ENVS = ('cartpole,acrobot,breakout_minatar,space_invaders_minatar,'
 HELDOUT_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,rmsprop:default,'
                       'optim4rl:default,optim4rl_gridworlds:default,'
                       'optim4rl_ant_ppo:default,'
-                      'optim4rl_untrained_ema:default')
+                      'optim4rl_untrained_ema:default,'
+                      'optim4rl_from_adam:default')
 # The Brax tasks' CPU budget: 60 PPO updates of 64 envs x 20 steps (77k
 # env-steps per seed; about 2 min per run here with 4 seeds).
 HELDOUT_UPDATES = 'hopper=60,halfcheetah=60,inverted_pendulum=60'
@@ -37,7 +38,8 @@ HELDOUT_UPDATES = 'hopper=60,halfcheetah=60,inverted_pendulum=60'
 # rescaled variants; it does not measure generalisation.
 VALIDATION_ENVS = 'catch,small_dense_short,small_dense_long,asterix_minatar'
 VALIDATION_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,'
-                         'optim4rl_untrained_ema:default')
+                         'optim4rl_untrained_ema:default,'
+                         'optim4rl_from_adam:default')
 
 
 def get_config(preset: str = ''):

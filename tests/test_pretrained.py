@@ -32,11 +32,25 @@ def test_ant_ppo_optimizer_is_listed_and_documented():
   assert meta['learning_rate'] == pytest.approx(3e-4)
 
 
-def test_default_is_the_untrained_cell_with_a_momentum_input():
-  assert lopt.pretrained_lib.DEFAULT == 'optim4rl_untrained_ema'
+def test_default_is_meta_trained_from_adams_direction():
+  assert lopt.pretrained_lib.DEFAULT == 'optim4rl_from_adam'
+  lo, _ = lopt.pretrained_lib.load('optim4rl_from_adam')
+  assert (lo.config.grad_ema, lo.config.second_moment) == (
+      pytest.approx(0.9), pytest.approx(0.999))
+  assert lo.learning_rate == pytest.approx(1e-3)
+  meta = lopt.serialization.read_metadata(
+      lopt.pretrained_lib.path('optim4rl_from_adam'))
+  cfg = meta['extra']['config']
+  assert meta['extra']['meta_step'] == 150
+  assert cfg['meta']['init_path'].endswith('adam_start.npz')
+  assert cfg['tasks']['env_names'] == ['catch', 'small_dense_long',
+                                       'small_dense_short', 'big_dense_short',
+                                       'asterix_minatar']
+
+
+def test_untrained_cell_with_a_momentum_input_is_kept():
   lo, meta_params = lopt.pretrained_lib.load('optim4rl_untrained_ema')
   assert lo.config.grad_ema == pytest.approx(0.9)
-  assert lo.learning_rate == pytest.approx(1e-3)
   meta = lopt.serialization.read_metadata(
       lopt.pretrained_lib.path('optim4rl_untrained_ema'))
   assert meta['extra']['variant_of'] == 'untrained'
@@ -54,7 +68,7 @@ def test_every_shipped_optimizer_has_a_card():
 
 
 @pytest.mark.parametrize('name', ['optim4rl_gridworlds', 'optim4rl_ant_ppo',
-                                  'optim4rl_untrained_ema'])
+                                  'optim4rl_from_adam'])
 def test_pretrained_trains_a_supervised_problem_in_a_plain_optax_loop(name):
   # Only jax, haiku and optax here: nothing from agents/.
   net = hk.without_apply_rng(hk.transform(
