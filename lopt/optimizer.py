@@ -193,6 +193,9 @@ def scale_by_learned_optimizer(
     return direction, ScaleByLearnedOptimizerState(
         count=optax.safe_increment(state.count), cell_state=cell_state)
 
+  if grad_ema and not second_moment:
+    raise ValueError('grad_ema: scale_by_learned_optimizer takes it with '
+                     'second_moment only; chain optax.ema before it instead')
   if not second_moment:
     def update_fn(updates, state, params=None):
       del params

@@ -438,6 +438,10 @@ def test_second_moment_feeds_the_magnitude_path_adams_moments(tmp_path):
     cells.CellConfig(cell='l2lgd2', second_moment=0.99)
   with pytest.raises(ValueError, match=r'second_moment: must be in \[0, 1\)'):
     cells.CellConfig(second_moment=1.)
+  with pytest.raises(ValueError, match='grad_ema: scale_by_learned_optimizer '
+                     'takes it with second_moment only'):
+    optimizer_lib.scale_by_learned_optimizer(
+        fast_cells.make(config, 'haiku'), mp, grad_ema=0.9)
   with pytest.raises(ValueError, match=r'inputs: a cell with second_moment '
                      r'takes the pair \(g, s\)'):
     cells.make_apply(config)(mp, jnp.zeros(3), config.initial_state(3))
