@@ -11,7 +11,8 @@ writes weights that compute it in closed form, so that meta-training can
 start from Adam's step and learn where to depart from it.
 
 `evaluate` measures how close a cell is to Adam's direction without its
-eps, from the same moments the cell sees (scale-free, as the cell is):
+eps (`optax.scale_by_adam`), with the same decays as the moments the cell
+sees (scale-free, as the cell is):
 
     m_t = debiased EMA(grad_ema) of g (g itself when grad_ema = 0)
     s_t = debiased EMA(second_moment) of g^2
@@ -29,8 +30,10 @@ from typing import Dict, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lopt import cells
+from lopt import optimizer as optimizer_lib
 
 Array = jax.Array
 
@@ -61,42 +64,32 @@ def synthetic_streams(key: Array, num_coords: int, length: int,
   return sigma_t * (sign_t * snr + z)
 
 
-def moments(g: Array, grad_ema: float, second_moment: float
-            ) -> Tuple[Array, Array]:
-  """The cell's inputs `(m_t, s_t)` over a stream `g[T, N]` (see the
-  module docstring), each `[T, N]`."""
-  count = jnp.arange(1, g.shape[0] + 1, dtype=jnp.float32)[:, None]
-
-  def ema(x, decay):
-    def step(avg, x_t):
-      avg = decay * avg + (1. - decay) * x_t
-      return avg, avg
-    avgs = jax.lax.scan(step, jnp.zeros_like(x[0]), x)[1]
-    return avgs / (1. - decay ** count)
-
-  m = ema(g, grad_ema) if grad_ema else g
-  return m, ema(g * g, second_moment) if second_moment else m * m
-
-
 def adam_target(g: Array, grad_ema: float, second_moment: float) -> Array:
-  """Adam's direction without eps, `m_t / sqrt(s_t)`, `[T, N]`; zero where
-  `m_t` is."""
-  m, s = moments(g, grad_ema, second_moment or 0.999)
-  return jnp.where(m == 0, 0., m / jnp.sqrt(jnp.where(s > 0, s, 1.)))
+  """Adam's direction without eps, `m_t / sqrt(s_t)` over a stream `g[T, N]`
+  (`optax.scale_by_adam` with b1 = `grad_ema`, b2 = `second_moment` or
+  0.999 when 0, eps 0): `[T, N]`, zero where it is undefined."""
+  adam = optax.scale_by_adam(b1=grad_ema, b2=second_moment or 0.999, eps=0.)
+
+  def step(state, g_t):
+    u, state = adam.update(g_t, state)
+    return state, u
+
+  u = jax.lax.scan(step, adam.init(g[0]), g)[1]
+  return jnp.where(jnp.isfinite(u), u, 0.)
 
 
-def cell_directions(config: cells.CellConfig, cell, meta_params,
+def cell_directions(config: cells.CellConfig, meta_params,
                     g: Array) -> Array:
-  """The cell's direction over a stream `g[T, N]`, from a zero state, with
-  the inputs `lopt.learned_optimizer` would give it: `[T, N]`."""
-  m, s = moments(g, config.grad_ema, config.second_moment)
-  inputs = (m, s) if config.input_arity == 2 else (m,)
+  """The cell's direction over a stream `g[T, N]`, from a fresh state, as
+  `lopt.learned_optimizer` computes it (its moments included): `[T, N]`."""
+  direction = optimizer_lib.learned_optimizer(config=config).direction_fn(
+      meta_params)
 
-  def step(state, x):
-    d, state = cell.apply(meta_params, x if len(x) == 2 else x[0], state)
+  def step(state, g_t):
+    d, state = direction.update(g_t, state)
     return state, d
 
-  return jax.lax.scan(step, config.initial_state(g.shape[1]), inputs)[1]
+  return jax.lax.scan(step, direction.init(g[0]), g)[1]
 
 
 def log_error(d: Array, target: Array) -> Tuple[Array, Array]:
@@ -170,12 +163,11 @@ def adam_start(config: cells.CellConfig, meta_params):
 
 @functools.lru_cache(maxsize=None)
 def _errors_fn(config: cells.CellConfig):
-  cell = cells.make_cell(config)
 
   @jax.jit
   def errors(meta_params, g):
     target = adam_target(g, config.grad_ema, config.second_moment)
-    return log_error(cell_directions(config, cell, meta_params, g), target)
+    return log_error(cell_directions(config, meta_params, g), target)
 
   return errors
 
@@ -195,5 +187,4 @@ def evaluate(config: cells.CellConfig, meta_params, key: Array,
 
 
 __all__ = ['ALPHA', 'LOG_RANGE', 'adam_start', 'adam_target',
-           'cell_directions', 'evaluate', 'log_error', 'moments',
-           'synthetic_streams']
+           'cell_directions', 'evaluate', 'log_error', 'synthetic_streams']
