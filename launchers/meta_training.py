@@ -238,6 +238,59 @@ class StopFlag:
     self.requested = True
 
 
+def _checkpointer(cfg, workdir: str) -> checkpointing.Checkpointer:
+  return checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), cfg.to_dict(),
+      ignore=RESUMABLE_CHANGES, keep=cfg.keep_checkpoints,
+      topology=multihost.topology())
+
+
+def _save(path: str, meta_params, lo, step: int, cfg) -> None:
+  lopt.save(path, meta_params, lo,
+            extra={'meta_step': step, 'config': cfg.to_dict()})
+
+
+def export_checkpoint(cfg, workdir: str, step: int,
+                      out: Optional[str] = None) -> str:
+  """Writes the meta-params of checkpoint `step` in `workdir` as an .npz.
+
+  For choosing a checkpoint after the run (e.g. on a validation set): the
+  file is what `meta_train` would have exported had the run stopped at
+  `step`. `cfg` is the run's config (as to resume it; a changed run length
+  is fine); nothing is trained or compiled beyond building the population,
+  and nothing in `workdir` changes.
+
+  Args:
+    cfg: the run's config.
+    workdir: the run's directory.
+    step: a kept checkpoint's meta-step.
+    out: where to write; default `workdir/meta_params_<step>.npz`.
+
+  Returns:
+    The path written (by process 0; every process restores its shards).
+
+  Raises:
+    ValueError, before anything is built: no checkpoint of `step` (the kept
+    ones named), or checkpoints of another configuration.
+  """
+  agents = validate(cfg, check_devices=False)
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise ValueError(f'workdir: no checkpoints in {workdir}')
+  ckpt = _checkpointer(cfg, workdir)
+  step = ckpt.check_compatible(step)
+  check_population_fits(cfg.tasks.num_agents, ckpt.saved_topology(step))
+  _, lo, trainer = build(cfg, agents)
+  state, _ = ckpt.restore(meta.init_sharded(trainer,
+                                            jax.random.PRNGKey(cfg.seed)),
+                          step)
+  ckpt.close()
+  meta_params = multihost.fetch(state.meta_params)
+  out = out or os.path.join(workdir, f'meta_params_{step}.npz')
+  if multihost.is_primary():
+    _save(out, meta_params, lo, step, cfg)
+  return out
+
+
 def meta_train(cfg, workdir: str, verbose: bool = True,
                stop: Optional['StopFlag'] = None) -> dict:
   """Runs (or resumes) meta-training; returns a summary dict.
@@ -250,10 +303,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   primary = multihost.is_primary()
   agents = validate(cfg, check_devices=False)
   os.makedirs(workdir, exist_ok=True)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), cfg.to_dict(),
-      ignore=RESUMABLE_CHANGES, keep=cfg.keep_checkpoints,
-      topology=multihost.topology())
+  ckpt = _checkpointer(cfg, workdir)
   start_step = ckpt.check_compatible() or 0  # before compiling anything
   check_population_fits(cfg.tasks.num_agents,
                         ckpt.saved_topology() if start_step else None)
@@ -316,8 +366,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
              'topology': multihost.topology()}
   if not primary:
     return summary
-  lopt.save(export, meta_params, lo,
-            extra={'meta_step': step, 'config': cfg.to_dict()})
+  _save(export, meta_params, lo, step, cfg)
   if rows:
     x = np.array([float(r['meta_step']) for r in rows])
     common.plot_curves(

@@ -66,13 +66,31 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def check_compatible(self) -> Optional[int]:
-    """Raises ValueError if the latest checkpoint has another config.
+  def all_steps(self) -> list:
+    """The steps of the checkpoints kept, oldest first."""
+    return sorted(int(s) for s in self._manager.all_steps())
 
-    Returns the latest step (None if there is no checkpoint). Reads only the
-    small JSON item, so it is cheap and runs before anything compiles.
+  def _step(self, step: Optional[int]) -> Optional[int]:
+    """`step` if a checkpoint of it is kept (ValueError naming the kept
+    ones if not); the latest (None if none) when `step` is None."""
+    if step is None:
+      return self.latest_step()
+    kept = self.all_steps()
+    if int(step) not in kept:
+      raise ValueError(f'step: no checkpoint of meta-step {step} in '
+                       f'{self.directory}; kept: {kept or "none"}')
+    return int(step)
+
+  def check_compatible(self, step: Optional[int] = None) -> Optional[int]:
+    """Raises ValueError if the checkpoint has another config.
+
+    Args:
+      step: the checkpoint to check; None: the latest.
+
+    Returns the step checked (None if there is no checkpoint). Reads only
+    the small JSON item, so it is cheap and runs before anything compiles.
     """
-    step = self.latest_step()
+    step = self._step(step)
     if step is None:
       return None
     try:
@@ -92,10 +110,10 @@ class Checkpointer:
           '. Use another --workdir, or the same configuration to resume.')
     return step
 
-  def saved_topology(self) -> Optional[dict]:
-    """The topology the latest checkpoint was written on (None if there is
-    no checkpoint or it did not record one)."""
-    step = self.latest_step()
+  def saved_topology(self, step: Optional[int] = None) -> Optional[dict]:
+    """The topology checkpoint `step` (None: the latest) was written on
+    (None if there is no checkpoint or it did not record one)."""
+    step = self._step(step)
     if step is None:
       return None
     try:
@@ -105,16 +123,21 @@ class Checkpointer:
     except Exception:  # pylint: disable=broad-except
       return None
 
-  def restore(self, template: Any) -> Tuple[Any, Optional[int]]:
-    """Restores the latest checkpoint into the structure of `template`.
+  def restore(self, template: Any, step: Optional[int] = None
+              ) -> Tuple[Any, Optional[int]]:
+    """Restores a checkpoint into the structure of `template`.
 
     The restored arrays take the shardings of `template`'s arrays, which
     may lie on another mesh (other devices, other process count) than the
     one that wrote the checkpoint.
 
+    Args:
+      template: a state of the saved structure (its values are not used).
+      step: the checkpoint to restore; None: the latest.
+
     Returns (state, step), or (template, None) when there is none.
     """
-    step = self.check_compatible()
+    step = self.check_compatible(step)
     if step is None:
       return template, None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)

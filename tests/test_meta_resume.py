@@ -1,6 +1,7 @@
 """meta_train.py: a SIGKILLed and resumed run equals an uninterrupted one."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,16 @@ def test_killed_and_resumed_run_is_bitwise_equal(tmp_path):
     done = subprocess.run(_command(workdir), cwd=ROOT, stdout=log,
                           stderr=subprocess.STDOUT, timeout=400)
     assert done.returncode == 0
+  # The command line exports a kept checkpoint and trains nothing.
+  kept = _checkpoints(workdir)
+  exported = subprocess.run(_command(workdir) + [f'--export_step={kept[0]}'],
+                            cwd=ROOT, capture_output=True, text=True,
+                            timeout=400)
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  out = os.path.join(workdir, f'meta_params_{kept[0]}.npz')
+  assert f'meta-params of checkpoint {kept[0]}: {out}' in exported.stdout
+  assert lopt.serialization.read_metadata(out)['extra']['meta_step'] == kept[0]
+  assert _checkpoints(workdir) == kept
   text = (tmp_path / 'log.txt').read_text()
   assert text.count('resumed from checkpoint') == 2
   assert 'signal 15: saving a checkpoint' in text
@@ -123,6 +134,7 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
   cfg.num_meta_steps = 2
   cfg.save_every = 2
   meta_training.meta_train(cfg, str(tmp_path), verbose=False)
+  shutil.copy(tmp_path / 'meta_params.npz', tmp_path / 'at_2.npz')
   other = _config()
   other.optimizer.hidden_size = 8
   with pytest.raises(ValueError, match='optimizer.hidden_size: checkpoint '
@@ -136,6 +148,21 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
   more.save_every = 2
   summary = meta_training.meta_train(more, str(tmp_path), verbose=False)
   assert summary['meta_step'] == 4
+  # A kept checkpoint exports the meta-params the run had then: those of
+  # the run that stopped at 2, to the bit.
+  out = meta_training.export_checkpoint(more, str(tmp_path), 2)
+  assert out == str(tmp_path / 'meta_params_2.npz')
+  assert lopt.serialization.read_metadata(out)['extra']['meta_step'] == 2
+  a, b = _meta_params(str(tmp_path / 'at_2.npz')), _meta_params(out)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  with pytest.raises(ValueError, match=r'step: no checkpoint of meta-step 3 '
+                     r'in .*; kept: \[2, 4\]'):
+    meta_training.export_checkpoint(more, str(tmp_path), 3)
+  with pytest.raises(ValueError, match='optimizer.hidden_size: checkpoint '
+                     'has 4, config has 8'):
+    meta_training.export_checkpoint(other, str(tmp_path), 2)
   # The exported frozen meta-params train a fresh agent through train.py.
   ev = a2c_catch.get_config()
   ev.optimizer.name = 'learned'
