@@ -24,7 +24,8 @@ HELDOUT_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,rmsprop:default,'
                       'optim4rl:default,optim4rl_gridworlds:default,'
                       'optim4rl_ant_ppo:default,'
                       'optim4rl_untrained_ema:default,'
-                      'optim4rl_from_adam:default')
+                      'optim4rl_from_adam:default,'
+                      'optim4rl_from_adam_mix:default')
 # The Brax tasks' CPU budget: 60 PPO updates of 64 envs x 20 steps (77k
 # env-steps per seed; about 2 min per run here with 4 seeds).
 HELDOUT_UPDATES = 'hopper=60,halfcheetah=60,inverted_pendulum=60'

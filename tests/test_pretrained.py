@@ -48,6 +48,22 @@ def test_default_is_meta_trained_from_adams_direction():
                                        'asterix_minatar']
 
 
+def test_mix_optimizer_was_meta_trained_with_ppo_tasks_from_adams_direction():
+  lo, _ = lopt.pretrained_lib.load('optim4rl_from_adam_mix')
+  default, _ = lopt.pretrained_lib.load(lopt.pretrained_lib.DEFAULT)
+  assert lo.config == default.config  # the same cell and inputs
+  meta = lopt.serialization.read_metadata(
+      lopt.pretrained_lib.path('optim4rl_from_adam_mix'))
+  cfg = meta['extra']['config']
+  assert meta['extra']['meta_step'] == 60
+  assert cfg['meta']['init_path'].endswith('adam_start.npz')
+  assert cfg['meta']['learning_rate'] == pytest.approx(3e-5)
+  agents = dict(zip(cfg['tasks']['env_names'], cfg['tasks']['agents']))
+  assert agents == {'catch': 'a2c', 'small_dense_long': 'a2c',
+                    'small_dense_short': 'a2c', 'big_dense_short': 'a2c',
+                    'asterix_minatar': 'ppo', 'ant': 'ppo'}
+
+
 def test_untrained_cell_with_a_momentum_input_is_kept():
   lo, meta_params = lopt.pretrained_lib.load('optim4rl_untrained_ema')
   assert lo.config.grad_ema == pytest.approx(0.9)
@@ -68,7 +84,8 @@ def test_every_shipped_optimizer_has_a_card():
 
 
 @pytest.mark.parametrize('name', ['optim4rl_gridworlds', 'optim4rl_ant_ppo',
-                                  'optim4rl_from_adam'])
+                                  'optim4rl_from_adam',
+                                  'optim4rl_from_adam_mix'])
 def test_pretrained_trains_a_supervised_problem_in_a_plain_optax_loop(name):
   # Only jax, haiku and optax here: nothing from agents/.
   net = hk.without_apply_rng(hk.transform(
