@@ -7,8 +7,8 @@ slower, which tiny configs do not feel. XLA:CPU's older loop emitters
 (`--xla_cpu_use_fusion_emitters=false`) compile them another 20-30% faster
 (a tiny Catch meta-training run: 16-19 s -> 13-14 s, an A2C run 4.3-5.5 s
 -> 3.1-3.4 s; they run long programs slower). Tests that spawn processes
-pass the flags on (`xla_flags`). The one run-time-heavy test, the plain PPO loop,
-runs in a process of its own at XLA's default level.
+pass the flags on (`xla_flags`). The one run-time-heavy test, the plain PPO
+loop, runs in a process of its own at XLA's default level.
 """
 
 import os
