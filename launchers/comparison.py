@@ -222,19 +222,21 @@ def compare(runs: Sequence[Tuple[str, object]], workdir: str,
   return results, summarize(results)
 
 
-def parse_updates_per_env(spec: str, envs: Sequence[str]) -> dict:
-  """'ENV=N,...' -> {env: N}, each env one of `envs` and N >= 1."""
+def parse_per_env(field: str, spec: str, envs: Sequence[str]) -> dict:
+  """'ENV=N,...' -> {env: N}, each env one of `envs` and N >= 1.
+
+  `field` (updates_per_env, seeds_per_env) names the config field in errors.
+  """
   out = {}
   for item in (x for x in spec.split(',') if x):
     env, sep, n = item.partition('=')
     if not sep or env not in envs:
-      raise ValueError(f'updates_per_env: {item!r} is not ENV=N with ENV one '
+      raise ValueError(f'{field}: {item!r} is not ENV=N with ENV one '
                        f'of the evaluated envs {list(envs)}')
     try:
-      out[env] = common.check_positive_int(int(n), 'updates_per_env')
+      out[env] = common.check_positive_int(int(n), field)
     except ValueError as e:
-      raise ValueError(f'updates_per_env: {item!r} needs a positive integer '
-                       'number of updates') from e
+      raise ValueError(f'{field}: {item!r} needs a positive integer') from e
   return out
 
 
@@ -276,12 +278,14 @@ def evaluate(cfg, workdir: str) -> List[dict]:
     raise ValueError('envs: give at least one environment')
   if not specs:
     raise ValueError('optimizers: give at least one NAME:LEARNING_RATE')
-  updates = parse_updates_per_env(cfg.get('updates_per_env', ''), envs)
+  updates = parse_per_env('updates_per_env', cfg.get('updates_per_env', ''),
+                          envs)
+  seeds = parse_per_env('seeds_per_env', cfg.get('seeds_per_env', ''), envs)
   plans = []
   for env in envs:  # build and validate everything before compiling
     base = env_config(env, cfg.paper_scale)
     base.env_name = env
-    base.num_seeds = cfg.num_seeds
+    base.num_seeds = seeds.get(env, cfg.num_seeds)
     if cfg.num_updates:
       base.num_updates = cfg.num_updates
     base.num_updates = updates.get(env, base.num_updates)
@@ -303,11 +307,11 @@ def evaluate(cfg, workdir: str) -> List[dict]:
   os.makedirs(workdir, exist_ok=True)
   for base, runs in plans:
     env = base.env_name
-    floor = ([random_row(base, cfg.num_seeds)]
+    floor = ([random_row(base, base.num_seeds)]
              if cfg.get('random_policy', True) else [])
     _, env_rows = compare(
         runs, workdir, os.path.join(workdir, f'{env}.png'),
-        f'{env}: mean ± std over {cfg.num_seeds} seeds',
+        f'{env}: mean ± std over {base.num_seeds} seeds',
         levels={r['optimizer']: r['final_return_mean'] for r in floor})
     rows += env_rows + floor
     common.write_csv(os.path.join(workdir, 'results.csv'), rows)

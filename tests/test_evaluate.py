@@ -16,7 +16,8 @@ def test_evaluate_writes_table_summary_and_plots_and_reuses_runs(
   cfg = evaluate_config.get_config()
   cfg.envs = 'catch'
   cfg.optimizers = 'adam:1e-3,optim4rl:1e-3'
-  cfg.num_seeds = 2
+  cfg.num_seeds = 1
+  cfg.seeds_per_env = 'catch=2'  # overrides num_seeds for catch
   cfg.num_updates = 20
   cfg.updates_per_env = 'catch=100'  # overrides num_updates for catch
   rows = comparison.evaluate(cfg, str(tmp_path))
@@ -143,15 +144,16 @@ def test_env_families_pick_their_agent():
   assert comparison.env_config('small_dense_short').get('agent', 'a2c') == 'a2c'
 
 
+@pytest.mark.parametrize('field', ['updates_per_env', 'seeds_per_env'])
 @pytest.mark.parametrize('spec,match', [
     ('ant=10', 'ENV one of the evaluated envs'),
     ('catch', 'is not ENV=N'),
     ('catch=0', 'positive integer'),
     ('catch=ten', 'positive integer'),
 ])
-def test_bad_updates_per_env(spec, match):
-  with pytest.raises(ValueError, match=match):
-    comparison.parse_updates_per_env(spec, ['catch'])
+def test_bad_per_env_fields(field, spec, match):
+  with pytest.raises(ValueError, match=f'{field}: .*{match}'):
+    comparison.parse_per_env(field, spec, ['catch'])
 
 
 def test_random_policy_on_a_continuous_env():
@@ -199,8 +201,14 @@ def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
   assert set(rates.values()) == {1e-3}
   # RMSProp, the untrained cell and every shipped optimizer.
   assert set(rates) == {'rmsprop', 'optim4rl', *lopt.pretrained_lib.names()}
-  assert comparison.parse_updates_per_env(cfg.updates_per_env, envs) == {
+  assert comparison.parse_per_env('updates_per_env', cfg.updates_per_env,
+                                  envs) == {
       'hopper': 60, 'halfcheetah': 60, 'inverted_pendulum': 60}
+  # 16 seeds on the A2C tasks, fewer on the costly Brax ones.
+  assert cfg.num_seeds == 16
+  assert comparison.parse_per_env('seeds_per_env', cfg.seeds_per_env,
+                                  envs) == {
+      'hopper': 4, 'halfcheetah': 4, 'inverted_pendulum': 8}
   base = comparison.env_config('inverted_pendulum')
   base.env_name = 'inverted_pendulum'
   _, run = comparison.with_optimizer(base, 'adam:default')
