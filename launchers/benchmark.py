@@ -252,12 +252,14 @@ def bench_env() -> dict:
 def bench_opt() -> dict:
   """Learned-optimizer update time vs optax.adam, FLOPs, share of peak."""
   peak = benchmarking.matmul_peak_gflops()
-  print(f'matmul peak (2048^2 f32, this process): {peak:.1f} GFLOP/s',
-        flush=True)
+  bandwidth = benchmarking.bandwidth_peak_gbs()
+  print(f'matmul peak (2048^2 f32, this process): {peak:.1f} GFLOP/s; '
+        f'bandwidth (x/2+1 on 128 MiB f32, in place): {bandwidth:.1f} GB/s', flush=True)
   rows = []
   header = (f'{"impl":5} {"cell":8} {"mlp":5} {"pass":7} {"coords":>9} '
             f'{"ms":>9} {"x adam":>7} {"flop/c":>7} {"GFLOP/s":>8} '
-            f'{"peak":>6} {"compile":>7}')
+            f'{"peak":>6} {"byte/c":>7} {"GB/s":>6} {"bw":>6} '
+            f'{"compile":>7}')
   print(header, flush=True)
   for n in [int(float(c)) for c in _COORDS.value]:
     adam = benchmarking.adam_seconds(n, _REPEATS.value)
@@ -272,16 +274,20 @@ def bench_opt() -> dict:
             if backward and n > _BWD_MAX.value:
               continue
             row = benchmarking.update_row(lo, n, backward=backward,
-                                          peak_gflops=peak, adam=adam,
+                                          peak_gflops=peak,
+                                          peak_gbs=bandwidth, adam=adam,
                                           repeats=_REPEATS.value)
             row['impl'] = impl
             rows.append(row)
             print(f'{impl:5} {cell:8} {row["mlp_dims"]:5} {row["pass"]:7} '
                   f'{n:9.0e} {row["ms"]:9.2f} {row["vs_adam"]:7.1f} '
                   f'{row["flops_per_coord"]:7.0f} {row["gflops"]:8.1f} '
-                  f'{row["share_of_peak"]:6.1%} {row["compile_s"]:6.1f}s',
+                  f'{row["share_of_peak"]:6.1%} '
+                  f'{row["bytes_per_coord"]:7.0f} {row["gbs"]:6.1f} '
+                  f'{row["share_of_bandwidth"]:6.1%} {row["compile_s"]:6.1f}s',
                   flush=True)
-  return {'mode': 'opt', 'matmul_peak_gflops': peak, 'rows': rows,
+  return {'mode': 'opt', 'matmul_peak_gflops': peak,
+          'bandwidth_peak_gbs': bandwidth, 'rows': rows,
           'peak_rss_gib': _peak_rss_gib()}
 
 

@@ -5,11 +5,17 @@ comes from the same process, so ratios are meaningful on a shared machine:
 
 * `matmul_peak_gflops()`: a jitted 2048 x 2048 float32 matmul, the machine's
   practical FLOP peak here;
+* `bandwidth_peak_gbs()`: a jitted elementwise `x / 2 + 1` on 128 MiB of
+  float32 in place, read once and written once: the practical memory
+  bandwidth;
 * `update_row(...)`: median wall time of one learned-optimizer update on `N`
   coordinates (forward alone, or forward + backward w.r.t. the meta-params,
-  which is what meta-training pays), its XLA cost-analysis FLOPs, achieved
-  GFLOP/s and share of the peak, and the ratio to `optax.adam` on the same
-  `N`. Compile time is reported apart from the timed calls.
+  which is what meta-training pays), its XLA cost-analysis FLOPs and bytes
+  accessed (every op's operands and outputs, so an upper bound on memory
+  traffic), achieved GFLOP/s and GB/s and their shares of the two peaks (a
+  roofline: which of the two bounds the update), and the ratio to
+  `optax.adam` on the same `N`. Compile time is reported apart from the
+  timed calls.
 """
 
 import time
@@ -33,14 +39,20 @@ def _median_seconds(fn: Callable, *args, repeats: int = 5) -> float:
 
 
 def _compile(fn: Callable, *args):
-  """(compiled function, compile seconds, XLA cost-analysis FLOPs)."""
+  """(compiled function, compile seconds, XLA cost analysis).
+
+  The cost analysis is {'flops': ..., 'bytes accessed': ...} (NaN where XLA
+  gives none).
+  """
   start = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
     cost = cost[0] if cost else {}
-  return compiled, seconds, float((cost or {}).get('flops', float('nan')))
+  cost = cost or {}
+  return compiled, seconds, {k: float(cost.get(k, float('nan')))
+                             for k in ('flops', 'bytes accessed')}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -50,6 +62,22 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
   compiled, _, _ = _compile(jnp.matmul, a, b)
   jax.block_until_ready(compiled(a, b))
   return 2. * n ** 3 / _median_seconds(compiled, a, b, repeats=repeats) / 1e9
+
+
+def bandwidth_peak_gbs(n: int = 2 ** 25, repeats: int = 10) -> float:
+  """GB/s of a jitted `x / 2 + 1` on n float32 (read n, write n; median).
+
+  In place (the input donated): a fresh n-float output per call would time
+  the page faults of its first touch (about 1.5 GB/s here), not the memory.
+  """
+  step = jax.jit(lambda x: 0.5 * x + 1., donate_argnums=0)
+  x = jax.block_until_ready(step(jnp.ones((n,), jnp.float32)))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    x = jax.block_until_ready(step(x))
+    times.append(time.perf_counter() - start)
+  return 2. * 4. * n / float(np.median(times)) / 1e9
 
 
 def _gradients(num_coords: int) -> jax.Array:
@@ -88,14 +116,15 @@ def _update_fn(lo, num_coords: int, backward: bool):
   return fn, (meta_params, g, state)
 
 
-def update_flops(lo, num_coords: int, backward: bool) -> float:
-  """XLA cost-analysis FLOPs of one update (compiled, not run)."""
+def update_cost(lo, num_coords: int, backward: bool) -> Dict[str, float]:
+  """XLA cost analysis of one update: flops, bytes accessed (not run)."""
   fn, args = _update_fn(lo, num_coords, backward)
   return _compile(fn, *args)[2]
 
 
 def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
                backward: bool, peak_gflops: float,
+               peak_gbs: Optional[float] = None,
                adam: Optional[float] = None, repeats: int = 5) -> Dict:
   """Times one update of `lo` on `num_coords` coordinates.
 
@@ -105,24 +134,29 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
     backward: also differentiate a scalar of the update w.r.t. the
       meta-params (value_and_grad), as meta-training does.
     peak_gflops: the matmul peak measured in this process.
+    peak_gbs: the bandwidth peak measured in this process, if measured.
     adam: seconds of optax.adam on the same N (for the ratio), if measured.
     repeats: timed calls (median).
 
   Returns:
-    A dict row: seconds, compile seconds, FLOPs per coordinate, GFLOP/s,
-    share of peak, ratio to Adam.
+    A dict row: seconds, compile seconds, FLOPs and bytes accessed per
+    coordinate, GFLOP/s and GB/s, their shares of the peaks, ratio to Adam.
   """
   fn, (meta_params, g, state) = _update_fn(lo, num_coords, backward)
-  compiled, compile_s, flops = _compile(fn, meta_params, g, state)
+  compiled, compile_s, cost = _compile(fn, meta_params, g, state)
   if lo.implementation != 'haiku':
     # XLA counts one trip of a loop (the fast path's chunks): take the FLOPs
-    # of the same maths from the plain Haiku implementation instead.
+    # of the same maths from the plain Haiku implementation instead. Its
+    # bytes are the plain layout's, not the chunks' (which may stay in
+    # cache): an upper bound there too.
     plain = optimizer_lib.learned_optimizer(config=lo.config,
                                             implementation='haiku')
-    flops = update_flops(plain, num_coords, backward=backward)
+    cost = update_cost(plain, num_coords, backward=backward)
+  flops, nbytes = cost['flops'], cost['bytes accessed']
   jax.block_until_ready(compiled(meta_params, g, state))
   seconds = _median_seconds(compiled, meta_params, g, state, repeats=repeats)
   gflops = flops / seconds / 1e9
+  gbs = nbytes / seconds / 1e9
   return {
       'cell': lo.name,
       'mlp_dims': 'x'.join(map(str, lo.config.mlp_dims)) or 'none',
@@ -133,6 +167,9 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
       'flops_per_coord': flops / num_coords,
       'gflops': gflops,
       'share_of_peak': gflops / peak_gflops,
+      'bytes_per_coord': nbytes / num_coords,
+      'gbs': gbs,
+      'share_of_bandwidth': None if peak_gbs is None else gbs / peak_gbs,
       'adam_ms': None if adam is None else adam * 1e3,
       'vs_adam': None if adam is None else seconds / adam,
   }

@@ -58,3 +58,28 @@ def test_profile_of_a_real_trace_names_xla_ops(tmp_path):
   assert not any(n.startswith('$') or '::' in n for n in names)
   with pytest.raises(FileNotFoundError, match='no \\*.trace.json.gz'):
     benchmarking.trace_file(str(tmp_path / 'empty'))
+
+
+def test_update_row_reports_flops_bytes_and_both_peaks():
+  import lopt  # pylint: disable=g-import-not-at-top
+  n = 512
+  rows = {}
+  for impl in ('haiku', 'fast'):
+    lo = lopt.learned_optimizer(cell='linear', hidden_size=2, mlp_dims=(),
+                                implementation=impl)
+    rows[impl] = benchmarking.update_row(lo, n, backward=False,
+                                         peak_gflops=100., peak_gbs=10.,
+                                         adam=1e-3, repeats=1)
+  plain, fast = rows['haiku'], rows['fast']
+  # The fast layout is scored with the plain maths' cost: the same counts.
+  assert fast['flops_per_coord'] == plain['flops_per_coord'] > 0
+  assert fast['bytes_per_coord'] == plain['bytes_per_coord']
+  # At least g read and the update written, 4 bytes each, per coordinate.
+  assert plain['bytes_per_coord'] >= 8
+  seconds = plain['ms'] / 1e3
+  np.testing.assert_allclose(
+      plain['gbs'], plain['bytes_per_coord'] * n / seconds / 1e9, rtol=1e-6)
+  np.testing.assert_allclose(plain['share_of_bandwidth'], plain['gbs'] / 10.)
+  np.testing.assert_allclose(plain['share_of_peak'], plain['gflops'] / 100.)
+  np.testing.assert_allclose(plain['vs_adam'], seconds / 1e-3)
+  assert benchmarking.bandwidth_peak_gbs(n=2 ** 16, repeats=2) > 0
