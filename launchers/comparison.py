@@ -353,9 +353,11 @@ def normalized_summary(rows: Sequence[dict]) -> List[dict]:
   returns (else the scale is noise: `summary_table` lists such envs as not
   scored); [] if none.
   """
-  by_env = {}
+  by_env, sems = {}, {}
   for r in rows:
     by_env.setdefault(r['env'], {})[r['optimizer']] = r['final_return_mean']
+    if 'final_return_sem' in r:
+      sems[r['env'], r['optimizer']] = float(r['final_return_sem'])
   reference = {}
   for env, opts in by_env.items():
     adams = {k: v for k, v in opts.items() if is_adam(k)}
@@ -377,12 +379,18 @@ def normalized_summary(rows: Sequence[dict]) -> List[dict]:
     if not per_env:
       continue
     worst = min(per_env, key=per_env.get)
+    # A task's standard error on the same scale (the seeds' spread of this
+    # optimizer only: the reference's own is not propagated).
+    errors = {f'{env}_se': sems[env, name] / (
+        by_env[env][reference[env]] - by_env[env][RANDOM_LABEL])
+              for env in per_env if (env, name) in sems}
     out.append({'optimizer': name,
                 'mean': float(np.mean(list(per_env.values()))),
                 'worst': per_env[worst], 'worst_env': worst,
                 'envs': len(per_env),
                 'adam_rates': ' '.join(f'{e}={reference[e]}'
-                                       for e in per_env), **per_env})
+                                       for e in per_env), **per_env,
+                **errors})
   return out
 
 
@@ -398,11 +406,22 @@ def summary_table(summary: Sequence[dict], envs: Sequence[str]) -> str:
               f'missing): {", ".join(unscored)}.', '']
   lines += ['| optimizer | mean | worst (env) | ' + ' | '.join(envs) + ' |',
             '|---|---|---|' + '---|' * len(envs)]
+  if any(f'{e}_se' in r for r in summary for e in envs):
+    lines[1:1] = ['Each task: normalized mean ± its standard error over '
+                  'seeds.']
   for r in summary:
-    cells = [f'{r[e]:.2f}' if e in r else '' for e in envs]
+    cells = [_with_error(r, e) for e in envs]
     lines.append(f'| {r["optimizer"]} | {r["mean"]:.3f} | {r["worst"]:.2f} '
                  f'({r["worst_env"]}) | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
+
+
+def _with_error(row: dict, env: str) -> str:
+  """A summary cell: '0.73', or '0.73 ± 0.05' with the standard error."""
+  if env not in row:
+    return ''
+  se = row.get(f'{env}_se', float('nan'))
+  return f'{row[env]:.2f}' + (f' ± {se:.2f}' if np.isfinite(se) else '')
 
 
 def plot_normalized(path: str, summary: Sequence[dict],

@@ -137,6 +137,22 @@ def test_normalized_summary_by_hand():
   assert 'row missing): c, d.' in table
 
 
+def test_normalized_summary_carries_each_tasks_standard_error():
+  row = lambda opt, mean, sem: {'env': 'a', 'optimizer': opt,
+                                'final_return_mean': mean,
+                                'final_return_sem': sem}
+  rows = [row('adam', 10., 2.), row('adam x3', 6., 1.), row('lo', 8., 1.),
+          row('random policy', 0., 0.1)]
+  summary = {r['optimizer']: r for r in comparison.normalized_summary(rows)}
+  # On the scale random = 0, best Adam = 1: the s.e. over (10 - 0).
+  np.testing.assert_allclose([summary['lo']['a'], summary['lo']['a_se']],
+                             [0.8, 0.1])
+  np.testing.assert_allclose(summary['adam x3']['a_se'], 0.1)
+  table = comparison.summary_table(list(summary.values()), ['a'])
+  assert '| lo | 0.800 | 0.80 (a) | 0.80 ± 0.10 |' in table
+  assert 'normalized mean ± its standard error' in table
+
+
 def test_env_families_pick_their_agent():
   assert comparison.env_config('ant').agent == 'ppo'
   assert comparison.env_config('ant').ppo.num_envs == 64
