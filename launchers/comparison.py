@@ -426,8 +426,9 @@ def _with_error(row: dict, env: str) -> str:
 
 def plot_normalized(path: str, summary: Sequence[dict],
                     envs: Sequence[str]) -> str:
-  """One PNG: grouped bars of each optimizer's normalized return per env,
-  and its mean, with Adam's level (1) and the random policy's (0)."""
+  """One PNG: grouped bars of each optimizer's normalized return per env
+  (with its standard error where known), and its mean, with Adam's level
+  (1) and the random policy's (0)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -437,16 +438,20 @@ def plot_normalized(path: str, summary: Sequence[dict],
   colors = common.distinct_colors(len(summary))
   for i, r in enumerate(summary):
     y = [r.get(e, np.nan) for e in envs]
+    se = [r.get(f'{e}_se', np.nan) for e in envs]
     ax.bar(np.arange(len(envs)) + (i - (len(summary) - 1) / 2) * width, y,
-           width, label=r['optimizer'], color=colors[i])
+           width, label=r['optimizer'], color=colors[i],
+           yerr=None if np.all(np.isnan(se)) else se,
+           error_kw={'elinewidth': 0.8, 'capsize': 1.5, 'ecolor': '0.25'})
   ax.axhline(1., color='k', lw=0.8, ls='--')
   ax.axhline(0., color='k', lw=0.8)
   ax.set_xticks(np.arange(len(envs)))
   ax.set_xticklabels(envs, rotation=30, ha='right')
   ax.set_ylabel('normalized final return (random 0, Adam 1)')
+  tops = [r[e] + (r.get(f'{e}_se', 0.) if np.isfinite(
+      r.get(f'{e}_se', 0.)) else 0.) for r in summary for e in envs if e in r]
   ax.set_ylim(min(-0.2, np.nanmin([r['worst'] for r in summary]) - 0.05),
-              max(1.3, np.nanmax([max(v for k, v in r.items()
-                                      if k in envs) for r in summary]) + 0.05))
+              max(1.3, np.nanmax(tops) + 0.05))
   ax.grid(alpha=0.3, axis='y')
   ax.legend(fontsize=8, ncol=4, loc='upper center',
             bbox_to_anchor=(0.5, -0.3))
