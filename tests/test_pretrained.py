@@ -32,28 +32,14 @@ def test_ant_ppo_optimizer_is_listed_and_documented():
   assert meta['learning_rate'] == pytest.approx(3e-4)
 
 
-def test_default_is_meta_trained_from_adams_direction():
-  assert lopt.pretrained_lib.DEFAULT == 'optim4rl_from_adam'
-  lo, _ = lopt.pretrained_lib.load('optim4rl_from_adam')
+def test_default_is_meta_trained_with_ppo_tasks_from_adams_direction():
+  assert lopt.pretrained_lib.DEFAULT == 'optim4rl_from_adam_mix'
+  lo, _ = lopt.pretrained_lib.load(lopt.pretrained_lib.DEFAULT)
   assert (lo.config.grad_ema, lo.config.second_moment) == (
       pytest.approx(0.9), pytest.approx(0.999))
   assert lo.learning_rate == pytest.approx(1e-3)
   meta = lopt.serialization.read_metadata(
-      lopt.pretrained_lib.path('optim4rl_from_adam'))
-  cfg = meta['extra']['config']
-  assert meta['extra']['meta_step'] == 150
-  assert cfg['meta']['init_path'].endswith('adam_start.npz')
-  assert cfg['tasks']['env_names'] == ['catch', 'small_dense_long',
-                                       'small_dense_short', 'big_dense_short',
-                                       'asterix_minatar']
-
-
-def test_mix_optimizer_was_meta_trained_with_ppo_tasks_from_adams_direction():
-  lo, _ = lopt.pretrained_lib.load('optim4rl_from_adam_mix')
-  default, _ = lopt.pretrained_lib.load(lopt.pretrained_lib.DEFAULT)
-  assert lo.config == default.config  # the same cell and inputs
-  meta = lopt.serialization.read_metadata(
-      lopt.pretrained_lib.path('optim4rl_from_adam_mix'))
+      lopt.pretrained_lib.path(lopt.pretrained_lib.DEFAULT))
   cfg = meta['extra']['config']
   assert meta['extra']['meta_step'] == 60
   assert cfg['meta']['init_path'].endswith('adam_start.npz')
@@ -62,6 +48,21 @@ def test_mix_optimizer_was_meta_trained_with_ppo_tasks_from_adams_direction():
   assert agents == {'catch': 'a2c', 'small_dense_long': 'a2c',
                     'small_dense_short': 'a2c', 'big_dense_short': 'a2c',
                     'asterix_minatar': 'ppo', 'ant': 'ppo'}
+
+
+def test_a2c_only_optimizer_is_the_same_cell_from_the_same_start():
+  lo, _ = lopt.pretrained_lib.load('optim4rl_from_adam')
+  default, _ = lopt.pretrained_lib.load(lopt.pretrained_lib.DEFAULT)
+  assert lo.config == default.config  # the same cell and inputs
+  meta = lopt.serialization.read_metadata(
+      lopt.pretrained_lib.path('optim4rl_from_adam'))
+  cfg = meta['extra']['config']
+  assert meta['extra']['meta_step'] == 150
+  assert cfg['meta']['init_path'].endswith('adam_start.npz')
+  assert cfg['tasks']['env_names'] == ['catch', 'small_dense_long',
+                                       'small_dense_short', 'big_dense_short',
+                                       'asterix_minatar']
+  assert set(cfg['tasks']['agents']) == {'a2c'}
 
 
 def test_untrained_cell_with_a_momentum_input_is_kept():
