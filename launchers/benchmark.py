@@ -254,7 +254,8 @@ def bench_opt() -> dict:
   peak = benchmarking.matmul_peak_gflops()
   bandwidth = benchmarking.bandwidth_peak_gbs()
   print(f'matmul peak (2048^2 f32, this process): {peak:.1f} GFLOP/s; '
-        f'bandwidth (x/2+1 on 128 MiB f32, in place): {bandwidth:.1f} GB/s', flush=True)
+        f'bandwidth (x/2+1 on 128 MiB f32, in place): {bandwidth:.1f} GB/s',
+        flush=True)
   rows = []
   header = (f'{"impl":5} {"cell":8} {"mlp":5} {"pass":7} {"coords":>9} '
             f'{"ms":>9} {"x adam":>7} {"flop/c":>7} {"GFLOP/s":>8} '
