@@ -448,8 +448,8 @@ def plot_normalized(path: str, summary: Sequence[dict],
   ax.set_xticks(np.arange(len(envs)))
   ax.set_xticklabels(envs, rotation=30, ha='right')
   ax.set_ylabel('normalized final return (random 0, Adam 1)')
-  tops = [r[e] + (r.get(f'{e}_se', 0.) if np.isfinite(
-      r.get(f'{e}_se', 0.)) else 0.) for r in summary for e in envs if e in r]
+  tops = [r[e] + np.nan_to_num(r.get(f'{e}_se', 0.))
+          for r in summary for e in envs if e in r]
   ax.set_ylim(min(-0.2, np.nanmin([r['worst'] for r in summary]) - 0.05),
               max(1.3, np.nanmax(tops) + 0.05))
   ax.grid(alpha=0.3, axis='y')
