@@ -1,4 +1,5 @@
-"""Process set-up shared by the launcher apps: JAX's persistent compile cache.
+"""Process set-up shared by the launcher apps: JAX's persistent compile cache
+and host memory reuse.
 
 Every app (train, evaluate, meta_train, quickstart, peer_check, grad_stats)
 opens `main` with `start(argv, config)`; benchmark calls `setup()`. Compiled XLA programs are then kept
@@ -6,6 +7,11 @@ on disk in `--compilation_cache_dir` (default: JAX's own
 `JAX_COMPILATION_CACHE_DIR` when set, else `~/.cache/lopt_rl/jax`), so a
 second run of the same config skips compilation; `--compilation_cache_dir=`
 (empty) turns the cache off.
+
+`--reuse_host_memory` (on by default) makes glibc keep freed memory for the
+next allocation (`lopt.host_memory`): XLA:CPU's large buffers then stop
+paying page faults on every call. It is applied before JAX's first
+computation.
 """
 
 import os
@@ -15,12 +21,26 @@ from absl import flags
 from absl import logging
 import jax
 
+from lopt import host_memory
+
 DEFAULT_CACHE_DIR = (os.environ.get('JAX_COMPILATION_CACHE_DIR') or
                      os.path.join('~', '.cache', 'lopt_rl', 'jax'))
 
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', DEFAULT_CACHE_DIR,
     'Folder of the persistent XLA compilation cache; empty turns it off.')
+_REUSE_MEMORY = flags.DEFINE_bool(
+    'reuse_host_memory', True,
+    "Keep freed host memory in glibc's heap for reuse (lopt.host_memory): "
+    "XLA:CPU's large buffers then skip page faults on every call.")
+
+
+def configure_host_memory() -> str:
+  """Applies --reuse_host_memory; returns 'on', 'off' or 'unavailable'
+  (the C library is not glibc)."""
+  if not _REUSE_MEMORY.value:
+    return 'off'
+  return 'on' if host_memory.reuse_freed_memory() else 'unavailable'
 
 
 def enable_compilation_cache(path: str) -> str:
@@ -41,9 +61,12 @@ def enable_compilation_cache(path: str) -> str:
 
 
 def setup() -> str:
-  """Applies the flags above; prints where the compile cache lives."""
+  """Applies the flags above; prints where the compile cache lives and
+  whether host memory is reused."""
+  memory = configure_host_memory()
   path = enable_compilation_cache(_CACHE_DIR.value)
-  print(f'compilation cache: {path or "off"}', flush=True)
+  print(f'compilation cache: {path or "off"}; host memory reuse: {memory}',
+        flush=True)
   return path
 
 
@@ -52,6 +75,7 @@ def start_quiet(argv) -> None:
   multi-process job)."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  configure_host_memory()
   enable_compilation_cache(_CACHE_DIR.value)
   logging.set_verbosity(logging.WARNING)
 

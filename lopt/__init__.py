@@ -14,6 +14,7 @@ cell fit to Adam) load on first use.
 import importlib
 
 from lopt import cells
+from lopt import host_memory
 from lopt import meta
 from lopt import meta_losses
 from lopt import optimizer
@@ -49,6 +50,7 @@ __all__ = [
     'cells',
     'checkpointing',
     'direction_state',
+    'host_memory',
     'imitation',
     'learned_optimizer',
     'load',
