@@ -22,17 +22,20 @@ f = jax.jit(lambda x: x * 2. + 1.)
 x = jnp.ones((16 * 2 ** 20,), jnp.float32)
 y = jax.block_until_ready(f(x))
 assert float(y[0]) == 3.
-# JAX frees an output a few calls after its last use, so the heap reaches
-# its steady state after a handful of calls: count after those.
-for _ in range(10):
-  del y
-  y = jax.block_until_ready(f(x))
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-start = faults()
-for _ in range(5):
+# JAX frees an output a few calls after its last use, so the heap reaches
+# its steady state after a handful of calls: count after those, per call,
+# and take the median (a busy machine can delay a free by a call or two).
+for _ in range(20):
   del y
   y = jax.block_until_ready(f(x))
-print((faults() - start) / 5)
+counts = []
+for _ in range(11):
+  start = faults()
+  del y
+  y = jax.block_until_ready(f(x))
+  counts.append(faults() - start)
+print(sorted(counts)[len(counts) // 2])
 """
 
 
