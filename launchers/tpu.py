@@ -60,6 +60,7 @@ _SINGLE = flags.DEFINE_bool(
 
 
 def main(argv):
+  runtime.configure_compile()  # before JAX's backend starts
   runtime.configure_host_memory()  # before any thread of JAX's mallocs
   if not _SINGLE.value:
     multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
