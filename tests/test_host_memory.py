@@ -10,9 +10,10 @@ import pytest
 from lopt import host_memory
 
 # One process per setting: mallopt acts on the whole process and must come
-# before JAX's first computation (and it would slow the compiles of every
-# later test in a worker: one heap for all threads). Prints the minor page faults per call of a
-# jitted op whose output is a fresh 64 MiB buffer each call.
+# before JAX's first computation (and in a test worker it would slow the
+# compiles of every later test: one heap for all threads). Prints the minor
+# page faults per call of a jitted op whose output is a fresh 64 MiB buffer
+# each call.
 _SCRIPT = """
 import resource, sys
 from lopt import host_memory
