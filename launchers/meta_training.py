@@ -24,6 +24,7 @@ import numpy as np
 from agents import ppo
 from launchers import common
 from launchers import multihost
+from launchers import runtime
 import lopt
 from lopt import checkpointing
 from lopt import meta
@@ -185,6 +186,13 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
   return tasks, lo, trainer
 
 
+def program_context(cfg) -> dict:
+  """What the compiled meta-training programs depend on besides the code:
+  the config without the fields a resumed run may change."""
+  return {k: v for k, v in cfg.to_dict().items()
+          if k not in RESUMABLE_CHANGES}
+
+
 def env_steps_per_iteration(cfg) -> int:
   per_rollout = sum(cfg.ppo.num_envs * cfg.ppo.unroll_len if kind == 'ppo'
                     else cfg.a2c.num_envs * cfg.a2c.rollout_len
@@ -315,8 +323,14 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
 
   t0 = time.time()
   # Built in place, split over every device; a checkpoint restores into the
-  # same placement, whatever topology wrote it.
-  state = meta.init_sharded(trainer, jax.random.PRNGKey(cfg.seed))
+  # same placement, whatever topology wrote it. Both programs come from the
+  # executable cache when this config ran before (launchers only).
+  cache = runtime.executable_cache(program_context(cfg))
+  key = np.asarray(jax.random.PRNGKey(cfg.seed))
+  init = cache.wrap('meta_init',
+                    lambda: meta.init_sharded_fn(trainer, key))
+  state = init(key)
+  run = cache.wrap('meta_run', lambda: meta.run_sharded_fn(trainer, state))
   if start_step:
     state, start_step = ckpt.restore(state)
     if verbose:
@@ -331,10 +345,13 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   progress_steps = step
   first_call_seconds = None
   while step < total and not stop.requested:
-    state, metrics = trainer.run(state)
+    state, metrics = run(state)
     metrics = multihost.fetch(metrics)
     if first_call_seconds is None:
       first_call_seconds = time.time() - t0
+      if verbose and primary and cache.folder:
+        print(f'executable cache: init {init.describe()}, meta-step '
+              f'{run.describe()}', flush=True)
     new_rows = [{'meta_step': step + i + 1,
                  **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
                 for i in range(cfg.log_every)]
@@ -358,6 +375,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   later_steps = progress_steps - int(start_step or 0) - cfg.log_every
   summary = {'meta_step': step, 'skipped_meta_updates': int(state.skipped),
              'first_call_seconds': first_call_seconds,
+             'executable_cache': {'init': init.status, 'run': run.status},
              # Meta-iterations per second after the first (compiling) call.
              'meta_steps_per_second': (later_steps / run_seconds
                                        if later_steps > 0 else float('nan')),

@@ -563,10 +563,31 @@ def init_sharded(trainer: MetaTrainer, key: Array,
   """`trainer.init(key)` built in place on `mesh` (default
   `population_mesh()`): each device, and so each host, computes only its own
   agents. Every process passes the same key."""
-  mesh = population_mesh() if mesh is None else mesh
   key = np.asarray(key)
+  return init_sharded_fn(trainer, key, mesh)(key)
+
+
+def init_sharded_fn(trainer: MetaTrainer, key: Array,
+                    mesh: Optional[jax.sharding.Mesh] = None):
+  """The jitted function of `init_sharded`: `key -> MetaState` on `mesh`,
+  its out-shardings from a trace of `trainer.init` on a key like `key`."""
+  mesh = population_mesh() if mesh is None else mesh
+  key = jax.ShapeDtypeStruct(np.shape(key), np.asarray(key).dtype)
   shardings = state_shardings(jax.eval_shape(trainer.init, key), mesh)
-  return jax.jit(trainer.init, out_shardings=shardings)(key)
+  return jax.jit(trainer.init, out_shardings=shardings)
+
+
+def run_sharded_fn(trainer: MetaTrainer, state: MetaState,
+                   mesh: Optional[jax.sharding.Mesh] = None):
+  """`trainer.run` with its output pinned to `state_shardings` on `mesh`
+  (default `population_mesh()`), metrics replicated; `state` may be
+  abstract. Without the pin XLA's propagation may hand some population
+  leaves back replicated, and the next call then takes another layout
+  (another program)."""
+  mesh = population_mesh() if mesh is None else mesh
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(trainer.run, donate_argnums=0,
+                 out_shardings=(state_shardings(state, mesh), replicated))
 
 
 def shard(state: MetaState, devices=None) -> MetaState:

@@ -1,0 +1,311 @@
+"""Compiled programs kept on disk across processes, tracing skipped.
+
+JAX's persistent compilation cache skips XLA's compile on a second run, but
+not the Python trace and the lowering that compute its key: on the
+meta-training program of small_dense_short (64 agents) those take 4-5 s
+of a 7 s cache hit. This cache keeps the whole compiled executable
+(`jax.experimental.serialize_executable`) under a key of everything the
+program can depend on, so a hit traces nothing:
+
+- a name and a caller's `context` (the config; JSON),
+- the arguments' tree structure, shapes, dtypes and shardings,
+- the code: the installed distributions (name and version) and every
+  file of the packages loaded from elsewhere (this project's, the
+  caller's; path, size and modification time), taken at the first key,
+- the environment: Python, JAX and jaxlib versions, JAX's config values,
+  JAX_* and XLA_* environment variables (XLA_FLAGS), the devices, and the
+  CPU (model and feature flags, as XLA:CPU compiles for the host).
+
+Anything else the program reads at trace time (a file it loads, a global
+changed in memory) must be in `context`; `file_stamps` adds the size and
+time of every existing file a config names. A miss compiles as `jax.jit`
+would and writes the entry (atomically: a crash leaves no partial file); an
+unreadable entry (corrupt, or from another JAX) is a miss that is
+rewritten; a program that cannot be serialized runs uncached. The folder
+keeps the `max_entries` most recently used entries.
+
+Loading an entry unpickles it, which can run code: keep the folder private
+(as JAX's own cache). Single-process only: with `jax.process_count() > 1`
+every call compiles as plain jit.
+
+    cache = ExecutableCache('/tmp/exe', context=cfg.to_dict())
+    run = cache.wrap('meta_run', lambda: trainer.run)
+    state, metrics = run(state)   # compiled or loaded on the first call
+    run.status                    # 'hit', 'miss', ...
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import pickle
+import platform
+import site
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import numpy as np
+
+FORMAT = 1
+_code_stamp: Optional[dict] = None  # taken at the first key
+
+
+def _installed_prefixes() -> tuple:
+  dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+  try:
+    dirs.update(site.getsitepackages())
+    dirs.add(site.getusersitepackages())
+  except AttributeError:  # a virtualenv's old site module
+    pass
+  return tuple(os.path.join(os.path.abspath(d), '') for d in dirs if d)
+
+
+def _tree_stamp(root: str) -> list:
+  """(path, size, mtime) of `root` (a module file) or of every file under
+  it (a package folder: its modules and the data they may load, such as
+  shipped meta-params)."""
+  if os.path.isfile(root):
+    st = os.stat(root)
+    return [(root, st.st_size, st.st_mtime_ns)]
+  out = []
+  for folder, dirs, files in os.walk(root):
+    dirs[:] = sorted(d for d in dirs
+                     if not d.startswith('.') and d != '__pycache__')
+    for n in sorted(files):
+      if not n.endswith(('.pyc', '.tmp')):
+        p = os.path.join(folder, n)
+        try:
+          st = os.stat(p)
+        except OSError:  # removed meanwhile
+          continue
+        out.append((p, st.st_size, st.st_mtime_ns))
+  return out
+
+
+def _code() -> dict:
+  """What the code is, taken once per process at the first key: the
+  installed distributions (name, version), and every file of the
+  packages loaded from outside them (this project's, the caller's), by path,
+  size and modification time. Whole packages, so a module that only a
+  trace imports is covered too."""
+  global _code_stamp
+  if _code_stamp is None:
+    installed = _installed_prefixes()
+    roots = set()
+    for name, module in list(sys.modules.items()):
+      path = getattr(module, '__file__', None)
+      if not path:
+        continue
+      path = os.path.abspath(path)
+      if path.startswith(installed) or not os.path.exists(path):
+        continue
+      top = sys.modules.get(name.split('.')[0], module)
+      top_path = getattr(top, '__file__', None)
+      if getattr(top, '__path__', None) and top_path:
+        roots.add(os.path.dirname(os.path.abspath(top_path)))
+      else:
+        roots.add(path)
+    _code_stamp = {
+        'installed': sorted((d.metadata['Name'] or '', d.version)
+                            for d in importlib.metadata.distributions()),
+        'files': [s for r in sorted(roots) for s in _tree_stamp(r)],
+    }
+  return _code_stamp
+
+
+def _cpu() -> list:
+  try:
+    with open('/proc/cpuinfo') as f:
+      lines = f.read().split('\n\n')[0].splitlines()
+  except OSError:
+    return [platform.processor()]
+  return [ln for ln in lines if ln.split(':')[0].strip() in
+          ('vendor_id', 'model name', 'flags', 'Features', 'CPU part')]
+
+
+def environment() -> dict:
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  return {
+      'python': sys.version,
+      'jax': jax.__version__,
+      'jaxlib': jaxlib.__version__,
+      'config': {k: repr(v) for k, v in sorted(jax.config.values.items())},
+      'env': {k: v for k, v in sorted(os.environ.items())
+              if k.startswith(('JAX_', 'XLA_'))},
+      'devices': [(d.platform, d.device_kind, d.id, d.process_index)
+                  for d in jax.devices()],
+      'processes': jax.process_count(),
+      'cpu': _cpu(),
+  }
+
+
+def _leaf_signature(x) -> list:
+  if isinstance(x, jax.Array):
+    sharding = x.sharding
+    return ['array', list(x.shape), str(x.dtype), bool(x.weak_type),
+            str(sharding), sorted(d.id for d in sharding.device_set)]
+  if isinstance(x, np.ndarray):
+    return ['numpy', list(x.shape), str(x.dtype)]
+  if isinstance(x, (bool, int, float, complex)):
+    return ['python', type(x).__name__]
+  raise TypeError(f'ExecutableCache: unsupported argument type {type(x)}')
+
+
+def signature(args) -> str:
+  leaves, tree = jax.tree.flatten(args)
+  return json.dumps([str(tree), [_leaf_signature(x) for x in leaves]])
+
+
+def file_stamps(obj) -> Dict[str, list]:
+  """Size and modification time of every existing file named by a string
+  in `obj` (nested dicts, lists, tuples): e.g. a config's meta-params
+  path, whose arrays a program may hold as constants."""
+  out = {}
+
+  def visit(v):
+    if isinstance(v, dict):
+      for item in v.values():
+        visit(item)
+    elif isinstance(v, (list, tuple)):
+      for item in v:
+        visit(item)
+    elif isinstance(v, str) and v and os.path.isfile(v):
+      st = os.stat(v)
+      out[os.path.abspath(v)] = [st.st_size, st.st_mtime_ns]
+
+  visit(obj)
+  return out
+
+
+class CachedFunction:
+  """A jitted function whose compiled programs come from the cache; call it
+  like the function. `status` says how the last new program was got:
+  'hit', 'miss', 'miss (...)', 'not cached (...)' or 'off (...)'."""
+
+  def __init__(self, cache: 'ExecutableCache', name: str,
+               make: Callable[[], Any]):
+    self._cache = cache
+    self._name = name
+    self._make = make
+    self._fn = None
+    self._compiled = {}
+    self.status = None
+    self.seconds = None  # getting the last new program: load or compile
+
+  def _jitted(self):
+    if self._fn is None:
+      self._fn = self._make()
+    return self._fn
+
+  def describe(self) -> str:
+    """`status`, with the seconds it took to load or compile."""
+    if self.seconds is None:
+      return str(self.status)
+    return f'{self.status} ({self.seconds:.1f} s)'
+
+  def compiled(self, *args):
+    """The compiled program for arguments like `args` (loaded, or compiled
+    and stored, the first time), without running it."""
+    sig = signature(args)
+    compiled = self._compiled.get(sig)
+    if compiled is None:
+      t = time.time()
+      if not self._cache.folder or jax.process_count() > 1:
+        self.status = ('off (multi-process)' if self._cache.folder
+                       else 'off')
+        compiled = self._jitted().lower(*args).compile()
+      else:
+        compiled, self.status = self._cache.load_or_compile(
+            self._name, self._jitted, args, sig)
+      self.seconds = time.time() - t
+      self._compiled[sig] = compiled
+    return compiled
+
+  def __call__(self, *args):
+    if not self._cache.folder or jax.process_count() > 1:
+      self.status = ('off (multi-process)' if self._cache.folder
+                     else 'off')
+      return self._jitted()(*args)
+    return self.compiled(*args)(*args)
+
+
+class ExecutableCache:
+  """Compiled executables on disk in `folder` ('' turns the cache off:
+  every wrapped function is plain jit). `context`: JSON-able, what the
+  programs depend on beyond their arguments and the code (a config)."""
+
+  def __init__(self, folder: str, context: Any = None,
+               max_entries: int = 64):
+    if max_entries < 1:
+      raise ValueError(f'max_entries: must be >= 1, got {max_entries}')
+    self.folder = os.path.abspath(os.path.expanduser(folder)) if folder else ''
+    self.context = json.dumps(context, sort_keys=True, default=repr)
+    self.max_entries = max_entries
+
+  def wrap(self, name: str, make: Callable[[], Any]) -> CachedFunction:
+    """`make()` returns the jitted function; it is called only when a
+    program must be compiled (a miss), so whatever it traces up front
+    (e.g. `jax.eval_shape` for shardings) is skipped on a hit."""
+    return CachedFunction(self, name, make)
+
+  def key(self, name: str, sig: str) -> str:
+    return json.dumps({'format': FORMAT, 'name': name,
+                       'context': self.context, 'signature': sig,
+                       'code': _code(), 'environment': environment()},
+                      sort_keys=True)
+
+  def path(self, name: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return os.path.join(self.folder, f'{name}-{digest}.exe')
+
+  def load_or_compile(self, name: str, jitted: Callable[[], Any], args,
+                      sig: str):
+    """(compiled program, status)."""
+    from jax.experimental import serialize_executable  # pylint: disable=g-import-not-at-top
+    key = self.key(name, sig)
+    path = self.path(name, key)
+    status = 'miss'
+    if os.path.exists(path):
+      try:
+        with open(path, 'rb') as f:
+          entry = pickle.load(f)
+        if entry.get('key') != key:
+          raise ValueError('another program under the same hash')
+        compiled = serialize_executable.deserialize_and_load(
+            entry['payload'], entry['in_tree'], entry['out_tree'])
+        os.utime(path)  # most recently used
+        return compiled, 'hit'
+      except Exception as e:  # pylint: disable=broad-except
+        status = f'miss (unreadable entry, rewritten: {type(e).__name__}: {e})'
+    compiled = jitted().lower(*args).compile()
+    try:
+      payload, in_tree, out_tree = serialize_executable.serialize(compiled)
+      data = pickle.dumps({'key': key, 'payload': payload,
+                           'in_tree': in_tree, 'out_tree': out_tree})
+    except Exception as e:  # pylint: disable=broad-except
+      return compiled, f'not cached ({type(e).__name__}: {e})'
+    os.makedirs(self.folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=self.folder, suffix='.tmp')
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+    self._prune()
+    return compiled, status
+
+  def _prune(self) -> None:
+    entries = []
+    for n in os.listdir(self.folder):
+      if n.endswith('.exe'):
+        p = os.path.join(self.folder, n)
+        try:
+          entries.append((os.stat(p).st_mtime, p))
+        except OSError:
+          continue
+    for _, p in sorted(entries)[:-self.max_entries]:
+      try:
+        os.remove(p)
+      except OSError:
+        pass

@@ -1,0 +1,98 @@
+"""lopt.executable_cache: a hit traces nothing and equals the compiled
+program; any change of context, shapes or files misses; a bad entry is
+rewritten. (Across processes: tests/test_meta_resume.py, whose resumed
+launcher runs load the meta-training programs and end bitwise equal.)"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import serialize_executable
+import numpy as np
+import pytest
+
+from lopt import executable_cache
+
+
+def _traced_fn(traces):
+  def f(x, y):
+    traces.append(x.shape)
+    return x * 2. + y, jnp.sum(x * y)
+  return lambda: jax.jit(f, donate_argnums=0)
+
+
+def _entries(folder):
+  return sorted(n for n in os.listdir(folder) if n.endswith('.exe'))
+
+
+def test_second_cache_loads_without_tracing_and_donates(tmp_path):
+  traces = []
+  y = jnp.arange(3.)
+  first = executable_cache.ExecutableCache(str(tmp_path), {'lr': 1e-3})
+  f = first.wrap('f', _traced_fn(traces))
+  a = f(jnp.ones(3), y)
+  assert f.status == 'miss' and len(traces) == 1
+  assert len(_entries(tmp_path)) == 1
+  again = executable_cache.ExecutableCache(str(tmp_path), {'lr': 1e-3})
+  g = again.wrap('f', _traced_fn(traces))
+  x = jnp.ones(3)
+  b = g(x, y)
+  assert g.status == 'hit' and len(traces) == 1  # nothing traced
+  assert x.is_deleted()  # the loaded program still donates its argument
+  np.testing.assert_array_equal(a[0], b[0])
+  np.testing.assert_array_equal(a[1], b[1])
+  np.testing.assert_array_equal(b[0], [2., 3., 4.])
+  # Another context, or other shapes: another program.
+  other = executable_cache.ExecutableCache(str(tmp_path), {'lr': 3e-4})
+  h = other.wrap('f', _traced_fn(traces))
+  h(jnp.ones(3), y)
+  assert h.status == 'miss'
+  g(jnp.ones(4), jnp.ones(4))
+  assert g.status == 'miss' and traces[-1] == (4,)
+  assert len(_entries(tmp_path)) == 3
+
+
+def test_bad_entry_is_a_miss_and_is_rewritten(tmp_path):
+  traces = []
+  cache = executable_cache.ExecutableCache(str(tmp_path))
+  cache.wrap('f', _traced_fn(traces))(jnp.ones(2), jnp.ones(2))
+  (name,) = _entries(tmp_path)
+  (tmp_path / name).write_bytes(b'not a pickle')
+  f = cache.wrap('f', _traced_fn(traces))
+  out, _ = f(jnp.ones(2), jnp.ones(2))
+  assert f.status.startswith('miss (unreadable entry, rewritten: ')
+  np.testing.assert_array_equal(out, [3., 3.])
+  g = cache.wrap('f', _traced_fn(traces))
+  g(jnp.ones(2), jnp.ones(2))
+  assert g.status == 'hit' and len(traces) == 2
+
+
+def test_off_unserializable_and_pruned(tmp_path, monkeypatch):
+  traces = []
+  off = executable_cache.ExecutableCache('').wrap('f', _traced_fn(traces))
+  np.testing.assert_array_equal(off(jnp.ones(2), jnp.ones(2))[0], [3., 3.])
+  assert off.status == 'off'
+  with pytest.raises(ValueError, match='max_entries: must be >= 1, got 0'):
+    executable_cache.ExecutableCache(str(tmp_path), max_entries=0)
+  cache = executable_cache.ExecutableCache(str(tmp_path), max_entries=2)
+  f = cache.wrap('f', _traced_fn(traces))
+  for n in (1, 2, 3):
+    f(jnp.ones(n), jnp.ones(n))
+  assert len(_entries(tmp_path)) == 2  # the oldest removed
+  def refuse(compiled):
+    raise ValueError('Compilation does not support serialization')
+  monkeypatch.setattr(serialize_executable, 'serialize', refuse)
+  f(jnp.ones(5), jnp.ones(5))
+  assert f.status.startswith('not cached (ValueError')
+  assert len(_entries(tmp_path)) == 2
+
+
+def test_files_named_in_the_context_are_stamped(tmp_path):
+  path = tmp_path / 'meta_params.npz'
+  path.write_bytes(b'12')
+  cfg = {'meta': {'init_path': str(path), 'lr': 1.}, 'envs': ['catch']}
+  before = executable_cache.file_stamps(cfg)
+  assert list(before) == [str(path)]
+  path.write_bytes(b'123')
+  assert executable_cache.file_stamps(cfg) != before
+  assert executable_cache.file_stamps({'a': 'no/such/file'}) == {}
