@@ -36,6 +36,7 @@ small networks do not gain. It is applied before JAX's first computation.
 import importlib.metadata
 import importlib.util
 import os
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -137,12 +138,16 @@ def enable_compilation_cache(path: str) -> str:
   return path
 
 
-def enable_executable_cache(cache_dir: str) -> str:
+def enable_executable_cache(cache_dir: str,
+                            enabled: Optional[bool] = None) -> str:
   """Sets the folder of `executable_cache` (`cache_dir`/executables, or ''
-  when `cache_dir` is empty or --noexecutable_cache); returns it."""
+  when `cache_dir` is empty or `enabled` is False; None: --executable_cache);
+  returns it."""
   global _executables_dir
+  if enabled is None and cache_dir:
+    enabled = _EXEC_CACHE.value
   _executables_dir = (os.path.join(cache_dir, 'executables')
-                      if cache_dir and _EXEC_CACHE.value else '')
+                      if cache_dir and enabled else '')
   return _executables_dir
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from launchers import common
 from launchers import multihost
+from launchers import runtime
 
 
 def num_envs(cfg) -> int:
@@ -96,11 +97,27 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
   keys = np.asarray(jax.random.split(jax.random.PRNGKey(cfg.seed),
                                      cfg.num_seeds))
   init = jax.vmap(lambda k: algo.init_state(agent, optimizer, k))
-  where = placement(jax.eval_shape(init, keys), cfg, devices)
-  chunk_fn = jax.vmap(algo.make_train(agent, optimizer, cfg.log_every))
-  # Built in place (each device its seeds and envs) and kept there.
-  states = jax.jit(init, out_shardings=where)(keys)
-  train_chunk = jax.jit(lambda s: _constrain(chunk_fn(s), where))
+  where_memo = []
+
+  def where():  # a trace of init: only when a program is compiled
+    if not where_memo:
+      where_memo.append(placement(jax.eval_shape(init, keys), cfg, devices))
+    return where_memo[0]
+
+  def chunk_fn():
+    train = jax.vmap(algo.make_train(agent, optimizer, cfg.log_every))
+    return jax.jit(lambda s: _constrain(train(s), where()))
+
+  # Built in place (each device its seeds and envs) and kept there. Both
+  # programs come from the executable cache when this config ran before
+  # (launchers only).
+  cache = runtime.executable_cache(
+      {'config': cfg.to_dict(),
+       'devices': None if devices is None else [d.id for d in devices]})
+  init_fn = cache.wrap('train_init',
+                       lambda: jax.jit(init, out_shardings=where()))
+  train_chunk = cache.wrap('train_chunk', chunk_fn)
+  states = init_fn(keys)
   primary = multihost.is_primary()
   progress = common.Progress(num_chunks * cfg.log_every,
                              unit='env-steps (all seeds)')
@@ -114,6 +131,9 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
     if compile_seconds is None:
       compile_seconds = time.time() - t_start
       run_start = time.time()
+      if verbose and primary and cache.folder:
+        print(f'executable cache: init {init_fn.describe()}, train '
+              f'{train_chunk.describe()}', flush=True)
     step = (chunk + 1) * cfg.log_every
     env_steps.append(step * steps_per_update)
     returns.append(ret)
@@ -137,7 +157,9 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
   result = {'label': label or cfg.optimizer.name, 'env': cfg.env_name,
             'env_steps': np.asarray(env_steps), 'returns': returns,
             'final_return': final, 'steps_per_second': steps_per_second,
-            'compile_seconds': compile_seconds, 'nonfinite': nonfinite}
+            'compile_seconds': compile_seconds, 'nonfinite': nonfinite,
+            'executable_cache': {'init': init_fn.status,
+                                 'train': train_chunk.status}}
   if workdir and primary:
     os.makedirs(workdir, exist_ok=True)
     common.write_csv(os.path.join(workdir, 'returns.csv'), rows)

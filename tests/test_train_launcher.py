@@ -10,6 +10,7 @@ import pytest
 import lopt
 from configs import a2c_catch
 from configs import a2c_gridworld
+from launchers import runtime
 from launchers import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +32,16 @@ def _tiny(cfg, **overrides):
 def test_untrained_optim4rl_trains_without_nan(tmp_path):
   cfg = _tiny(a2c_gridworld.get_config('small_dense_short'),
               **{'optimizer.name': 'optim4rl', 'num_seeds': 2})
-  result = training.train(cfg, str(tmp_path), verbose=False)
+  runtime.enable_executable_cache(str(tmp_path / 'cache'), enabled=True)
+  try:
+    result = training.train(cfg, str(tmp_path), verbose=False)
+    # Again: both programs loaded from the executable cache, same returns.
+    again = training.train(cfg, '', verbose=False)
+  finally:
+    runtime.enable_executable_cache('')
+  assert result['executable_cache'] == {'init': 'miss', 'train': 'miss'}
+  assert again['executable_cache'] == {'init': 'hit', 'train': 'hit'}
+  np.testing.assert_array_equal(again['returns'], result['returns'])
   assert not result['nonfinite']
   assert result['returns'].shape == (2, 2)
   assert np.all(np.isfinite(result['returns']))
