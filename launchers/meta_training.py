@@ -329,6 +329,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   key = np.asarray(jax.random.PRNGKey(cfg.seed))
   init = cache.wrap('meta_init',
                     lambda: meta.init_sharded_fn(trainer, key))
+  cache.prefetch('meta_run')  # loads while the population is built
   state = init(key)
   run = cache.wrap('meta_run', lambda: meta.run_sharded_fn(trainer, state))
   if start_step:

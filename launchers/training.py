@@ -117,6 +117,7 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
   init_fn = cache.wrap('train_init',
                        lambda: jax.jit(init, out_shardings=where()))
   train_chunk = cache.wrap('train_chunk', chunk_fn)
+  cache.prefetch('train_chunk')  # loads while the population is built
   states = init_fn(keys)
   primary = multihost.is_primary()
   progress = common.Progress(num_chunks * cfg.log_every,

@@ -34,6 +34,7 @@ def test_second_cache_loads_without_tracing_and_donates(tmp_path):
   assert f.status == 'miss' and len(traces) == 1
   assert len(_entries(tmp_path)) == 1
   again = executable_cache.ExecutableCache(str(tmp_path), {'lr': 1e-3})
+  again.prefetch('f')  # loads in a thread; the call below takes it
   g = again.wrap('f', _traced_fn(traces))
   x = jnp.ones(3)
   b = g(x, y)
@@ -50,6 +51,13 @@ def test_second_cache_loads_without_tracing_and_donates(tmp_path):
   g(jnp.ones(4), jnp.ones(4))
   assert g.status == 'miss' and traces[-1] == (4,)
   assert len(_entries(tmp_path)) == 3
+  # A prefetch loads the latest entry (shape 4): a call of shape 3 leaves
+  # it and loads its own.
+  later = executable_cache.ExecutableCache(str(tmp_path), {'lr': 1e-3})
+  later.prefetch('f')
+  k = later.wrap('f', _traced_fn(traces))
+  np.testing.assert_array_equal(k(jnp.ones(3), y)[0], [2., 3., 4.])
+  assert k.status == 'hit' and traces[-1] == (4,)
 
 
 def test_bad_entry_is_a_miss_and_is_rewritten(tmp_path):
