@@ -146,7 +146,9 @@ def bench_meta() -> dict:
   state = init(key)
   jax.block_until_ready(state)
   t_init = time.time() - t0
-  run = cache.wrap('meta_run', lambda: meta.run_sharded_fn(trainer, state))
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        state)
+  run = cache.wrap('meta_run', lambda: meta.run_sharded_fn(trainer, shapes))
   t1 = time.time()
   compiled = run.compiled(state)
   t_compile = time.time() - t1

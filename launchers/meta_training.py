@@ -331,7 +331,9 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
                     lambda: meta.init_sharded_fn(trainer, key))
   cache.prefetch('meta_run')  # loads while the population is built
   state = init(key)
-  run = cache.wrap('meta_run', lambda: meta.run_sharded_fn(trainer, state))
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        state)  # `state` itself is donated by each call
+  run = cache.wrap('meta_run', lambda: meta.run_sharded_fn(trainer, shapes))
   if start_step:
     state, start_step = ckpt.restore(state)
     if verbose:

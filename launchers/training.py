@@ -104,16 +104,21 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
       where_memo.append(placement(jax.eval_shape(init, keys), cfg, devices))
     return where_memo[0]
 
-  def chunk_fn():
+  def chunk_fn():  # states stay where they are (pinned: the next call
+    # then takes the same layout, so the same program); metrics as XLA likes
     train = jax.vmap(algo.make_train(agent, optimizer, cfg.log_every))
-    return jax.jit(lambda s: _constrain(train(s), where()))
+    return jax.jit(train, out_shardings=(where(), None))
 
   # Built in place (each device its seeds and envs) and kept there. Both
   # programs come from the executable cache when this config ran before
   # (launchers only).
   cache = runtime.executable_cache(
       {'config': cfg.to_dict(),
-       'devices': None if devices is None else [d.id for d in devices]})
+       'devices': None if devices is None else [(d.platform, d.id)
+                                                for d in devices]},
+      # Entries load onto the default backend's devices.
+      enabled=devices is None or all(
+          d.client == jax.devices()[0].client for d in devices))
   init_fn = cache.wrap('train_init',
                        lambda: jax.jit(init, out_shardings=where()))
   train_chunk = cache.wrap('train_chunk', chunk_fn)
@@ -197,8 +202,3 @@ def final_return(returns: np.ndarray) -> np.ndarray:
     if len(ended):
       final[seed] = returns[ended[-1], seed]
   return final
-
-
-def _constrain(out, where):
-  states, metrics = out
-  return jax.lax.with_sharding_constraint(states, where), metrics

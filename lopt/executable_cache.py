@@ -17,16 +17,18 @@ program can depend on, so a hit traces nothing:
   CPU (model and feature flags, as XLA:CPU compiles for the host).
 
 Anything else the program reads at trace time (a file it loads, a global
-changed in memory) must be in `context`; `file_stamps` adds the size and
-time of every existing file a config names. A miss compiles as `jax.jit`
-would and writes the entry (atomically: a crash leaves no partial file); an
-unreadable entry (corrupt, or from another JAX) is a miss that is
-rewritten; a program that cannot be serialized runs uncached. The folder
-keeps the `max_entries` most recently used entries.
+changed in memory) must be in `context`; `file_stamps` adds the size and a
+content hash of every existing file a config names. A miss compiles as
+`jax.jit` would and writes the entry (atomically: a crash leaves no partial
+entry); a corrupt entry is a miss that is rewritten; a program that cannot
+be serialized, or a folder that cannot be written, costs the entry, not the
+run. The folder keeps the `max_entries` most recently used entries (no cap
+on their size: a few MB each for this project's CPU programs).
 
-Loading an entry unpickles it, which can run code: keep the folder private
-(as JAX's own cache). Single-process only: with `jax.process_count() > 1`
-every call compiles as plain jit.
+Loading an entry unpickles it, which can run code: the folder is created
+private (0700), and one that another user owns or others may write is not
+used. Single-process only: with `jax.process_count() > 1` every call
+compiles as plain jit.
 
     cache = ExecutableCache('/tmp/exe', context=cfg.to_dict())
     run = cache.wrap('meta_run', lambda: trainer.run)
@@ -40,6 +42,7 @@ import os
 import pickle
 import platform
 import site
+import sysconfig
 import sys
 import tempfile
 import threading
@@ -53,14 +56,41 @@ FORMAT = 1
 _code_stamp: Optional[dict] = None  # taken at the first key
 
 
-def _installed_prefixes() -> tuple:
-  dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+def _installed_dirs() -> tuple:
+  """The folders of the standard library and of installed distributions
+  (site-packages), each ending in a separator."""
+  dirs = set()
+  for scheme_key in ('stdlib', 'platstdlib', 'purelib', 'platlib'):
+    dirs.add(sysconfig.get_paths().get(scheme_key, ''))
   try:
     dirs.update(site.getsitepackages())
     dirs.add(site.getusersitepackages())
   except AttributeError:  # a virtualenv's old site module
     pass
   return tuple(os.path.join(os.path.abspath(d), '') for d in dirs if d)
+
+
+def _distributions(installed: tuple) -> list:
+  """Each installed distribution by its metadata folder (name and version)
+  and the size and time of its RECORD (rewritten by every install, so a
+  reinstall of the same version counts as new code)."""
+  out = []
+  for folder in sorted(set(installed)):
+    try:
+      names = sorted(os.listdir(folder))
+    except OSError:
+      continue
+    for n in names:
+      if not n.endswith(('.dist-info', '.egg-info', '.egg-link', '.pth')):
+        continue
+      p = os.path.join(folder, n)
+      record = os.path.join(p, 'RECORD')
+      try:
+        st = os.stat(record if os.path.isfile(record) else p)
+      except OSError:
+        continue
+      out.append((p, st.st_size, st.st_mtime_ns))
+  return out
 
 
 def _tree_stamp(root: str) -> list:
@@ -87,14 +117,14 @@ def _tree_stamp(root: str) -> list:
 
 def _code() -> dict:
   """What the code is, taken once per process at the first key: the
-  installed distributions (name, version), and every file of the
-  packages loaded from outside them (this project's, the caller's), by path,
-  size and modification time. Whole packages, so a module that only a
-  trace imports is covered too."""
+  installed distributions, and every file of the packages loaded from
+  elsewhere (this project's, the caller's) by path, size and modification
+  time. Whole packages, so a module that only a trace imports is covered
+  too, and the same set whatever the entry point (`__main__`)."""
   global _code_stamp
   if _code_stamp is None:
-    installed = _installed_prefixes()
-    roots = set()
+    installed = _installed_dirs()
+    packages, modules = set(), set()
     for name, module in list(sys.modules.items()):
       path = getattr(module, '__file__', None)
       if not path:
@@ -105,17 +135,17 @@ def _code() -> dict:
       top = sys.modules.get(name.split('.')[0], module)
       top_path = getattr(top, '__file__', None)
       if getattr(top, '__path__', None) and top_path:
-        roots.add(os.path.dirname(os.path.abspath(top_path)))
+        packages.add(os.path.join(os.path.dirname(os.path.abspath(top_path)),
+                                  ''))
       else:
-        roots.add(path)
+        modules.add(path)
+    # A module file inside a package walked anyway (the launcher run as
+    # __main__) adds nothing.
+    modules = {m for m in modules if not m.startswith(tuple(packages))}
     _code_stamp = {
-        # Each distribution's metadata folder names it and its version
-        # (a listing: reading every METADATA takes 0.2 s).
-        'installed': sorted(
-            os.path.join(p, n) for p in sys.path if os.path.isdir(p)
-            for n in os.listdir(p)
-            if n.endswith(('.dist-info', '.egg-info', '.egg-link', '.pth'))),
-        'files': [s for r in sorted(roots) for s in _tree_stamp(r)],
+        'installed': _distributions(installed),
+        'files': [s for r in sorted(packages | modules)
+                  for s in _tree_stamp(r.rstrip(os.sep))],
     }
   return _code_stamp
 
@@ -138,11 +168,13 @@ def environment() -> dict:
       'jaxlib': jaxlib.__version__,
       'config': {k: repr(v) for k, v in sorted(jax.config.values.items())},
       'env': {k: v for k, v in sorted(os.environ.items())
-              if k.startswith(('JAX_', 'XLA_'))},
+              if k.startswith(('JAX_', 'XLA_', 'LIBTPU'))},
       'devices': [(d.platform, d.device_kind, d.id, d.process_index)
                   for d in jax.devices()],
       'processes': jax.process_count(),
       'cpu': _cpu(),
+      'cpus': (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+               else os.cpu_count()),
   }
 
 
@@ -155,7 +187,9 @@ def _leaf_signature(x) -> list:
     return ['numpy', list(x.shape), str(x.dtype)]
   if isinstance(x, (bool, int, float, complex)):
     return ['python', type(x).__name__]
-  raise TypeError(f'ExecutableCache: unsupported argument type {type(x)}')
+  if isinstance(x, np.generic):
+    return ['numpy', [], str(x.dtype)]
+  raise TypeError(f'unsupported argument type {type(x).__name__}')
 
 
 def signature(args) -> str:
@@ -163,10 +197,11 @@ def signature(args) -> str:
   return json.dumps([str(tree), [_leaf_signature(x) for x in leaves]])
 
 
-def file_stamps(obj) -> Dict[str, list]:
-  """Size and modification time of every existing file named by a string
-  in `obj` (nested dicts, lists, tuples): e.g. a config's meta-params
-  path, whose arrays a program may hold as constants."""
+def file_stamps(obj, max_hash_bytes: int = 1 << 28) -> Dict[str, list]:
+  """Every existing file named by a string in `obj` (nested dicts, lists,
+  tuples), e.g. a config's meta-params path whose arrays a program may hold
+  as constants: its size and a hash of its content (size and modification
+  time above `max_hash_bytes`)."""
   out = {}
 
   def visit(v):
@@ -178,7 +213,12 @@ def file_stamps(obj) -> Dict[str, list]:
         visit(item)
     elif isinstance(v, str) and v and os.path.isfile(v):
       st = os.stat(v)
-      out[os.path.abspath(v)] = [st.st_size, st.st_mtime_ns]
+      if st.st_size > max_hash_bytes:
+        out[os.path.abspath(v)] = [st.st_size, st.st_mtime_ns]
+        return
+      with open(v, 'rb') as f:
+        out[os.path.abspath(v)] = [st.st_size,
+                                   hashlib.sha256(f.read()).hexdigest()]
 
   visit(obj)
   return out
@@ -210,30 +250,46 @@ class CachedFunction:
       return str(self.status)
     return f'{self.status} ({self.seconds:.1f} s)'
 
+  def _off(self, args):
+    """Why this call is not cached (None: it is), and its signature."""
+    if not self._cache.folder:
+      return 'off', None
+    if jax.process_count() > 1:
+      return 'off (multi-process)', None
+    reason = self._cache.unusable()
+    if reason:
+      return f'off ({reason})', None
+    try:
+      return None, signature(args)
+    except TypeError as e:
+      return f'off ({e})', None
+
   def compiled(self, *args):
     """The compiled program for arguments like `args` (loaded, or compiled
     and stored, the first time), without running it."""
-    sig = signature(args)
-    compiled = self._compiled.get(sig)
+    off, sig = self._off(args)
+    compiled = self._compiled.get(sig) if sig else None
     if compiled is None:
       t = time.time()
-      if not self._cache.folder or jax.process_count() > 1:
-        self.status = ('off (multi-process)' if self._cache.folder
-                       else 'off')
+      if off:
+        self.status = off
         compiled = self._jitted().lower(*args).compile()
       else:
         compiled, self.status = self._cache.load_or_compile(
             self._name, self._jitted, args, sig)
+        self._compiled[sig] = compiled
       self.seconds = time.time() - t
-      self._compiled[sig] = compiled
     return compiled
 
   def __call__(self, *args):
-    if not self._cache.folder or jax.process_count() > 1:
-      self.status = ('off (multi-process)' if self._cache.folder
-                     else 'off')
+    off, sig = self._off(args)
+    if off:
+      self.status = off
       return self._jitted()(*args)
-    return self.compiled(*args)(*args)
+    compiled = self._compiled.get(sig)
+    if compiled is None:
+      compiled = self.compiled(*args)
+    return compiled(*args)
 
 
 def _load(path: str, raise_errors: bool = False):
@@ -271,6 +327,7 @@ class ExecutableCache:
     self.context = json.dumps(context, sort_keys=True, default=repr)
     self.max_entries = max_entries
     self._prefetch = {}  # name -> (thread, path, [(key, compiled) or None])
+    self._unusable = None  # '' once the folder is checked usable
 
   def wrap(self, name: str, make: Callable[[], Any]) -> CachedFunction:
     """`make()` returns the jitted function; it is called only when a
@@ -299,17 +356,20 @@ class ExecutableCache:
     while the caller does other work (builds the arguments). The first call
     of `name` takes it if its key is the one wanted, and loads or compiles
     as usual otherwise."""
-    if not self.folder or jax.process_count() > 1 or name in self._prefetch:
+    if (not self.folder or jax.process_count() > 1 or name in self._prefetch
+        or self.unusable()):
       return
     prefix = self._family(name)
-    try:
-      found = [os.path.join(self.folder, n) for n in os.listdir(self.folder)
-               if n.startswith(prefix) and n.endswith('.exe')]
-    except OSError:
-      return
+    found = []
+    for n in os.listdir(self.folder):
+      if n.startswith(prefix) and n.endswith('.exe'):
+        try:
+          found.append((os.path.getmtime(os.path.join(self.folder, n)), n))
+        except OSError:  # pruned meanwhile
+          continue
     if not found:
       return
-    path = max(found, key=os.path.getmtime)
+    path = os.path.join(self.folder, max(found)[1])
     box = []
     thread = threading.Thread(target=lambda: box.append(_load(path)),
                               name=f'prefetch {name}')
@@ -353,25 +413,56 @@ class ExecutableCache:
                            'in_tree': in_tree, 'out_tree': out_tree})
     except Exception as e:  # pylint: disable=broad-except
       return compiled, f'not cached ({type(e).__name__}: {e})'
-    os.makedirs(self.folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=self.folder, suffix='.tmp')
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
-    self._prune()
+    tmp = None
+    try:  # a folder that cannot be written costs the entry, not the run
+      fd, tmp = tempfile.mkstemp(dir=self.folder, suffix='.tmp')
+      with os.fdopen(fd, 'wb') as f:
+        f.write(data)
+      os.replace(tmp, path)
+      tmp = None
+      self._prune()
+    except OSError as e:
+      return compiled, f'not cached (write: {e})'
+    finally:
+      if tmp is not None and os.path.exists(tmp):
+        os.remove(tmp)
     return compiled, status
 
   def _prune(self) -> None:
-    entries = []
+    """Keeps the `max_entries` most recently used entries; removes partial
+    writes (of a killed process) older than an hour."""
+    entries, stale = [], []
+    now = time.time()
     for n in os.listdir(self.folder):
+      p = os.path.join(self.folder, n)
+      try:
+        mtime = os.stat(p).st_mtime
+      except OSError:
+        continue
       if n.endswith('.exe'):
-        p = os.path.join(self.folder, n)
-        try:
-          entries.append((os.stat(p).st_mtime, p))
-        except OSError:
-          continue
-    for _, p in sorted(entries)[:-self.max_entries]:
+        entries.append((mtime, p))
+      elif n.endswith('.tmp') and now - mtime > 3600:
+        stale.append(p)
+    for p in [p for _, p in sorted(entries)[:-self.max_entries]] + stale:
       try:
         os.remove(p)
       except OSError:
         pass
+
+  def unusable(self) -> str:
+    """Why the folder cannot be used ('' if it can): it is created private
+    (0700); one that another user owns, or that others may write, is not
+    used, since loading an entry unpickles it."""
+    if self._unusable is None:
+      try:
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        st = os.stat(self.folder)
+        if hasattr(os, 'getuid') and st.st_uid != os.getuid():
+          self._unusable = f'{self.folder} belongs to another user'
+        elif st.st_mode & 0o022:
+          self._unusable = f'{self.folder} is writable by others'
+        else:
+          self._unusable = ''
+      except OSError as e:
+        self._unusable = f'cannot create {self.folder}: {e}'
+    return self._unusable

@@ -579,15 +579,14 @@ def init_sharded_fn(trainer: MetaTrainer, key: Array,
 
 def run_sharded_fn(trainer: MetaTrainer, state: MetaState,
                    mesh: Optional[jax.sharding.Mesh] = None):
-  """`trainer.run` with its output pinned to `state_shardings` on `mesh`
-  (default `population_mesh()`), metrics replicated; `state` may be
-  abstract. Without the pin XLA's propagation may hand some population
-  leaves back replicated, and the next call then takes another layout
-  (another program)."""
+  """`trainer.run` with its state output pinned to `state_shardings` on
+  `mesh` (default `population_mesh()`, as `init_sharded`'s), metrics as XLA
+  places them; `state` may be abstract. Without the pin XLA's propagation
+  may hand some population leaves back replicated, and the next call then
+  takes another layout (another program)."""
   mesh = population_mesh() if mesh is None else mesh
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.jit(trainer.run, donate_argnums=0,
-                 out_shardings=(state_shardings(state, mesh), replicated))
+                 out_shardings=(state_shardings(state, mesh), None))
 
 
 def shard(state: MetaState, devices=None) -> MetaState:

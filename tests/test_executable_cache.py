@@ -87,12 +87,25 @@ def test_off_unserializable_and_pruned(tmp_path, monkeypatch):
   for n in (1, 2, 3):
     f(jnp.ones(n), jnp.ones(n))
   assert len(_entries(tmp_path)) == 2  # the oldest removed
+  def full_disk(**kwargs):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(executable_cache.tempfile, 'mkstemp', full_disk)
+  np.testing.assert_array_equal(f(jnp.ones(4), jnp.ones(4))[0], [3.] * 4)
+  assert f.status == 'not cached (write: [Errno 28] No space left on device)'
   def refuse(compiled):
     raise ValueError('Compilation does not support serialization')
   monkeypatch.setattr(serialize_executable, 'serialize', refuse)
   f(jnp.ones(5), jnp.ones(5))
   assert f.status.startswith('not cached (ValueError')
   assert len(_entries(tmp_path)) == 2
+  # Entries unpickle: a folder others may write is not used.
+  shared = tmp_path / 'shared'
+  shared.mkdir(mode=0o777)
+  os.chmod(shared, 0o777)
+  g = executable_cache.ExecutableCache(str(shared)).wrap('f', _traced_fn(traces))
+  np.testing.assert_array_equal(g(jnp.ones(2), jnp.ones(2))[0], [3., 3.])
+  assert g.status == f'off ({shared} is writable by others)'
+  assert not os.listdir(shared)
 
 
 def test_files_named_in_the_context_are_stamped(tmp_path):
