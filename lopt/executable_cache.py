@@ -42,8 +42,8 @@ import os
 import pickle
 import platform
 import site
-import sysconfig
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
