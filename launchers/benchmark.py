@@ -81,7 +81,7 @@ _IMPLS = flags.DEFINE_list('impls', ['haiku', 'fast'],
                            'Opt: cell implementations to time.')
 _GROUPS = flags.DEFINE_integer('agent_groups', 1,
                                'Meta: sequential agent groups (memory).')
-_IMPL = flags.DEFINE_enum('impl', 'haiku', ['fast', 'haiku'],
+_IMPL = flags.DEFINE_enum('impl', 'haiku', ['fast', 'fused', 'haiku'],
                           "Meta: the cell's implementation (lopt.fast_cells).")
 _SEEDS = flags.DEFINE_integer('seeds', 1, 'A2C: seeds trained at once (vmap).')
 _A2C_OPT = flags.DEFINE_enum(

@@ -92,8 +92,10 @@ def test_fast_path_equals_the_haiku_module(name, n, chunk):
                                  err_msg=f'{key}/{field}')
 
 
-def test_optimizer_implementations_agree_over_steps():
-  lo_fast = lopt.learned_optimizer(cell='optim4rl', implementation='fast')
+@pytest.mark.parametrize('implementation', ['fast', 'fused'])
+def test_optimizer_implementations_agree_over_steps(implementation):
+  lo_fast = lopt.learned_optimizer(cell='optim4rl',
+                                   implementation=implementation)
   lo_plain = lopt.learned_optimizer(cell='optim4rl', implementation='haiku')
   mp = lo_fast.init(jax.random.PRNGKey(0))
   params = {'w': jnp.ones((40, 30)), 'b': jnp.zeros(30)}
@@ -135,15 +137,20 @@ def _max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize('implementation,axis', [('haiku', 0), ('fast', 1)])
+@pytest.mark.parametrize('implementation,axis',
+                         [('haiku', 0), ('fast', 1), ('fused', None)])
 def test_folded_vmap_equals_the_plain_vmap(implementation, axis):
-  # The population's coordinates laid end to end: the same values, state
-  # and gradients (meta-params, g, state) as vmapping the cell, also nested,
-  # with an unbatched state, and with per-agent meta-params (plain vmap).
+  # The population's coordinates laid end to end (for the fused kernel: its
+  # batch as is): the same values, state and gradients (meta-params, g,
+  # state) as vmapping the cell, also nested, with an unbatched state, and
+  # with per-agent meta-params (plain vmap).
   config = cells.CellConfig(cell='optim4rl', hidden_size=4, mlp_dims=(6,))
   _, mp, _, _ = _inputs(config, 1, jax.random.PRNGKey(0))
   impl = fast_cells.make(config, implementation)
-  folded = fast_cells.fold_vmap(impl.apply, axis)
+  if axis is None:  # folded inside, past the door's shape checks
+    folded = fast_cells.make(config, implementation, fold=True).apply
+  else:
+    folded = fast_cells.fold_vmap(impl.apply, axis)
   b, n = 3, 37
   g = 1e-3 * jax.random.normal(jax.random.PRNGKey(1), (b, n))
   state = tuple(0.3 * jax.random.normal(jax.random.PRNGKey(2 + i), (b,) + x.shape)
@@ -164,6 +171,7 @@ def test_folded_vmap_equals_the_plain_vmap(implementation, axis):
                                atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)
   if implementation == 'fast':  # the rest is layout-independent
     return
+
   nested = lambda fn: jax.vmap(shared(fn), in_axes=(None, 0, 0))
   g2, s2 = jnp.stack([g, -2. * g]), jax.tree.map(
       lambda x: jnp.stack([x, 0.5 * x]), state)
@@ -183,10 +191,10 @@ def test_folded_vmap_equals_the_plain_vmap(implementation, axis):
 
 def test_folded_optimizer_gives_the_same_meta_gradient_in_meta_training():
   # One population meta-gradient (vmapped agents, K inner steps, remat) with
-  # the cell folded and not.
-  def meta_grad(fold):
+  # the cell folded and not, and with the fused kernel (folded).
+  def meta_grad(fold, implementation='haiku'):
     lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4, mlp_dims=(6,),
-                                fold_vmap=fold)
+                                fold_vmap=fold, implementation=implementation)
     mp = lo.init(jax.random.PRNGKey(0))
     params = {'w': jax.random.normal(jax.random.PRNGKey(1), (4, 5, 3))}
     x = jax.random.normal(jax.random.PRNGKey(2), (4, 8, 5))
@@ -208,8 +216,9 @@ def test_folded_optimizer_gives_the_same_meta_gradient_in_meta_training():
         mp, params['w'], x))
     return jax.jit(jax.value_and_grad(pop))(mp)
 
-  (v0, g0), (v1, g1) = meta_grad(False), meta_grad(True)
-  np.testing.assert_allclose(v1, v0, rtol=1e-6)
-  for x, y in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    np.testing.assert_allclose(y, x, rtol=1e-4,
-                               atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)
+  v0, g0 = meta_grad(False)
+  for v1, g1 in (meta_grad(True), meta_grad(True, 'fused')):
+    np.testing.assert_allclose(v1, v0, rtol=1e-6)
+    for x, y in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+      np.testing.assert_allclose(y, x, rtol=1e-4,
+                                 atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)

@@ -1,0 +1,217 @@
+"""The cell's paths as one fused kernel per step on XLA:CPU.
+
+XLA:CPU runs a cell (`lopt.cells`, `lopt.fast_cells`) as a chain of thin
+matmuls and elementwise kernels, each reading and writing `[N, 8..24]`
+intermediates: at about 3,000 FLOPs and 2.5 kB of memory traffic per
+coordinate it reaches 5-15% of this machine's matmul peak (README, "The
+learned optimizer's cost"). Here each path's GRU and MLP run for a tile of
+coordinates (one SIMD register's worth) entirely in registers and L1, in a
+small C++ kernel called through XLA's FFI (`lopt/native/cell_kernel.cc`):
+only the features, the state and the outputs touch memory.
+
+The maths is `lopt.fast_cells._paths` on the same coordinate-minor layout
+(`x[P, F, N]`, `h[P, H, N]`, state `[hidden, N]` per GRU), so
+`fast_cells.make(config, 'fused')` is the 'fast' implementation with its
+paths computed here. Its reverse mode is a second kernel (`custom_vjp`):
+the cotangents of the meta-params (summed over coordinates), the features
+and the state, the tile's forward recomputed inside it. Values and
+gradients equal the Haiku module's to float tolerance
+(tests/test_fast_cells.py). Forward-mode differentiation (`jax.jvp`) is not
+defined for it.
+
+The kernel is compiled for this machine (`-march=native`) with the C++
+compiler (`$CXX`, else `g++` or `c++`) the first time it is used, into
+`$LOPT_NATIVE_CACHE` (default `~/.cache/lopt_rl/native`), under a name
+hashed from its source, the compiler, the flags, jaxlib's version and the
+CPU, and loaded from there afterwards. `available()` tells whether it can
+be built here; CPU only.
+"""
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native',
+                      'cell_kernel.cc')
+FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC',
+         '-fno-math-errno', '-w')
+# The kernel's limits (cell_kernel.cc: MAXD, MAXF, MAXL).
+MAX_WIDTH = 64
+MAX_FEATURES = 8
+MAX_LAYERS = 8
+ACTIVATIONS = {'relu': 0, 'tanh': 1, 'silu': 2}
+FORWARD, BACKWARD = 'lopt_cell_forward', 'lopt_cell_backward'
+
+_lock = threading.Lock()
+_registered: Optional[str] = None  # the library's path, once registered
+
+
+def cache_dir() -> str:
+  return os.environ.get('LOPT_NATIVE_CACHE') or os.path.join(
+      os.path.expanduser('~'), '.cache', 'lopt_rl', 'native')
+
+
+def compiler() -> Optional[str]:
+  """The C++ compiler: `$CXX`, else g++ or c++ on the PATH; None if none."""
+  for name in (os.environ.get('CXX'), 'g++', 'c++'):
+    if name and shutil.which(name):
+      return shutil.which(name)
+  return None
+
+
+def _key(cxx: str) -> str:
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  from lopt import executable_cache  # pylint: disable=g-import-not-at-top
+  version = subprocess.run([cxx, '--version'], capture_output=True,
+                           text=True, check=False).stdout
+  h = hashlib.sha256()
+  with open(SOURCE, 'rb') as f:
+    h.update(f.read())
+  for part in (version, ' '.join(FLAGS), jaxlib.__version__,
+               *executable_cache._cpu()):  # pylint: disable=protected-access
+    h.update(part.encode())
+  return h.hexdigest()[:20]
+
+
+def build() -> str:
+  """The kernel's shared library for this machine, compiled if not cached.
+
+  Raises RuntimeError if no compiler is found or the build fails (with the
+  compiler's message).
+  """
+  cxx = compiler()
+  if cxx is None:
+    raise RuntimeError(
+        "implementation 'fused': no C++ compiler found ($CXX, g++, c++); "
+        "install one (e.g. apt-get install g++) or use implementation="
+        "'haiku'")
+  folder = cache_dir()
+  path = os.path.join(folder, f'cell_kernel-{_key(cxx)}.so')
+  if os.path.exists(path):
+    return path
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix='.so.tmp', dir=folder)
+  os.close(fd)
+  try:
+    result = subprocess.run(
+        [cxx, *FLAGS, '-I', jax.ffi.include_dir(), SOURCE, '-o', tmp],
+        capture_output=True, text=True, check=False)
+    if result.returncode:
+      raise RuntimeError(
+          f"implementation 'fused': building {SOURCE} failed:\n"
+          f'{result.stderr[-4000:]}')
+    os.replace(tmp, path)  # atomic: concurrent builders agree on the file
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def register() -> str:
+  """Builds (if needed) and registers the kernel with XLA:CPU, once per
+  process; returns the library's path."""
+  global _registered
+  with _lock:
+    if _registered is None:
+      path = build()
+      lib = ctypes.cdll.LoadLibrary(path)
+      jax.ffi.register_ffi_target(
+          FORWARD, jax.ffi.pycapsule(lib.LoptCellForward), platform='cpu')
+      jax.ffi.register_ffi_target(
+          BACKWARD, jax.ffi.pycapsule(lib.LoptCellBackward), platform='cpu')
+      _registered = path
+  return _registered
+
+
+def available() -> bool:
+  """Whether the kernel can be built and run here (CPU backend and a
+  compiler)."""
+  if jax.default_backend() != 'cpu':
+    return False
+  try:
+    register()
+  except RuntimeError:
+    return False
+  return True
+
+
+def check_config(config) -> None:
+  """Raises ValueError naming the field the kernel cannot run."""
+  if config.activation not in ACTIVATIONS:
+    raise ValueError(
+        f"activation: implementation 'fused' has {sorted(ACTIVATIONS)}, got "
+        f'{config.activation!r}')
+  if not 1 <= config.hidden_size <= MAX_WIDTH:
+    raise ValueError(f"hidden_size: implementation 'fused' takes 1.."
+                     f'{MAX_WIDTH}, got {config.hidden_size}')
+  if any(d > MAX_WIDTH for d in config.mlp_dims):
+    raise ValueError(f"mlp_dims: implementation 'fused' takes widths up to "
+                     f'{MAX_WIDTH}, got {config.mlp_dims}')
+  if len(config.mlp_dims) + 1 > MAX_LAYERS:
+    raise ValueError(f"mlp_dims: implementation 'fused' takes up to "
+                     f'{MAX_LAYERS - 1} hidden layers, got {config.mlp_dims}')
+
+
+def pack(meta_params, paths: Tuple[str, ...], num_layers: int) -> Array:
+  """Each path's weights as one row of `[P, S]`, in the kernel's order:
+  w_i, w_h, b of the GRU, then w, b of each MLP layer (row-major)."""
+  rows = []
+  for p in paths:
+    gru = meta_params[f'{p}/gru']
+    parts = [gru['w_i'], gru['w_h'], gru['b']]
+    for i in range(num_layers):
+      layer = meta_params[f'{p}/mlp/~/linear_{i}']
+      parts += [layer['w'], layer['b']]
+    rows.append(jnp.concatenate([jnp.ravel(x) for x in parts]))
+  return jnp.stack(rows).astype(jnp.float32)
+
+
+def make_paths(config, outputs: int):
+  """`paths(params[P, S], x[P, B, F, N], h) -> (out[P, B, outputs, N], h)`
+  with `h` a tuple of P state arrays `[B, H, N]` (B rows of N coordinates,
+  e.g. a population's), differentiable in reverse mode in all three."""
+  check_config(config)
+  register()
+  attrs = dict(dims=np.asarray(tuple(config.mlp_dims) + (outputs,), np.int64),
+               activation=np.int64(ACTIVATIONS[config.activation]),
+               hidden=np.int64(config.hidden_size))
+
+  def f32(a):
+    return jax.ShapeDtypeStruct(a.shape, jnp.float32)
+
+  def forward(params, x, h):
+    p, b, _, n = x.shape
+    out = jax.ShapeDtypeStruct((p, b, outputs, n), jnp.float32)
+    res = jax.ffi.ffi_call(FORWARD, (out,) + tuple(f32(a) for a in h),
+                           vmap_method='sequential')(params, x, *h, **attrs)
+    return res[0], tuple(res[1:])
+
+  @jax.custom_vjp
+  def paths(params, x, h):
+    return forward(params, x, h)
+
+  def paths_fwd(params, x, h):
+    return forward(params, x, h), (params, x, h)
+
+  def paths_bwd(res, ct):
+    params, x, h = res
+    ct_out, ct_h = ct
+    shapes = (f32(params), f32(x)) + tuple(f32(a) for a in h)
+    out = jax.ffi.ffi_call(BACKWARD, shapes, vmap_method='sequential')(
+        params, x, jnp.asarray(ct_out, jnp.float32), *h,
+        *(jnp.asarray(c, jnp.float32) for c in ct_h), **attrs)
+    return out[0], out[1], tuple(out[2:])
+
+  paths.defvjp(paths_fwd, paths_bwd)
+  return paths

@@ -1,0 +1,585 @@
+// The learned-optimizer cell's paths (GRU then MLP, per coordinate) in one
+// pass per coordinate, for XLA:CPU through the FFI (lopt/fused_cell.py).
+//
+// The maths is `lopt.fast_cells._paths` (itself `cells._Path`: hk.GRU then
+// hk.nets.MLP) on a coordinate-minor layout, with a batch B of coordinate
+// vectors (a population of agents under `vmap`, B = 1 without):
+//
+//   x    [P, B, F, N]  each path's input features
+//   h_p  [B, H, N]     path p's GRU state (one buffer per path)
+//   out  [P, B, O, N]  each path's MLP output
+//   hn_p [B, H, N]     path p's new state
+//
+// with each path's weights packed in one row of `params[P, S]`:
+//   w_i [F, 3H], w_h [H, 3H], b [3H], then per MLP layer W [K, M], b [M]
+// (Haiku's own layouts, flattened row-major; `dims` = the MLP widths, the
+// last one O).
+//
+// XLA:CPU runs the Haiku module as thin matmuls ([N, 2..16] x [2..16, 24])
+// whose [N, 24] intermediates go through memory between kernels; here a tile
+// of LANES coordinates goes through the whole path in registers and L1, and
+// only x, h, out and hn touch memory.
+//
+// `LoptCellForward(params, x, h_0..h_{P-1}) -> (out, hn_0..hn_{P-1})`.
+// `LoptCellBackward(params, x, ct_out, h_0.., ct_hn_0..) -> (ct_params,
+// ct_x, ct_h_0..)` takes the cotangents of out and hn and returns those of
+// params (summed over all coordinates), x and h; it recomputes the forward
+// of each tile (no residuals kept between the two calls).
+//
+// Work is split in chunks of at most CHUNK coordinates of one path and one
+// batch row, run on XLA's intra-op thread pool. Each chunk sums its own
+// parameter cotangent and the chunks are added in a fixed order, so results
+// do not depend on the number of threads or on scheduling.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int LANES = 16;
+#elif defined(__AVX__)
+constexpr int LANES = 8;
+#else
+constexpr int LANES = 4;
+#endif
+typedef float V __attribute__((vector_size(LANES * 4)));
+typedef int32_t VI __attribute__((vector_size(LANES * 4)));
+
+constexpr int64_t CHUNK = 2048;  // coordinates of a work item
+constexpr int MAXD = 64;         // largest hidden size and MLP width
+constexpr int MAXF = 8;          // largest number of input features
+constexpr int MAXL = 8;          // most MLP layers
+constexpr int MAXP = 4;          // most paths
+
+enum Activation { RELU = 0, TANH = 1, SILU = 2 };
+
+inline V splat(float s) { return V{} + s; }
+
+inline V vmax(V a, V b) { return a > b ? a : b; }
+inline V vmin(V a, V b) { return a < b ? a : b; }
+
+// exp(x): x = n ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor series to r^7
+// (truncation < 3e-9 relative), 2^n put in the exponent bits. n is rounded
+// by adding 1.5 * 2^23, after which it sits in the low mantissa bits.
+inline V vexp(V x) {
+  x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
+  const float magic = 12582912.f;  // 1.5 * 2^23
+  V t = x * 1.44269504088896341f + magic;
+  V n = t - magic;
+  // ln2 split in two so that n * hi is exact.
+  V r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = splat(1.f / 5040.f);
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  VI bits;
+  std::memcpy(&bits, &t, sizeof(V));
+  bits = (bits - 0x4B400000 + 127) << 23;  // (n + 127) << 23
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(V));
+  return p * scale;
+}
+
+// 1 / d for d in [1, 2^128): AVX-512's 14-bit estimate and one Newton step
+// (relative error about 2^-28), else a division.
+inline V vrecip(V d) {
+#if defined(__AVX512F__)
+  V r = (V)_mm512_rcp14_ps((__m512)d);
+  return r * (2.f - d * r);
+#else
+  return 1.f / d;
+#endif
+}
+
+inline V vsigmoid(V x) { return vrecip(1.f + vexp(-x)); }
+
+// tanh: the odd Taylor series to x^9 for |x| < 0.2 (truncation < 2e-10
+// relative); (1 - e) / (1 + e) with e = exp(-2|x|) beyond, sign restored.
+inline V vtanh(V x) {
+  V ax = vmax(x, -x);
+  V e = vexp(-2.f * ax);
+  V big = (1.f - e) * vrecip(1.f + e);
+  big = x < 0 ? -big : big;
+  V x2 = x * x;
+  V p = splat(62.f / 2835.f);
+  p = p * x2 - 17.f / 315.f;
+  p = p * x2 + 2.f / 15.f;
+  p = p * x2 - 1.f / 3.f;
+  p = p * x2 + 1.f;
+  V small = x * p;
+  return ax < 0.2f ? small : big;
+}
+
+inline V activate(int act, V x) {
+  switch (act) {
+    case TANH: return vtanh(x);
+    case SILU: return x * vsigmoid(x);
+    default: return vmax(x, splat(0.f));
+  }
+}
+
+// d act(x) / dx times g, from the pre-activation x.
+inline V activate_grad(int act, V x, V g) {
+  switch (act) {
+    case TANH: {
+      V t = vtanh(x);
+      return g * (1.f - t * t);
+    }
+    case SILU: {
+      V s = vsigmoid(x);
+      return g * (s * (1.f + x * (1.f - s)));
+    }
+    default: return x > 0 ? g : splat(0.f);
+  }
+}
+
+// out[j] = b[j] + sum_k W[k * ld + j] * in[k], j < m; no bias if b is null.
+// FMAs take 4 cycles and two issue per cycle, so 8 independent sums are in
+// flight: 8 outputs at a time, and the last few outputs each split over 4
+// partial sums of k.
+inline void dense(const float* w, int ld, const float* b, int k_size,
+                  int m, const V* in, V* out) {
+  int j = 0;
+  for (; j + 8 <= m; j += 8) {
+    V a[8];
+    for (int q = 0; q < 8; ++q) a[q] = splat(b ? b[j + q] : 0.f);
+    for (int k = 0; k < k_size; ++k) {
+      const float* row = w + k * ld + j;
+      V v = in[k];
+      for (int q = 0; q < 8; ++q) a[q] += row[q] * v;
+    }
+    for (int q = 0; q < 8; ++q) out[j + q] = a[q];
+  }
+  for (; j < m; ++j) {
+    V a[4] = {splat(b ? b[j] : 0.f), splat(0.f), splat(0.f), splat(0.f)};
+    int k = 0;
+    for (; k + 4 <= k_size; k += 4)
+      for (int q = 0; q < 4; ++q) a[q] += w[(k + q) * ld + j] * in[k + q];
+    for (; k < k_size; ++k) a[0] += w[k * ld + j] * in[k];
+    out[j] = (a[0] + a[1]) + (a[2] + a[3]);
+  }
+}
+
+// in_grad[k] (+)= sum_j W[k * ld + j] * g[j], k < k_size (8 rows at a
+// time, for the same reason).
+inline void dense_transposed(const float* w, int ld, int k_size, int m,
+                             const V* g, V* in_grad, bool accumulate) {
+  int k = 0;
+  for (; k + 8 <= k_size; k += 8) {
+    V a[8];
+    for (int q = 0; q < 8; ++q) a[q] = accumulate ? in_grad[k + q] : splat(0.f);
+    for (int j = 0; j < m; ++j) {
+      V v = g[j];
+      for (int q = 0; q < 8; ++q) a[q] += w[(k + q) * ld + j] * v;
+    }
+    for (int q = 0; q < 8; ++q) in_grad[k + q] = a[q];
+  }
+  for (; k < k_size; ++k) {
+    const float* row = w + k * ld;
+    V a[4] = {accumulate ? in_grad[k] : splat(0.f), splat(0.f), splat(0.f),
+              splat(0.f)};
+    int j = 0;
+    for (; j + 4 <= m; j += 4)
+      for (int q = 0; q < 4; ++q) a[q] += row[j + q] * g[j + q];
+    for (; j < m; ++j) a[0] += row[j] * g[j];
+    in_grad[k] = (a[0] + a[1]) + (a[2] + a[3]);
+  }
+}
+
+// acc[k * ld + j] += in[k] * g[j]: a layer's weight cotangent, lane-wise.
+inline void outer_add(V* acc, int ld, int k_size, int m, const V* in,
+                      const V* g) {
+  for (int k = 0; k < k_size; ++k) {
+    V v = in[k];
+    V* row = acc + k * ld;
+    for (int j = 0; j < m; ++j) row[j] += v * g[j];
+  }
+}
+
+struct Shape {
+  int64_t paths, features, hidden, coords, size;
+  int layers, act;
+  int dims[MAXL];
+  // offsets into a path's row of params
+  int64_t w_i, w_h, b, w[MAXL], bias[MAXL];
+};
+
+Shape make_shape(int64_t paths, int64_t features, int64_t hidden,
+                 int64_t coords, ffi::Span<const int64_t> dims, int64_t act) {
+  Shape s;
+  s.paths = paths; s.features = features; s.hidden = hidden;
+  s.coords = coords; s.act = static_cast<int>(act);
+  s.layers = static_cast<int>(dims.size());
+  int64_t o = 0;
+  s.w_i = o; o += features * 3 * hidden;
+  s.w_h = o; o += hidden * 3 * hidden;
+  s.b = o; o += 3 * hidden;
+  int64_t k = hidden;
+  for (int l = 0; l < s.layers; ++l) {
+    s.dims[l] = static_cast<int>(dims[l]);
+    s.w[l] = o; o += k * dims[l];
+    s.bias[l] = o; o += dims[l];
+    k = dims[l];
+  }
+  s.size = o;
+  return s;
+}
+
+// Loads LANES coordinates from `row + n` (fewer at the end, zeros after).
+inline V load(const float* row, int64_t n, int64_t count) {
+  V v = splat(0.f);
+  if (count == LANES) {
+    std::memcpy(&v, row + n, sizeof(V));  // one unaligned vector load
+  } else {
+    std::memcpy(&v, row + n, sizeof(float) * count);
+  }
+  return v;
+}
+
+inline void store(float* row, int64_t n, int64_t count, V v) {
+  if (count == LANES) {
+    std::memcpy(row + n, &v, sizeof(V));
+  } else {
+    std::memcpy(row + n, &v, sizeof(float) * count);
+  }
+}
+
+// The forward of one tile, keeping what the backward needs.
+struct Tile {
+  V x[MAXF], h[MAXD], zr[2 * MAXD], a[MAXD], hn[MAXD];
+  V pre[MAXL][MAXD];  // each layer's output before its activation
+  V act[MAXL][MAXD];  // each hidden layer's activation (the next's input)
+};
+
+inline void tile_forward(const Shape& s, const float* p, Tile& t) {
+  const int hd = static_cast<int>(s.hidden), f = static_cast<int>(s.features);
+  const int ld = 3 * hd;
+  V gx[3 * MAXD], gh[2 * MAXD], rh[MAXD], ah[MAXD];
+  dense(p + s.w_i, ld, p + s.b, f, ld, t.x, gx);          // x w_i + b
+  dense(p + s.w_h, ld, nullptr, hd, 2 * hd, t.h, gh);     // h w_h[:, :2H]
+  for (int j = 0; j < 2 * hd; ++j) t.zr[j] = vsigmoid(gx[j] + gh[j]);
+  for (int k = 0; k < hd; ++k) rh[k] = t.zr[hd + k] * t.h[k];
+  dense(p + s.w_h + 2 * hd, ld, nullptr, hd, hd, rh, ah);  // (r h) w_h[:, 2H:]
+  for (int j = 0; j < hd; ++j) {
+    t.a[j] = vtanh(gx[2 * hd + j] + ah[j]);
+    V z = t.zr[j];
+    t.hn[j] = (1.f - z) * t.h[j] + z * t.a[j];
+  }
+  const V* in = t.hn;
+  int k = hd;
+  for (int l = 0; l < s.layers; ++l) {
+    dense(p + s.w[l], s.dims[l], p + s.bias[l], k, s.dims[l], in, t.pre[l]);
+    if (l < s.layers - 1) {
+      for (int j = 0; j < s.dims[l]; ++j)
+        t.act[l][j] = activate(s.act, t.pre[l][j]);
+      in = t.act[l];
+    }
+    k = s.dims[l];
+  }
+}
+
+// Runs `work(item)` for items 0..count-1 on XLA's thread pool and this
+// thread; returns when all are done.
+template <typename F>
+void parallel_for(ffi::ThreadPool& pool, int64_t count, F work) {
+  int64_t threads = std::min<int64_t>(pool.num_threads(), count - 1);
+  if (threads <= 0) {
+    for (int64_t i = 0; i < count; ++i) work(i);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    int64_t done = 0;
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto run = [shared, count, work]() {
+    int64_t finished = 0;
+    for (int64_t i; (i = shared->next.fetch_add(1)) < count;) {
+      work(i);
+      ++finished;
+    }
+    if (finished) {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->done += finished;
+      if (shared->done == count) shared->cv.notify_all();
+    }
+  };
+  for (int64_t t = 0; t < threads; ++t) pool.Schedule([run]() { run(); });
+  run();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->done == count; });
+}
+
+ffi::Error check(const Shape& s, int64_t params_size) {
+  if (s.hidden > MAXD || s.features > MAXF || s.layers > MAXL ||
+      s.layers < 1 || s.paths > MAXP || s.paths < 1)
+    return ffi::Error::InvalidArgument("lopt cell kernel: sizes over limits");
+  for (int l = 0; l < s.layers; ++l)
+    if (s.dims[l] > MAXD || s.dims[l] < 1)
+      return ffi::Error::InvalidArgument("lopt cell kernel: bad MLP width");
+  if (params_size != s.paths * s.size)
+    return ffi::Error::InvalidArgument("lopt cell kernel: params size");
+  return ffi::Error::Success();
+}
+
+// Where the arrays of one call are, and how a chunk maps onto them.
+struct Layout {
+  int64_t batch, coords, chunks_per_row, items_per_path;
+  // The chunk `item` of path `path`: batch row b, coordinates [begin, end).
+  void chunk(int64_t item, int64_t& path, int64_t& b, int64_t& begin,
+             int64_t& end) const {
+    path = item / items_per_path;
+    const int64_t rest = item % items_per_path;
+    b = rest / chunks_per_row;
+    begin = (rest % chunks_per_row) * CHUNK;
+    end = std::min(coords, begin + CHUNK);
+  }
+  // Row d of a [B, D, N] block for batch row b.
+  int64_t row(int64_t b, int64_t d, int64_t size) const {
+    return (b * size + d) * coords;
+  }
+};
+
+Layout make_layout(const Shape& s, int64_t batch, int64_t coords) {
+  Layout l;
+  l.batch = batch;
+  l.coords = coords;
+  l.chunks_per_row = std::max<int64_t>(1, (coords + CHUNK - 1) / CHUNK);
+  l.items_per_path = batch * l.chunks_per_row;
+  return l;
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
+                   ffi::Buffer<ffi::F32> x, ffi::RemainingArgs states,
+                   ffi::Result<ffi::Buffer<ffi::F32>> out,
+                   ffi::RemainingRets new_states,
+                   ffi::Span<const int64_t> dims, int64_t activation,
+                   int64_t hidden) {
+  auto xd = x.dimensions();
+  if (xd.size() != 4)
+    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 4");
+  Shape s = make_shape(xd[0], xd[2], hidden, xd[3], dims, activation);
+  if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
+  if (states.size() != static_cast<size_t>(s.paths) ||
+      new_states.size() != static_cast<size_t>(s.paths))
+    return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
+  const float* hs[MAXP];
+  float* hns[MAXP];
+  for (int64_t p = 0; p < s.paths; ++p) {
+    auto h = states.get<ffi::Buffer<ffi::F32>>(p);
+    auto hn = new_states.get<ffi::Buffer<ffi::F32>>(p);
+    if (h.has_error()) return h.error();
+    if (hn.has_error()) return hn.error();
+    hs[p] = h.value().typed_data();
+    hns[p] = (*hn.value()).typed_data();
+  }
+  const Layout lay = make_layout(s, xd[1], xd[3]);
+  const int64_t hd = s.hidden, f = s.features, o = s.dims[s.layers - 1];
+  const float* pp = params.typed_data();
+  const float* xp = x.typed_data();
+  float* op = out->typed_data();
+  parallel_for(pool, s.paths * lay.items_per_path, [&](int64_t item) {
+    int64_t path, b, begin, end;
+    lay.chunk(item, path, b, begin, end);
+    const float* p = pp + path * s.size;
+    const float* xb = xp + path * lay.batch * f * lay.coords;
+    float* ob = op + path * lay.batch * o * lay.coords;
+    Tile t;
+    for (int64_t i = begin; i < end; i += LANES) {
+      const int64_t count = std::min<int64_t>(LANES, end - i);
+      for (int64_t k = 0; k < f; ++k)
+        t.x[k] = load(xb + lay.row(b, k, f), i, count);
+      for (int64_t k = 0; k < hd; ++k)
+        t.h[k] = load(hs[path] + lay.row(b, k, hd), i, count);
+      tile_forward(s, p, t);
+      for (int64_t k = 0; k < hd; ++k)
+        store(hns[path] + lay.row(b, k, hd), i, count, t.hn[k]);
+      for (int64_t j = 0; j < o; ++j)
+        store(ob + lay.row(b, j, o), i, count, t.pre[s.layers - 1][j]);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
+                    ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ct_out,
+                    ffi::RemainingArgs states,
+                    ffi::Result<ffi::Buffer<ffi::F32>> ct_params,
+                    ffi::Result<ffi::Buffer<ffi::F32>> ct_x,
+                    ffi::RemainingRets ct_states,
+                    ffi::Span<const int64_t> dims, int64_t activation,
+                    int64_t hidden) {
+  auto xd = x.dimensions();
+  if (xd.size() != 4)
+    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 4");
+  Shape s = make_shape(xd[0], xd[2], hidden, xd[3], dims, activation);
+  if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
+  // states: h_0..h_{P-1}, then ct_hn_0..ct_hn_{P-1}.
+  if (states.size() != static_cast<size_t>(2 * s.paths) ||
+      ct_states.size() != static_cast<size_t>(s.paths))
+    return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
+  const float* hs[MAXP];
+  const float* chs[MAXP];
+  float* cts[MAXP];
+  for (int64_t p = 0; p < s.paths; ++p) {
+    auto h = states.get<ffi::Buffer<ffi::F32>>(p);
+    auto ch = states.get<ffi::Buffer<ffi::F32>>(s.paths + p);
+    auto ct = ct_states.get<ffi::Buffer<ffi::F32>>(p);
+    if (h.has_error()) return h.error();
+    if (ch.has_error()) return ch.error();
+    if (ct.has_error()) return ct.error();
+    hs[p] = h.value().typed_data();
+    chs[p] = ch.value().typed_data();
+    cts[p] = (*ct.value()).typed_data();
+  }
+  const Layout lay = make_layout(s, xd[1], xd[3]);
+  const int64_t hd = s.hidden, o = s.dims[s.layers - 1];
+  const int64_t items = s.paths * lay.items_per_path;
+  const float* pp = params.typed_data();
+  const float* xp = x.typed_data();
+  const float* cop = ct_out.typed_data();
+  float* cpp = ct_params->typed_data();
+  float* cxp = ct_x->typed_data();
+  // Each chunk's parameter cotangent, added in chunk order at the end.
+  std::vector<float> partial(items * s.size, 0.f);
+  parallel_for(pool, items, [&](int64_t item) {
+    int64_t path, b, begin, end;
+    lay.chunk(item, path, b, begin, end);
+    const float* p = pp + path * s.size;
+    const int ihd = static_cast<int>(hd), f = static_cast<int>(s.features);
+    const int ld = 3 * ihd;
+    const float* xb = xp + path * lay.batch * f * lay.coords;
+    float* cxb = cxp + path * lay.batch * f * lay.coords;
+    const float* cob = cop + path * lay.batch * o * lay.coords;
+    std::vector<V> acc(s.size, splat(0.f));  // lane-wise sums
+    V* a_wi = acc.data() + s.w_i;
+    V* a_wh = acc.data() + s.w_h;
+    V* a_b = acc.data() + s.b;
+    Tile t;
+    for (int64_t i = begin; i < end; i += LANES) {
+      const int64_t count = std::min<int64_t>(LANES, end - i);
+      for (int64_t k = 0; k < f; ++k)
+        t.x[k] = load(xb + lay.row(b, k, f), i, count);
+      for (int64_t k = 0; k < hd; ++k)
+        t.h[k] = load(hs[path] + lay.row(b, k, hd), i, count);
+      tile_forward(s, p, t);
+      // MLP, last layer first.
+      V g[MAXD], gin[MAXD];
+      for (int64_t j = 0; j < o; ++j)
+        g[j] = load(cob + lay.row(b, j, o), i, count);
+      for (int l = s.layers - 1; l >= 0; --l) {
+        const int m = s.dims[l];
+        const int k_size = l ? s.dims[l - 1] : ihd;
+        const V* in = l ? t.act[l - 1] : t.hn;
+        outer_add(acc.data() + s.w[l], m, k_size, m, in, g);
+        V* ab = acc.data() + s.bias[l];
+        for (int j = 0; j < m; ++j) ab[j] += g[j];
+        dense_transposed(p + s.w[l], m, k_size, m, g, gin, false);
+        if (l) {
+          for (int j = 0; j < k_size; ++j)
+            g[j] = activate_grad(s.act, t.pre[l - 1][j], gin[j]);
+        }
+      }
+      // GRU: hn = (1 - z) h + z a.
+      V dh[MAXD], da_pre[MAXD], dzr_pre[2 * MAXD], rh[MAXD], drh[MAXD];
+      for (int j = 0; j < ihd; ++j) {
+        V dhn = gin[j] + load(chs[path] + lay.row(b, j, hd), i, count);
+        V z = t.zr[j], a = t.a[j];
+        dh[j] = dhn * (1.f - z);
+        da_pre[j] = dhn * z * (1.f - a * a);
+        dzr_pre[j] = dhn * (a - t.h[j]) * z * (1.f - z);
+        rh[j] = t.zr[ihd + j] * t.h[j];
+      }
+      // a = tanh(x w_i[:, 2H:] + (r h) w_h[:, 2H:] + b[2H:])
+      outer_add(a_wi + 2 * ihd, ld, f, ihd, t.x, da_pre);
+      outer_add(a_wh + 2 * ihd, ld, ihd, ihd, rh, da_pre);
+      for (int j = 0; j < ihd; ++j) a_b[2 * ihd + j] += da_pre[j];
+      dense_transposed(p + s.w_h + 2 * ihd, ld, ihd, ihd, da_pre, drh, false);
+      for (int j = 0; j < ihd; ++j) {
+        V r = t.zr[ihd + j];
+        dh[j] += drh[j] * r;
+        dzr_pre[ihd + j] = drh[j] * t.h[j] * r * (1.f - r);
+      }
+      // z, r = sigmoid(x w_i[:, :2H] + h w_h[:, :2H] + b[:2H])
+      outer_add(a_wi, ld, f, 2 * ihd, t.x, dzr_pre);
+      outer_add(a_wh, ld, ihd, 2 * ihd, t.h, dzr_pre);
+      for (int j = 0; j < 2 * ihd; ++j) a_b[j] += dzr_pre[j];
+      dense_transposed(p + s.w_h, ld, ihd, 2 * ihd, dzr_pre, dh, true);
+      V dx[MAXF];
+      dense_transposed(p + s.w_i + 2 * ihd, ld, f, ihd, da_pre, dx, false);
+      dense_transposed(p + s.w_i, ld, f, 2 * ihd, dzr_pre, dx, true);
+      for (int k = 0; k < f; ++k)
+        store(cxb + lay.row(b, k, f), i, count, dx[k]);
+      for (int k = 0; k < ihd; ++k)
+        store(cts[path] + lay.row(b, k, hd), i, count, dh[k]);
+    }
+    float* out = partial.data() + item * s.size;
+    for (int64_t q = 0; q < s.size; ++q) {
+      float total = 0.f;
+      for (int lane = 0; lane < LANES; ++lane) total += acc[q][lane];
+      out[q] = total;
+    }
+  });
+  for (int64_t path = 0; path < s.paths; ++path) {
+    float* out = cpp + path * s.size;
+    std::fill(out, out + s.size, 0.f);
+    for (int64_t c = 0; c < lay.items_per_path; ++c) {
+      const float* src = partial.data() + (path * lay.items_per_path + c) * s.size;
+      for (int64_t q = 0; q < s.size; ++q) out[q] += src[q];
+    }
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    LoptCellForward, Forward,
+    ffi::Ffi::Bind()
+        .Ctx<ffi::ThreadPool>()
+        .Arg<ffi::Buffer<ffi::F32>>()        // params [P, S]
+        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, B, F, N]
+        .RemainingArgs()                     // h_p [B, H, N]
+        .Ret<ffi::Buffer<ffi::F32>>()        // out [P, B, O, N]
+        .RemainingRets()                     // hn_p [B, H, N]
+        .Attr<ffi::Span<const int64_t>>("dims")
+        .Attr<int64_t>("activation")
+        .Attr<int64_t>("hidden"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    LoptCellBackward, Backward,
+    ffi::Ffi::Bind()
+        .Ctx<ffi::ThreadPool>()
+        .Arg<ffi::Buffer<ffi::F32>>()        // params [P, S]
+        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, B, F, N]
+        .Arg<ffi::Buffer<ffi::F32>>()        // ct_out [P, B, O, N]
+        .RemainingArgs()                     // h_p, then ct_hn_p [B, H, N]
+        .Ret<ffi::Buffer<ffi::F32>>()        // ct_params [P, S]
+        .Ret<ffi::Buffer<ffi::F32>>()        // ct_x [P, B, F, N]
+        .RemainingRets()                     // ct_h_p [B, H, N]
+        .Attr<ffi::Span<const int64_t>>("dims")
+        .Attr<int64_t>("activation")
+        .Attr<int64_t>("hidden"));

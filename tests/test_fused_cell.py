@@ -1,0 +1,148 @@
+"""The fused kernel (lopt.fused_cell) equals the plain Haiku module, and is
+built, cached and refused as its docstring says."""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lopt
+from lopt import cells
+from lopt import fast_cells
+from lopt import fused_cell
+
+# Every cell, each activation the kernel has, Adam's moments as inputs, no
+# MLP, and odd sizes (not multiples of the SIMD width).
+CONFIGS = {
+    'optim4rl': dict(cell='optim4rl'),
+    'optim4rl_moments_silu': dict(cell='optim4rl', second_moment=0.99,
+                                  grad_ema=0.9, activation='silu'),
+    'optim4rl_no_mlp': dict(cell='optim4rl', mlp_dims=()),
+    'optim4rl_tanh': dict(cell='optim4rl', hidden_size=5, mlp_dims=(7, 3),
+                          activation='tanh'),
+    'l2lgd2': dict(cell='l2lgd2'),
+    'linear': dict(cell='linear'),
+}
+
+
+def _setup(name, batch, n, seed=0):
+  """Meta-params moved off init, gradients over many decades (and exact
+  zeros), a non-zero state: Haiku's layout `[B, N, H]`."""
+  config = cells.CellConfig(**CONFIGS[name])
+  cell = cells.make_cell(config)
+  keys = jax.random.split(jax.random.PRNGKey(seed), 6)
+  mp = cell.init(keys[0], cells.example_inputs(config), config.initial_state(1))
+  leaves, tree = jax.tree.flatten(mp)
+  mp = jax.tree.unflatten(tree, [
+      x + 0.3 * jax.random.normal(k, x.shape)
+      for x, k in zip(leaves, jax.random.split(keys[1], len(leaves)))])
+  g = jax.random.normal(keys[2], (batch, n)) * 10. ** jax.random.uniform(
+      keys[3], (batch, n), minval=-9., maxval=1.)
+  g = g.at[:, :3].set(0.)
+  inputs = (g, g * g + 1e-8) if config.second_moment else g
+  state = tuple(0.5 * jnp.tanh(jax.random.normal(jax.random.fold_in(keys[4], i),
+                                                 (batch, n, config.hidden_size)))
+                for i in range(cells.NUM_GRUS[config.cell]))
+  return config, cell, mp, inputs, state
+
+
+def _weights(shape):
+  return 1. + jnp.cos(jnp.arange(np.prod(shape), dtype=jnp.float32)
+                      ).reshape(shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _fns(name):
+  """Jitted (value, gradient) of the Haiku module vmapped over a batch and
+  of the fused kernel folded over it; states in Haiku's layout for both."""
+  config = cells.CellConfig(**CONFIGS[name])
+  cell = cells.make_cell(config)
+  fused = fast_cells.make(config, 'fused', cell, fold=True).apply
+  plain = jax.vmap(cell.apply, in_axes=(None, 0, 0))
+
+  def run_fused(mp, inputs, state):
+    d, h = jax.vmap(fused, in_axes=(None, 0, 0))(
+        mp, inputs, tuple(jnp.swapaxes(x, -1, -2) for x in state))
+    return d, tuple(jnp.swapaxes(x, -1, -2) for x in h)
+
+  def loss(fn, mp, inputs, state):
+    d, h = fn(mp, inputs, state)
+    return jnp.sum(d * _weights(d.shape)) + sum(
+        jnp.sum(jnp.sin(x) * _weights(x.shape)) for x in h)
+
+  out = []
+  for fn in (plain, run_fused):
+    out.append((jax.jit(fn), jax.jit(jax.grad(functools.partial(loss, fn),
+                                              argnums=(0, 1, 2)))))
+  return config, out
+
+
+# (config, batch, coordinates): 2100 spans two of the kernel's chunks.
+CASES = ([(name, 3, 37) for name in sorted(CONFIGS)] +
+         [('optim4rl', 1, 2100), ('linear', 2, 2100)])
+
+
+@pytest.mark.parametrize('name,batch,n', CASES)
+def test_fused_kernel_equals_the_haiku_module(name, batch, n):
+  config, ((plain, plain_grad), (fused, fused_grad)) = _fns(name)
+  _, _, mp, inputs, state = _setup(name, batch, n, seed=n)
+  d0, h0 = plain(mp, inputs, state)
+  d1, h1 = fused(mp, inputs, state)
+  # The direction spans many decades: relative per coordinate; LinearOptim's
+  # two terms may cancel, so its check is relative to the largest.
+  atol = 1e-6 * float(jnp.abs(d0).max()) if config.cell == 'linear' else 0.
+  np.testing.assert_allclose(d1, d0, rtol=2e-5, atol=atol)
+  for a, b in zip(h0, h1):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+  # Meta-gradient, and the cotangents of the inputs and of the state.
+  g0 = plain_grad(mp, inputs, state)
+  g1 = fused_grad(mp, inputs, state)
+  flat0, _ = jax.tree_util.tree_flatten_with_path(g0)
+  for (path, a), b in zip(flat0, jax.tree.leaves(g1)):
+    scale = float(jnp.abs(a).max())
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * scale + 1e-30,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_fused_gradient_is_the_same_every_call():
+  # Chunks sum their own parameter cotangent and are added in a fixed
+  # order: no dependence on threads or scheduling, to the bit.
+  _, ((_, _), (_, fused_grad)) = _fns('optim4rl')
+  _, _, mp, inputs, state = _setup('optim4rl', 4, 5000, seed=1)
+  first = fused_grad(mp, inputs, state)
+  for _ in range(3):
+    again = fused_grad(mp, inputs, state)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_fused_optimizer_passes_the_contract():
+  lo = lopt.learned_optimizer(cell='optim4rl', implementation='fused')
+  lopt.testing.check_learned_optimizer(lo, zero_grad_moves=False)
+
+
+def test_what_the_kernel_cannot_run_is_refused_by_field():
+  with pytest.raises(ValueError, match="activation: implementation 'fused'"):
+    lopt.learned_optimizer(implementation='fused', activation='gelu')
+  with pytest.raises(ValueError, match='hidden_size: .* 1..64, got 65'):
+    lopt.learned_optimizer(implementation='fused', hidden_size=65)
+  with pytest.raises(ValueError, match='mlp_dims: .* up to 64'):
+    lopt.learned_optimizer(implementation='fused', mlp_dims=(16, 80))
+
+
+def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
+  monkeypatch.setenv('LOPT_NATIVE_CACHE', str(tmp_path))
+  path = fused_cell.build()
+  assert os.path.dirname(path) == str(tmp_path)
+  stamp = os.stat(path).st_mtime_ns
+  assert fused_cell.build() == path            # a hit: not rebuilt
+  assert os.stat(path).st_mtime_ns == stamp
+  assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]
+  monkeypatch.setenv('CXX', '')
+  monkeypatch.setenv('PATH', str(tmp_path))
+  assert fused_cell.compiler() is None
+  with pytest.raises(RuntimeError, match='no C.. compiler found'):
+    fused_cell.build()
