@@ -62,6 +62,7 @@ typedef float V __attribute__((vector_size(LANES * 4)));
 typedef int32_t VI __attribute__((vector_size(LANES * 4)));
 
 constexpr int64_t CHUNK = 2048;  // coordinates of a work item
+constexpr int GROUP = 8;         // tiles whose parameter cotangent is added at once
 constexpr int MAXD = 64;         // largest hidden size and MLP width
 constexpr int MAXF = 8;          // largest number of input features
 constexpr int MAXL = 8;          // most MLP layers
@@ -207,13 +208,59 @@ inline void dense_transposed(const float* w, int ld, int k_size, int m,
   }
 }
 
-// acc[k * ld + j] += in[k] * g[j]: a layer's weight cotangent, lane-wise.
-inline void outer_add(V* acc, int ld, int k_size, int m, const V* in,
-                      const V* g) {
-  for (int k = 0; k < k_size; ++k) {
-    V v = in[k];
-    V* row = acc + k * ld;
-    for (int j = 0; j < m; ++j) row[j] += v * g[j];
+// acc[k * ld + j] += sum_t in_t[k] * g_t[j] (lane-wise) over `tiles`
+// tiles, tile t's vectors at `in + t * stride` and `g + t * stride`: a
+// layer's weight cotangent. A 4 x 4 block of sums stays in registers over
+// the tiles, so each FMA costs half a load instead of a load and a store.
+inline void outer_accumulate(V* acc, int ld, int k_size, int m, const V* in,
+                             const V* g, int64_t stride, int tiles) {
+  int k = 0;
+  for (; k + 4 <= k_size; k += 4) {
+    int j = 0;
+    for (; j + 4 <= m; j += 4) {
+      V a[4][4];
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) a[r][c] = acc[(k + r) * ld + j + c];
+      for (int t = 0; t < tiles; ++t) {
+        const V* it = in + t * stride + k;
+        const V* gt = g + t * stride + j;
+        V i0 = it[0], i1 = it[1], i2 = it[2], i3 = it[3];
+        for (int c = 0; c < 4; ++c) {
+          V gc = gt[c];
+          a[0][c] += i0 * gc; a[1][c] += i1 * gc;
+          a[2][c] += i2 * gc; a[3][c] += i3 * gc;
+        }
+      }
+      for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c) acc[(k + r) * ld + j + c] = a[r][c];
+    }
+    for (; j < m; ++j) {
+      V a[4];
+      for (int r = 0; r < 4; ++r) a[r] = acc[(k + r) * ld + j];
+      for (int t = 0; t < tiles; ++t) {
+        V gc = g[t * stride + j];
+        for (int r = 0; r < 4; ++r) a[r] += in[t * stride + k + r] * gc;
+      }
+      for (int r = 0; r < 4; ++r) acc[(k + r) * ld + j] = a[r];
+    }
+  }
+  for (; k < k_size; ++k) {
+    for (int j = 0; j < m; ++j) {
+      V a = acc[k * ld + j];
+      for (int t = 0; t < tiles; ++t)
+        a += in[t * stride + k] * g[t * stride + j];
+      acc[k * ld + j] = a;
+    }
+  }
+}
+
+// acc[j] += sum_t g_t[j]: a bias's cotangent.
+inline void sum_accumulate(V* acc, int m, const V* g, int64_t stride,
+                           int tiles) {
+  for (int j = 0; j < m; ++j) {
+    V a = acc[j];
+    for (int t = 0; t < tiles; ++t) a += g[t * stride + j];
+    acc[j] = a;
   }
 }
 
@@ -223,6 +270,8 @@ struct Shape {
   int dims[MAXL];
   // offsets into a path's row of params
   int64_t w_i, w_h, b, w[MAXL], bias[MAXL];
+  // offsets into one tile's stash (see `tile_backward`), and its size
+  int64_t st_in[MAXL], st_g[MAXL], st_x, st_h, st_rh, st_da, st_dzr, stash;
 };
 
 Shape make_shape(int64_t paths, int64_t features, int64_t hidden,
@@ -243,6 +292,20 @@ Shape make_shape(int64_t paths, int64_t features, int64_t hidden,
     k = dims[l];
   }
   s.size = o;
+  // A tile's stash: each layer's input and output cotangent.
+  int64_t q = 0;
+  k = hidden;
+  for (int l = 0; l < s.layers; ++l) {
+    s.st_in[l] = q; q += k;
+    s.st_g[l] = q; q += dims[l];
+    k = dims[l];
+  }
+  s.st_x = q; q += features;
+  s.st_h = q; q += hidden;
+  s.st_rh = q; q += hidden;
+  s.st_da = q; q += hidden;
+  s.st_dzr = q; q += 2 * hidden;
+  s.stash = q;
   return s;
 }
 
@@ -297,6 +360,91 @@ inline void tile_forward(const Shape& s, const float* p, Tile& t) {
     }
     k = s.dims[l];
   }
+}
+
+// The backward of one tile: `t` holds x and h, `ct_out` and `ct_hn` the
+// cotangents of the outputs and the new state. Writes those of x and h to
+// `dx` and `dh`, and each layer's input and output cotangent to `stash`
+// (`Shape::st_*`), from which `stash_accumulate` adds the parameters'
+// cotangent for a group of tiles.
+inline void tile_backward(const Shape& s, const float* p, Tile& t,
+                          const V* ct_out, const V* ct_hn, V* stash, V* dx,
+                          V* dh) {
+  const int ihd = static_cast<int>(s.hidden), f = static_cast<int>(s.features);
+  const int ld = 3 * ihd;
+  tile_forward(s, p, t);
+  // MLP, last layer first.
+  V* g = stash + s.st_g[s.layers - 1];
+  for (int j = 0; j < s.dims[s.layers - 1]; ++j) g[j] = ct_out[j];
+  V gin[MAXD];
+  for (int l = s.layers - 1; l >= 0; --l) {
+    const int m = s.dims[l];
+    const int k_size = l ? s.dims[l - 1] : ihd;
+    const V* in = l ? t.act[l - 1] : t.hn;
+    V* in_st = stash + s.st_in[l];
+    for (int k = 0; k < k_size; ++k) in_st[k] = in[k];
+    dense_transposed(p + s.w[l], m, k_size, m, g, gin, false);
+    if (l) {
+      g = stash + s.st_g[l - 1];
+      for (int j = 0; j < k_size; ++j)
+        g[j] = activate_grad(s.act, t.pre[l - 1][j], gin[j]);
+    }
+  }
+  // GRU: hn = (1 - z) h + z a.
+  V* da_pre = stash + s.st_da;
+  V* dzr_pre = stash + s.st_dzr;
+  V* rh = stash + s.st_rh;
+  V drh[MAXD];
+  for (int j = 0; j < ihd; ++j) {
+    V dhn = gin[j] + ct_hn[j];
+    V z = t.zr[j], a = t.a[j];
+    dh[j] = dhn * (1.f - z);
+    da_pre[j] = dhn * z * (1.f - a * a);
+    dzr_pre[j] = dhn * (a - t.h[j]) * z * (1.f - z);
+    rh[j] = t.zr[ihd + j] * t.h[j];
+    stash[s.st_h + j] = t.h[j];
+  }
+  for (int k = 0; k < f; ++k) stash[s.st_x + k] = t.x[k];
+  // a = tanh(x w_i[:, 2H:] + (r h) w_h[:, 2H:] + b[2H:])
+  dense_transposed(p + s.w_h + 2 * ihd, ld, ihd, ihd, da_pre, drh, false);
+  for (int j = 0; j < ihd; ++j) {
+    V r = t.zr[ihd + j];
+    dh[j] += drh[j] * r;
+    dzr_pre[ihd + j] = drh[j] * t.h[j] * r * (1.f - r);
+  }
+  // z, r = sigmoid(x w_i[:, :2H] + h w_h[:, :2H] + b[:2H])
+  dense_transposed(p + s.w_h, ld, ihd, 2 * ihd, dzr_pre, dh, true);
+  dense_transposed(p + s.w_i + 2 * ihd, ld, f, ihd, da_pre, dx, false);
+  dense_transposed(p + s.w_i, ld, f, 2 * ihd, dzr_pre, dx, true);
+}
+
+// Adds to `acc` (lane-wise, laid out as the params) the parameters'
+// cotangent of `tiles` tiles whose stashes are `s.stash` apart.
+inline void stash_accumulate(const Shape& s, const V* stash, int tiles,
+                             V* acc) {
+  const int ihd = static_cast<int>(s.hidden), f = static_cast<int>(s.features);
+  const int ld = 3 * ihd;
+  const int64_t st = s.stash;
+  int k_size = ihd;
+  for (int l = 0; l < s.layers; ++l) {
+    const int m = s.dims[l];
+    outer_accumulate(acc + s.w[l], m, k_size, m, stash + s.st_in[l],
+                     stash + s.st_g[l], st, tiles);
+    sum_accumulate(acc + s.bias[l], m, stash + s.st_g[l], st, tiles);
+    k_size = m;
+  }
+  // the candidate a: columns 2H.. of w_i, w_h and b
+  outer_accumulate(acc + s.w_i + 2 * ihd, ld, f, ihd, stash + s.st_x,
+                   stash + s.st_da, st, tiles);
+  outer_accumulate(acc + s.w_h + 2 * ihd, ld, ihd, ihd, stash + s.st_rh,
+                   stash + s.st_da, st, tiles);
+  sum_accumulate(acc + s.b + 2 * ihd, ihd, stash + s.st_da, st, tiles);
+  // the gates z, r: columns ..2H
+  outer_accumulate(acc + s.w_i, ld, f, 2 * ihd, stash + s.st_x,
+                   stash + s.st_dzr, st, tiles);
+  outer_accumulate(acc + s.w_h, ld, ihd, 2 * ihd, stash + s.st_h,
+                   stash + s.st_dzr, st, tiles);
+  sum_accumulate(acc + s.b, 2 * ihd, stash + s.st_dzr, st, tiles);
 }
 
 // Runs `work(item)` for items 0..count-1 on XLA's thread pool and this
@@ -469,72 +617,35 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
     int64_t path, b, begin, end;
     lay.chunk(item, path, b, begin, end);
     const float* p = pp + path * s.size;
-    const int ihd = static_cast<int>(hd), f = static_cast<int>(s.features);
-    const int ld = 3 * ihd;
+    const int64_t f = s.features;
     const float* xb = xp + path * lay.batch * f * lay.coords;
     float* cxb = cxp + path * lay.batch * f * lay.coords;
     const float* cob = cop + path * lay.batch * o * lay.coords;
     std::vector<V> acc(s.size, splat(0.f));  // lane-wise sums
-    V* a_wi = acc.data() + s.w_i;
-    V* a_wh = acc.data() + s.w_h;
-    V* a_b = acc.data() + s.b;
+    std::vector<V> stash(GROUP * s.stash);
     Tile t;
+    int tiles = 0;
     for (int64_t i = begin; i < end; i += LANES) {
       const int64_t count = std::min<int64_t>(LANES, end - i);
       for (int64_t k = 0; k < f; ++k)
         t.x[k] = load(xb + lay.row(b, k, f), i, count);
       for (int64_t k = 0; k < hd; ++k)
         t.h[k] = load(hs[path] + lay.row(b, k, hd), i, count);
-      tile_forward(s, p, t);
-      // MLP, last layer first.
-      V g[MAXD], gin[MAXD];
+      V ct_out[MAXD], ct_hn[MAXD], dx[MAXF], dh[MAXD];
       for (int64_t j = 0; j < o; ++j)
-        g[j] = load(cob + lay.row(b, j, o), i, count);
-      for (int l = s.layers - 1; l >= 0; --l) {
-        const int m = s.dims[l];
-        const int k_size = l ? s.dims[l - 1] : ihd;
-        const V* in = l ? t.act[l - 1] : t.hn;
-        outer_add(acc.data() + s.w[l], m, k_size, m, in, g);
-        V* ab = acc.data() + s.bias[l];
-        for (int j = 0; j < m; ++j) ab[j] += g[j];
-        dense_transposed(p + s.w[l], m, k_size, m, g, gin, false);
-        if (l) {
-          for (int j = 0; j < k_size; ++j)
-            g[j] = activate_grad(s.act, t.pre[l - 1][j], gin[j]);
-        }
-      }
-      // GRU: hn = (1 - z) h + z a.
-      V dh[MAXD], da_pre[MAXD], dzr_pre[2 * MAXD], rh[MAXD], drh[MAXD];
-      for (int j = 0; j < ihd; ++j) {
-        V dhn = gin[j] + load(chs[path] + lay.row(b, j, hd), i, count);
-        V z = t.zr[j], a = t.a[j];
-        dh[j] = dhn * (1.f - z);
-        da_pre[j] = dhn * z * (1.f - a * a);
-        dzr_pre[j] = dhn * (a - t.h[j]) * z * (1.f - z);
-        rh[j] = t.zr[ihd + j] * t.h[j];
-      }
-      // a = tanh(x w_i[:, 2H:] + (r h) w_h[:, 2H:] + b[2H:])
-      outer_add(a_wi + 2 * ihd, ld, f, ihd, t.x, da_pre);
-      outer_add(a_wh + 2 * ihd, ld, ihd, ihd, rh, da_pre);
-      for (int j = 0; j < ihd; ++j) a_b[2 * ihd + j] += da_pre[j];
-      dense_transposed(p + s.w_h + 2 * ihd, ld, ihd, ihd, da_pre, drh, false);
-      for (int j = 0; j < ihd; ++j) {
-        V r = t.zr[ihd + j];
-        dh[j] += drh[j] * r;
-        dzr_pre[ihd + j] = drh[j] * t.h[j] * r * (1.f - r);
-      }
-      // z, r = sigmoid(x w_i[:, :2H] + h w_h[:, :2H] + b[:2H])
-      outer_add(a_wi, ld, f, 2 * ihd, t.x, dzr_pre);
-      outer_add(a_wh, ld, ihd, 2 * ihd, t.h, dzr_pre);
-      for (int j = 0; j < 2 * ihd; ++j) a_b[j] += dzr_pre[j];
-      dense_transposed(p + s.w_h, ld, ihd, 2 * ihd, dzr_pre, dh, true);
-      V dx[MAXF];
-      dense_transposed(p + s.w_i + 2 * ihd, ld, f, ihd, da_pre, dx, false);
-      dense_transposed(p + s.w_i, ld, f, 2 * ihd, dzr_pre, dx, true);
-      for (int k = 0; k < f; ++k)
+        ct_out[j] = load(cob + lay.row(b, j, o), i, count);
+      for (int64_t j = 0; j < hd; ++j)
+        ct_hn[j] = load(chs[path] + lay.row(b, j, hd), i, count);
+      tile_backward(s, p, t, ct_out, ct_hn, stash.data() + tiles * s.stash,
+                    dx, dh);
+      for (int64_t k = 0; k < f; ++k)
         store(cxb + lay.row(b, k, f), i, count, dx[k]);
-      for (int k = 0; k < ihd; ++k)
+      for (int64_t k = 0; k < hd; ++k)
         store(cts[path] + lay.row(b, k, hd), i, count, dh[k]);
+      if (++tiles == GROUP || i + LANES >= end) {
+        stash_accumulate(s, stash.data(), tiles, acc.data());
+        tiles = 0;
+      }
     }
     float* out = partial.data() + item * s.size;
     for (int64_t q = 0; q < s.size; ++q) {
