@@ -101,7 +101,7 @@ _PROFILE = flags.DEFINE_string(
 
 def _fold() -> bool:
   """--fold_vmap, or lopt.learned_optimizer's default for --impl."""
-  return _IMPL.value == 'haiku' if _FOLD.value is None else _FOLD.value
+  return _IMPL.value != 'fast' if _FOLD.value is None else _FOLD.value
 
 
 def _peak_rss_gib() -> float:

@@ -156,46 +156,34 @@ NUM_OUTPUTS = {'optim4rl': 1, 'l2lgd2': 1, 'linear': 3}
 
 
 def make_fused_apply(config: cells.CellConfig) -> Callable:
-  """`apply(meta_params, g[..., N], state)` of the fast layout (state
-  `[..., hidden, N]` per GRU) with the paths in one fused kernel
-  (`lopt.fused_cell`). Leading batch dims (a population's) are the
-  kernel's own: no chunking, no transposes, no copies of the state."""
+  """`apply(meta_params, g[N], state)` with the state in the Haiku module's
+  layout (`[N, hidden]` per GRU) and the paths in one fused kernel
+  (`lopt.fused_cell`); the kernel tiles the coordinates itself."""
   from lopt import fused_cell  # pylint: disable=g-import-not-at-top
   kernel = fused_cell.make_paths(config, NUM_OUTPUTS[config.cell])
   names = PATHS[config.cell]
   num_layers = len(config.mlp_dims) + 1
-  size = config.hidden_size
 
   def apply(meta_params, inputs, state):
     inputs = cells.split_inputs(config, inputs)
-    batch, n = inputs[0].shape[:-1], inputs[0].shape[-1]
-    inputs = tuple(x.reshape(-1, n) for x in inputs)          # [B, N]
-    state = tuple(x.reshape(-1, size, n) for x in state)      # [B, H, N]
-    x = jnp.moveaxis(_features(config, *inputs), -1, 2)       # [P, B, F, N]
+    x = jnp.swapaxes(_features(config, *inputs), -1, -2)      # [P, F, N]
     out, state = kernel(fused_cell.pack(meta_params, names, num_layers), x,
-                        state)
-    d = _direction(config, jnp.moveaxis(out, 2, 1), inputs[0])
-    return (d.reshape(batch + (n,)),
-            tuple(h.reshape(batch + (size, n)) for h in state))
+                        tuple(state))
+    return _direction(config, out, inputs[0]), state
 
   return apply
 
 
-def _fold(x: Array, axis) -> Array:
+def _fold(x: Array, axis: int) -> Array:
   """`x[B, ...]` with the batch merged into its coordinate axis `axis` (of
-  the unbatched shape): `[B, N, H] -> [B * N, H]`, `[B, H, N] -> [H, B * N]`;
-  `axis` None: x itself (the cell takes leading batch dims)."""
-  if axis is None:
-    return x
+  the unbatched shape): `[B, N, H] -> [B * N, H]`, `[B, H, N] -> [H, B * N]`."""
   x = jnp.moveaxis(x, 0, axis)
   shape = x.shape[:axis] + (-1,) + x.shape[axis + 2:]
   return x.reshape(shape)
 
 
-def _unfold(x: Array, axis, size: int) -> Array:
+def _unfold(x: Array, axis: int, size: int) -> Array:
   """The inverse of `_fold` for a batch of `size`."""
-  if axis is None:
-    return x
   shape = x.shape[:axis] + (size, -1) + x.shape[axis + 1:]
   return jnp.moveaxis(x.reshape(shape), axis, 0)
 
@@ -204,7 +192,7 @@ def _batched(size: int, x: Array, batched: bool) -> Array:
   return x if batched else jnp.broadcast_to(x, (size,) + x.shape)
 
 
-def fold_vmap(apply: Callable, coordinate_axis) -> Callable:
+def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
   """`apply(meta_params, g[N], state)`, run once on all coordinates of a
   batch when vmapped with shared meta-params (`g` may be a tuple of `[N]`
   inputs: `CellConfig.second_moment`).
@@ -224,14 +212,12 @@ def fold_vmap(apply: Callable, coordinate_axis) -> Callable:
   Args:
     apply: `apply(meta_params, g[N], state) -> (d[N], state)`.
     coordinate_axis: the axis of N in each state array (0 for `[N, H]`,
-      1 for `[H, N]`); None: `apply` takes leading batch dims on `g` and the
-      state itself (the fused kernel), and the batch is handed to it as is.
+      1 for `[H, N]`).
   """
   axis = coordinate_axis
-  g_axis = None if axis is None else 0  # the inputs' coordinate axis
 
   def fold_all(size, g, state, g_b, state_b):
-    g = jax.tree.map(lambda x, b: _fold(_batched(size, x, b), g_axis),
+    g = jax.tree.map(lambda x, b: _batched(size, x, b).reshape(-1),
                      g, g_b)
     state = tuple(_fold(_batched(size, x, b), axis)
                   for x, b in zip(state, state_b))
@@ -253,7 +239,7 @@ def fold_vmap(apply: Callable, coordinate_axis) -> Callable:
       return plain_vmap(apply, in_batched, meta_params, g, state)
     g, state = fold_all(size, g, state, g_b, state_b)
     d, state = forward(meta_params, g, state)
-    out = (_unfold(d, g_axis, size),
+    out = (d.reshape(size, -1),
            tuple(_unfold(x, axis, size) for x in state))
     return out, (True, tuple(True for _ in state))
 
@@ -275,7 +261,7 @@ def fold_vmap(apply: Callable, coordinate_axis) -> Callable:
     ct_d, ct_state = fold_all(size, ct[0], ct[1], ct_d_b, ct_state_b)
     ct_mp, ct_g, ct_state = backward((meta_params, g, state),
                                      (ct_d, ct_state))
-    out = (ct_mp, jax.tree.map(lambda x: _unfold(x, g_axis, size), ct_g),
+    out = (ct_mp, jax.tree.map(lambda x: x.reshape(size, -1), ct_g),
            tuple(_unfold(x, axis, size) for x in ct_state))
     # The meta-params' cotangent is the batch's sum: unbatched, as they are.
     return out, (jax.tree.map(lambda _: False, ct_mp),
@@ -300,8 +286,9 @@ def make(config: cells.CellConfig, implementation: str = 'fast',
   Args:
     config: the cell architecture.
     implementation: 'fast' (this module; state `[hidden, N]` per GRU),
-      'fused' (the same layout, the paths in one kernel: `lopt.fused_cell`;
-      XLA:CPU only) or 'haiku' (the plain module; state `[N, hidden]`).
+      'fused' (the paths in one kernel, `lopt.fused_cell`; XLA:CPU only;
+      state `[N, hidden]`) or 'haiku' (the plain module; state
+      `[N, hidden]`).
     cell: the Haiku transform, if already built.
     fold: under `vmap` with shared meta-params, run once on the batch's
       coordinates laid end to end (`fold_vmap`).
@@ -310,8 +297,15 @@ def make(config: cells.CellConfig, implementation: str = 'fast',
     raise ValueError(f'implementation: unknown {implementation!r}; allowed: '
                      f'{list(IMPLEMENTATIONS)}')
   checked = cells.make_apply(config, cell)
-  if implementation == 'haiku':
-    return Implementation('haiku', config.initial_state,
+  if implementation in ('haiku', 'fused'):  # the Haiku module's state layout
+    if implementation == 'fused':
+      step = make_fused_apply(config)
+
+      def checked(meta_params, g, state):  # pylint: disable=function-redefined
+        cells.check_inputs(config, g, state)
+        return step(meta_params, g, state)
+
+    return Implementation(implementation, config.initial_state,
                           fold_vmap(checked, 0) if fold else checked)
   num_grus = cells.NUM_GRUS[config.cell]
 
@@ -319,18 +313,9 @@ def make(config: cells.CellConfig, implementation: str = 'fast',
     return tuple(jnp.zeros((config.hidden_size, num_coords), jnp.float32)
                  for _ in range(num_grus))
 
-  if implementation == 'fused':
-    # The kernel takes a population's batch as is: fold without transposes.
-    step = make_fused_apply(config)
-    step = fold_vmap(step, None) if fold else step
-  else:
-    step = lambda meta_params, g, state: fast_apply(  # pylint: disable=g-long-lambda
-        config, meta_params, g, state)
-
   def apply(meta_params, g, state):
     cells.check_inputs(config, g, state, coordinate_axis=1)
-    return step(meta_params, g, state)
+    return fast_apply(config, meta_params, g, state)
 
-  if implementation == 'fast' and fold:
-    apply = fold_vmap(apply, 1)
-  return Implementation(implementation, initial_state, apply)
+  return Implementation('fast', initial_state,
+                        fold_vmap(apply, 1) if fold else apply)

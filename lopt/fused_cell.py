@@ -9,10 +9,11 @@ coordinates (one SIMD register's worth) entirely in registers and L1, in a
 small C++ kernel called through XLA's FFI (`lopt/native/cell_kernel.cc`):
 only the features, the state and the outputs touch memory.
 
-The maths is `lopt.fast_cells._paths` on the same coordinate-minor layout
-(`x[P, F, N]`, `h[P, H, N]`, state `[hidden, N]` per GRU), so
-`fast_cells.make(config, 'fused')` is the 'fast' implementation with its
-paths computed here. Its reverse mode is a second kernel (`custom_vjp`):
+The maths is `lopt.fast_cells._paths` with the features coordinate-minor
+(`x[P, F, N]`) and the state in the Haiku module's layout (`[N, hidden]`
+per GRU, read and written across rows inside the kernel), so
+`fast_cells.make(config, 'fused')` has the same state as 'haiku', and is
+folded over a population the same way (its coordinates laid end to end). Its reverse mode is a second kernel (`custom_vjp`):
 the cotangents of the meta-params (summed over coordinates), the features
 and the state, the tile's forward recomputed inside it. Values and
 gradients equal the Haiku module's to float tolerance
@@ -178,9 +179,9 @@ def pack(meta_params, paths: Tuple[str, ...], num_layers: int) -> Array:
 
 
 def make_paths(config, outputs: int):
-  """`paths(params[P, S], x[P, B, F, N], h) -> (out[P, B, outputs, N], h)`
-  with `h` a tuple of P state arrays `[B, H, N]` (B rows of N coordinates,
-  e.g. a population's), differentiable in reverse mode in all three."""
+  """`paths(params[P, S], x[P, F, N], h) -> (out[P, outputs, N], h)` with
+  `h` a tuple of P state arrays `[N, H]` (Haiku's layout), differentiable
+  in reverse mode in all three."""
   check_config(config)
   register()
   attrs = dict(dims=np.asarray(tuple(config.mlp_dims) + (outputs,), np.int64),
@@ -191,8 +192,7 @@ def make_paths(config, outputs: int):
     return jax.ShapeDtypeStruct(a.shape, jnp.float32)
 
   def forward(params, x, h):
-    p, b, _, n = x.shape
-    out = jax.ShapeDtypeStruct((p, b, outputs, n), jnp.float32)
+    out = jax.ShapeDtypeStruct((x.shape[0], outputs, x.shape[2]), jnp.float32)
     res = jax.ffi.ffi_call(FORWARD, (out,) + tuple(f32(a) for a in h),
                            vmap_method='sequential')(params, x, *h, **attrs)
     return res[0], tuple(res[1:])

@@ -284,7 +284,7 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                 else check_learning_rate(learning_rate))
   cell = cells.make_cell(config)
   if fold_vmap is None:
-    fold_vmap = implementation == 'haiku'
+    fold_vmap = implementation != 'fast'
   impl = fast_cells.make(config, implementation, cell, fold=fold_vmap)
 
   def init(key: Array) -> MetaParams:

@@ -63,10 +63,7 @@ def _fns(name):
   fused = fast_cells.make(config, 'fused', cell, fold=True).apply
   plain = jax.vmap(cell.apply, in_axes=(None, 0, 0))
 
-  def run_fused(mp, inputs, state):
-    d, h = jax.vmap(fused, in_axes=(None, 0, 0))(
-        mp, inputs, tuple(jnp.swapaxes(x, -1, -2) for x in state))
-    return d, tuple(jnp.swapaxes(x, -1, -2) for x in h)
+  run_fused = jax.vmap(fused, in_axes=(None, 0, 0))
 
   def loss(fn, mp, inputs, state):
     d, h = fn(mp, inputs, state)

@@ -1,14 +1,13 @@
 // The learned-optimizer cell's paths (GRU then MLP, per coordinate) in one
 // pass per coordinate, for XLA:CPU through the FFI (lopt/fused_cell.py).
 //
-// The maths is `lopt.fast_cells._paths` (itself `cells._Path`: hk.GRU then
-// hk.nets.MLP) on a coordinate-minor layout, with a batch B of coordinate
-// vectors (a population of agents under `vmap`, B = 1 without):
+// The maths is `cells._Path` (hk.GRU then hk.nets.MLP) of every path, on
+// N coordinates (all of a population's, laid end to end, under `vmap`):
 //
-//   x    [P, B, F, N]  each path's input features
-//   h_p  [B, H, N]     path p's GRU state (one buffer per path)
-//   out  [P, B, O, N]  each path's MLP output
-//   hn_p [B, H, N]     path p's new state
+//   x    [P, F, N]  each path's input features (coordinate-minor)
+//   h_p  [N, H]     path p's GRU state, Haiku's layout (one buffer a path)
+//   out  [P, O, N]  each path's MLP output
+//   hn_p [N, H]     path p's new state
 //
 // with each path's weights packed in one row of `params[P, S]`:
 //   w_i [F, 3H], w_h [H, 3H], b [3H], then per MLP layer W [K, M], b [M]
@@ -26,8 +25,11 @@
 // params (summed over all coordinates), x and h; it recomputes the forward
 // of each tile (no residuals kept between the two calls).
 //
-// Work is split in chunks of at most CHUNK coordinates of one path and one
-// batch row, run on XLA's intra-op thread pool. Each chunk sums its own
+// A tile's state is read and written across its LANES rows of H (a
+// transpose: AVX-512 gathers and scatters, else element by element).
+//
+// Work is split in chunks of at most CHUNK coordinates of one path, run on
+// XLA's intra-op thread pool. Each chunk sums its own
 // parameter cotangent and the chunks are added in a fixed order, so results
 // do not depend on the number of threads or on scheduling.
 
@@ -75,14 +77,18 @@ inline V splat(float s) { return V{} + s; }
 inline V vmax(V a, V b) { return a > b ? a : b; }
 inline V vmin(V a, V b) { return a < b ? a : b; }
 
-// exp(x): x = n ln2 + r, |r| <= ln2 / 2, exp(r) by its Taylor series to r^7
-// (truncation < 3e-9 relative), 2^n put in the exponent bits. n is rounded
-// by adding 1.5 * 2^23, after which it sits in the low mantissa bits.
-inline V vexp(V x) {
+// exp(x) = 2^n (1 + q): x = n ln2 + r with n an integer and |r| <= ln2 / 2,
+// q = exp(r) - 1 by its Taylor series to r^7 (truncation < 3e-9 relative).
+// Returns q and n; `scale2(v, n)` is v 2^n.
+inline V expm1_reduced(V x, V& n) {
+#if defined(__AVX512F__)
+  n = (V)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
   x = vmin(vmax(x, splat(-87.3f)), splat(88.3f));
-  const float magic = 12582912.f;  // 1.5 * 2^23
-  V t = x * 1.44269504088896341f + magic;
-  V n = t - magic;
+  const float magic = 12582912.f;  // 1.5 * 2^23: rounds to an integer
+  n = (x * 1.44269504088896341f + magic) - magic;
+#endif
   // ln2 split in two so that n * hi is exact.
   V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -93,13 +99,24 @@ inline V vexp(V x) {
   p = p * r + 1.f / 6.f;
   p = p * r + 0.5f;
   p = p * r + 1.f;
-  p = p * r + 1.f;
-  VI bits;
-  std::memcpy(&bits, &t, sizeof(V));
-  bits = (bits - 0x4B400000 + 127) << 23;  // (n + 127) << 23
+  return p * r;
+}
+
+inline V scale2(V v, V n) {
+#if defined(__AVX512F__)
+  return (V)_mm512_scalef_ps((__m512)v, (__m512)n);  // inf / 0 past range
+#else
+  VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
   V scale;
   std::memcpy(&scale, &bits, sizeof(V));
-  return p * scale;
+  return v * scale;
+#endif
+}
+
+inline V vexp(V x) {
+  V n;
+  V q = expm1_reduced(x, n);
+  return scale2(q + 1.f, n);
 }
 
 // 1 / d for d in [1, 2^128): AVX-512's 14-bit estimate and one Newton step
@@ -115,21 +132,15 @@ inline V vrecip(V d) {
 
 inline V vsigmoid(V x) { return vrecip(1.f + vexp(-x)); }
 
-// tanh: the odd Taylor series to x^9 for |x| < 0.2 (truncation < 2e-10
-// relative); (1 - e) / (1 + e) with e = exp(-2|x|) beyond, sign restored.
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|), with 1 - e taken
+// as -expm1(-2|x|): accurate near 0, where 1 - e would cancel.
 inline V vtanh(V x) {
   V ax = vmax(x, -x);
-  V e = vexp(-2.f * ax);
-  V big = (1.f - e) * vrecip(1.f + e);
-  big = x < 0 ? -big : big;
-  V x2 = x * x;
-  V p = splat(62.f / 2835.f);
-  p = p * x2 - 17.f / 315.f;
-  p = p * x2 + 2.f / 15.f;
-  p = p * x2 - 1.f / 3.f;
-  p = p * x2 + 1.f;
-  V small = x * p;
-  return ax < 0.2f ? small : big;
+  V n;
+  V q = expm1_reduced(-2.f * ax, n);
+  V em1 = scale2(q, n) + (scale2(splat(1.f), n) - 1.f);  // e - 1
+  V t = -em1 * vrecip(2.f + em1);
+  return x < 0 ? -t : t;
 }
 
 inline V activate(int act, V x) {
@@ -493,31 +504,60 @@ ffi::Error check(const Shape& s, int64_t params_size) {
   return ffi::Error::Success();
 }
 
-// Where the arrays of one call are, and how a chunk maps onto them.
-struct Layout {
-  int64_t batch, coords, chunks_per_row, items_per_path;
-  // The chunk `item` of path `path`: batch row b, coordinates [begin, end).
-  void chunk(int64_t item, int64_t& path, int64_t& b, int64_t& begin,
-             int64_t& end) const {
-    path = item / items_per_path;
-    const int64_t rest = item % items_per_path;
-    b = rest / chunks_per_row;
-    begin = (rest % chunks_per_row) * CHUNK;
+// The chunks of one call: `item` is path `item / chunks`, coordinates
+// [begin, end) of it.
+struct Chunks {
+  int64_t coords, chunks;
+  void get(int64_t item, int64_t& path, int64_t& begin, int64_t& end) const {
+    path = item / chunks;
+    begin = (item % chunks) * CHUNK;
     end = std::min(coords, begin + CHUNK);
-  }
-  // Row d of a [B, D, N] block for batch row b.
-  int64_t row(int64_t b, int64_t d, int64_t size) const {
-    return (b * size + d) * coords;
   }
 };
 
-Layout make_layout(const Shape& s, int64_t batch, int64_t coords) {
-  Layout l;
-  l.batch = batch;
-  l.coords = coords;
-  l.chunks_per_row = std::max<int64_t>(1, (coords + CHUNK - 1) / CHUNK);
-  l.items_per_path = batch * l.chunks_per_row;
-  return l;
+Chunks make_chunks(int64_t coords) {
+  return Chunks{coords, std::max<int64_t>(1, (coords + CHUNK - 1) / CHUNK)};
+}
+
+// v[k] = state[(i + lane) * h + k] for the tile's lanes (zeros past count).
+inline void load_state(const float* state, int64_t h, int64_t i,
+                       int64_t count, V* v) {
+#if defined(__AVX512F__)
+  if (count == LANES && h <= MAXD) {
+    const __m512i rows = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                          15),
+        _mm512_set1_epi32(static_cast<int>(h)));
+    const float* base = state + i * h;
+    for (int64_t k = 0; k < h; ++k)
+      v[k] = (V)_mm512_i32gather_ps(rows, base + k, 4);
+    return;
+  }
+#endif
+  float tmp[MAXD][LANES] = {};
+  for (int64_t c = 0; c < count; ++c)
+    for (int64_t k = 0; k < h; ++k) tmp[k][c] = state[(i + c) * h + k];
+  for (int64_t k = 0; k < h; ++k) std::memcpy(&v[k], tmp[k], sizeof(V));
+}
+
+inline void store_state(float* state, int64_t h, int64_t i, int64_t count,
+                        const V* v) {
+#if defined(__AVX512F__)
+  if (count == LANES && h <= MAXD) {
+    const __m512i rows = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                          15),
+        _mm512_set1_epi32(static_cast<int>(h)));
+    float* base = state + i * h;
+    for (int64_t k = 0; k < h; ++k)
+      _mm512_i32scatter_ps(base + k, rows, (__m512)v[k], 4);
+    return;
+  }
+#endif
+  float tmp[MAXD][LANES];
+  for (int64_t k = 0; k < h; ++k) std::memcpy(tmp[k], &v[k], sizeof(V));
+  for (int64_t c = 0; c < count; ++c)
+    for (int64_t k = 0; k < h; ++k) state[(i + c) * h + k] = tmp[k][c];
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
@@ -527,9 +567,9 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
                    ffi::Span<const int64_t> dims, int64_t activation,
                    int64_t hidden) {
   auto xd = x.dimensions();
-  if (xd.size() != 4)
-    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 4");
-  Shape s = make_shape(xd[0], xd[2], hidden, xd[3], dims, activation);
+  if (xd.size() != 3)
+    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 3");
+  Shape s = make_shape(xd[0], xd[1], hidden, xd[2], dims, activation);
   if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
   if (states.size() != static_cast<size_t>(s.paths) ||
       new_states.size() != static_cast<size_t>(s.paths))
@@ -544,29 +584,27 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
     hs[p] = h.value().typed_data();
     hns[p] = (*hn.value()).typed_data();
   }
-  const Layout lay = make_layout(s, xd[1], xd[3]);
-  const int64_t hd = s.hidden, f = s.features, o = s.dims[s.layers - 1];
+  const int64_t n = s.coords, hd = s.hidden, f = s.features;
+  const int64_t o = s.dims[s.layers - 1];
+  const Chunks chunks = make_chunks(n);
   const float* pp = params.typed_data();
   const float* xp = x.typed_data();
   float* op = out->typed_data();
-  parallel_for(pool, s.paths * lay.items_per_path, [&](int64_t item) {
-    int64_t path, b, begin, end;
-    lay.chunk(item, path, b, begin, end);
+  parallel_for(pool, s.paths * chunks.chunks, [&](int64_t item) {
+    int64_t path, begin, end;
+    chunks.get(item, path, begin, end);
     const float* p = pp + path * s.size;
-    const float* xb = xp + path * lay.batch * f * lay.coords;
-    float* ob = op + path * lay.batch * o * lay.coords;
+    const float* xb = xp + path * f * n;
+    float* ob = op + path * o * n;
     Tile t;
     for (int64_t i = begin; i < end; i += LANES) {
       const int64_t count = std::min<int64_t>(LANES, end - i);
-      for (int64_t k = 0; k < f; ++k)
-        t.x[k] = load(xb + lay.row(b, k, f), i, count);
-      for (int64_t k = 0; k < hd; ++k)
-        t.h[k] = load(hs[path] + lay.row(b, k, hd), i, count);
+      for (int64_t k = 0; k < f; ++k) t.x[k] = load(xb + k * n, i, count);
+      load_state(hs[path], hd, i, count, t.h);
       tile_forward(s, p, t);
-      for (int64_t k = 0; k < hd; ++k)
-        store(hns[path] + lay.row(b, k, hd), i, count, t.hn[k]);
+      store_state(hns[path], hd, i, count, t.hn);
       for (int64_t j = 0; j < o; ++j)
-        store(ob + lay.row(b, j, o), i, count, t.pre[s.layers - 1][j]);
+        store(ob + j * n, i, count, t.pre[s.layers - 1][j]);
     }
   });
   return ffi::Error::Success();
@@ -581,9 +619,9 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
                     ffi::Span<const int64_t> dims, int64_t activation,
                     int64_t hidden) {
   auto xd = x.dimensions();
-  if (xd.size() != 4)
-    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 4");
-  Shape s = make_shape(xd[0], xd[2], hidden, xd[3], dims, activation);
+  if (xd.size() != 3)
+    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 3");
+  Shape s = make_shape(xd[0], xd[1], hidden, xd[2], dims, activation);
   if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
   // states: h_0..h_{P-1}, then ct_hn_0..ct_hn_{P-1}.
   if (states.size() != static_cast<size_t>(2 * s.paths) ||
@@ -603,9 +641,10 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
     chs[p] = ch.value().typed_data();
     cts[p] = (*ct.value()).typed_data();
   }
-  const Layout lay = make_layout(s, xd[1], xd[3]);
-  const int64_t hd = s.hidden, o = s.dims[s.layers - 1];
-  const int64_t items = s.paths * lay.items_per_path;
+  const int64_t n = s.coords, hd = s.hidden, f = s.features;
+  const int64_t o = s.dims[s.layers - 1];
+  const Chunks chunks = make_chunks(n);
+  const int64_t items = s.paths * chunks.chunks;
   const float* pp = params.typed_data();
   const float* xp = x.typed_data();
   const float* cop = ct_out.typed_data();
@@ -614,34 +653,27 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
   // Each chunk's parameter cotangent, added in chunk order at the end.
   std::vector<float> partial(items * s.size, 0.f);
   parallel_for(pool, items, [&](int64_t item) {
-    int64_t path, b, begin, end;
-    lay.chunk(item, path, b, begin, end);
+    int64_t path, begin, end;
+    chunks.get(item, path, begin, end);
     const float* p = pp + path * s.size;
-    const int64_t f = s.features;
-    const float* xb = xp + path * lay.batch * f * lay.coords;
-    float* cxb = cxp + path * lay.batch * f * lay.coords;
-    const float* cob = cop + path * lay.batch * o * lay.coords;
+    const float* xb = xp + path * f * n;
+    float* cxb = cxp + path * f * n;
+    const float* cob = cop + path * o * n;
     std::vector<V> acc(s.size, splat(0.f));  // lane-wise sums
     std::vector<V> stash(GROUP * s.stash);
     Tile t;
     int tiles = 0;
     for (int64_t i = begin; i < end; i += LANES) {
       const int64_t count = std::min<int64_t>(LANES, end - i);
-      for (int64_t k = 0; k < f; ++k)
-        t.x[k] = load(xb + lay.row(b, k, f), i, count);
-      for (int64_t k = 0; k < hd; ++k)
-        t.h[k] = load(hs[path] + lay.row(b, k, hd), i, count);
+      for (int64_t k = 0; k < f; ++k) t.x[k] = load(xb + k * n, i, count);
+      load_state(hs[path], hd, i, count, t.h);
       V ct_out[MAXD], ct_hn[MAXD], dx[MAXF], dh[MAXD];
-      for (int64_t j = 0; j < o; ++j)
-        ct_out[j] = load(cob + lay.row(b, j, o), i, count);
-      for (int64_t j = 0; j < hd; ++j)
-        ct_hn[j] = load(chs[path] + lay.row(b, j, hd), i, count);
+      for (int64_t j = 0; j < o; ++j) ct_out[j] = load(cob + j * n, i, count);
+      load_state(chs[path], hd, i, count, ct_hn);
       tile_backward(s, p, t, ct_out, ct_hn, stash.data() + tiles * s.stash,
                     dx, dh);
-      for (int64_t k = 0; k < f; ++k)
-        store(cxb + lay.row(b, k, f), i, count, dx[k]);
-      for (int64_t k = 0; k < hd; ++k)
-        store(cts[path] + lay.row(b, k, hd), i, count, dh[k]);
+      for (int64_t k = 0; k < f; ++k) store(cxb + k * n, i, count, dx[k]);
+      store_state(cts[path], hd, i, count, dh);
       if (++tiles == GROUP || i + LANES >= end) {
         stash_accumulate(s, stash.data(), tiles, acc.data());
         tiles = 0;
@@ -657,8 +689,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
   for (int64_t path = 0; path < s.paths; ++path) {
     float* out = cpp + path * s.size;
     std::fill(out, out + s.size, 0.f);
-    for (int64_t c = 0; c < lay.items_per_path; ++c) {
-      const float* src = partial.data() + (path * lay.items_per_path + c) * s.size;
+    for (int64_t c = 0; c < chunks.chunks; ++c) {
+      const float* src = partial.data() + (path * chunks.chunks + c) * s.size;
       for (int64_t q = 0; q < s.size; ++q) out[q] += src[q];
     }
   }
@@ -672,10 +704,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     ffi::Ffi::Bind()
         .Ctx<ffi::ThreadPool>()
         .Arg<ffi::Buffer<ffi::F32>>()        // params [P, S]
-        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, B, F, N]
-        .RemainingArgs()                     // h_p [B, H, N]
-        .Ret<ffi::Buffer<ffi::F32>>()        // out [P, B, O, N]
-        .RemainingRets()                     // hn_p [B, H, N]
+        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, F, N]
+        .RemainingArgs()                     // h_p [N, H]
+        .Ret<ffi::Buffer<ffi::F32>>()        // out [P, O, N]
+        .RemainingRets()                     // hn_p [N, H]
         .Attr<ffi::Span<const int64_t>>("dims")
         .Attr<int64_t>("activation")
         .Attr<int64_t>("hidden"));
@@ -685,12 +717,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
     ffi::Ffi::Bind()
         .Ctx<ffi::ThreadPool>()
         .Arg<ffi::Buffer<ffi::F32>>()        // params [P, S]
-        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, B, F, N]
-        .Arg<ffi::Buffer<ffi::F32>>()        // ct_out [P, B, O, N]
-        .RemainingArgs()                     // h_p, then ct_hn_p [B, H, N]
+        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, F, N]
+        .Arg<ffi::Buffer<ffi::F32>>()        // ct_out [P, O, N]
+        .RemainingArgs()                     // h_p, then ct_hn_p [N, H]
         .Ret<ffi::Buffer<ffi::F32>>()        // ct_params [P, S]
-        .Ret<ffi::Buffer<ffi::F32>>()        // ct_x [P, B, F, N]
-        .RemainingRets()                     // ct_h_p [B, H, N]
+        .Ret<ffi::Buffer<ffi::F32>>()        // ct_x [P, F, N]
+        .RemainingRets()                     // ct_h_p [N, H]
         .Attr<ffi::Span<const int64_t>>("dims")
         .Attr<int64_t>("activation")
         .Attr<int64_t>("hidden"));
