@@ -77,12 +77,14 @@ _CELLS = flags.DEFINE_list('cells', ['optim4rl', 'l2lgd2', 'linear'],
 _SHAPES = flags.DEFINE_list('shapes', ['16x16', 'none'],
                             "Opt: MLP shapes ('16x16' default, 'none' = no "
                             'MLP, the reference code cell shape).')
-_IMPLS = flags.DEFINE_list('impls', ['haiku', 'fast'],
+_IMPLS = flags.DEFINE_list('impls', ['haiku', 'fast', 'fused'],
                            'Opt: cell implementations to time.')
 _GROUPS = flags.DEFINE_integer('agent_groups', 1,
                                'Meta: sequential agent groups (memory).')
-_IMPL = flags.DEFINE_enum('impl', 'haiku', ['fast', 'fused', 'haiku'],
-                          "Meta: the cell's implementation (lopt.fast_cells).")
+_IMPL = flags.DEFINE_enum('impl', 'auto', ['auto', 'fast', 'fused', 'haiku'],
+                          "Meta and A2C: the cell's implementation "
+                          "(lopt.fast_cells; 'auto' is the library's default: "
+                          "'fused' on one CPU device).")
 _SEEDS = flags.DEFINE_integer('seeds', 1, 'A2C: seeds trained at once (vmap).')
 _A2C_OPT = flags.DEFINE_enum(
     'a2c_optimizer', 'adam', ['adam', 'optim4rl'],
@@ -91,7 +93,7 @@ _A2C_OPT = flags.DEFINE_enum(
 _FOLD = flags.DEFINE_bool(
     'fold_vmap', None, "Meta and A2C: run the cell once on the population's "
     'coordinates laid end to end (lopt.fast_cells.fold_vmap); unset: the '
-    "library's default (on for --impl=haiku, off for --impl=fast).")
+    "library's default (off for --impl=fast, else on).")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 _PROFILE = flags.DEFINE_string(
     'profile_dir', '', 'Meta: after the timed calls, trace one more call '
@@ -137,7 +139,7 @@ def bench_meta() -> dict:
       'K': _K.value, 'rollout': _ROLLOUT.value, 'reset': _RESET.value,
       'steps': _STEPS.value, 'remat': _REMAT.value,
       'second_order': _SECOND.value, 'hidden': _HIDDEN.value,
-      'mlp': list(_MLP.value), 'impl': _IMPL.value, 'fold': _fold(),
+      'mlp': list(_MLP.value), 'impl': lo.implementation, 'fold': _fold(),
       'groups': _GROUPS.value})
   key = np.asarray(jax.random.PRNGKey(0))
   init = cache.wrap('meta_init', lambda: meta.init_sharded_fn(trainer, key))
@@ -178,7 +180,7 @@ def bench_meta() -> dict:
       'mode': 'meta', 'env': _ENV.value, 'agents': _AGENTS.value,
       'K': _K.value, 'rollout': _ROLLOUT.value, 'remat': _REMAT.value,
       'second_order': _SECOND.value, 'cell_hidden': _HIDDEN.value,
-      'cell_mlp': list(_MLP.value), 'impl': _IMPL.value,
+      'cell_mlp': list(_MLP.value), 'impl': lo.implementation,
       'fold_vmap': _fold(),
       'agent_groups': _GROUPS.value,
       'coords_per_agent': coords,
@@ -217,7 +219,7 @@ def bench_a2c() -> dict:
   return {'mode': 'a2c', 'env': _ENV.value, 'envs': _ENVS.value,
           'seeds': _SEEDS.value, 'optimizer': _A2C_OPT.value,
           **({} if _A2C_OPT.value == 'adam' else
-             {'impl': _IMPL.value, 'fold_vmap': _fold()}),
+             {'impl': lo.implementation, 'fold_vmap': _fold()}),
           'rollout': _ROLLOUT.value, 'updates_per_call': _STEPS.value,
           'env_steps_per_second': steps / per_call,
           'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}

@@ -42,6 +42,8 @@ from lopt import cells
 Array = jax.Array
 
 IMPLEMENTATIONS = ('fast', 'fused', 'haiku')
+# What `learned_optimizer(implementation=...)` also takes: `resolve` picks.
+AUTO = 'auto'
 # Coordinates per chunk of the fast path, and the N from which it chunks.
 # Of 1k, 4k and 16k (forward, 1e6 coordinates, a loaded machine) 16k was
 # among the fastest; not tuned further (README, "The learned optimizer's
@@ -279,6 +281,31 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
   return folded
 
 
+def resolve(implementation: str, config: cells.CellConfig = None) -> str:
+  """'auto' -> 'fused' on a single CPU device where the kernel builds (and
+  can run `config`), else 'haiku'; any other name is checked and returned.
+
+  One device only: with several (a population sharded over devices) XLA's
+  partitioner would gather every shard's coordinates to each device for
+  the kernel, which it cannot split. Asks JAX for its devices, so under
+  `jax.distributed` call it after `jax.distributed.initialize`.
+  """
+  if implementation == AUTO:
+    from lopt import fused_cell  # pylint: disable=g-import-not-at-top
+    if jax.device_count() != 1 or not fused_cell.available():
+      return 'haiku'
+    try:
+      if config is not None:
+        fused_cell.check_config(config)
+    except ValueError:
+      return 'haiku'
+    return 'fused'
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'implementation: unknown {implementation!r}; allowed: '
+                     f'{[AUTO] + list(IMPLEMENTATIONS)}')
+  return implementation
+
+
 def make(config: cells.CellConfig, implementation: str = 'fast',
          cell=None, fold: bool = False) -> Implementation:
   """The cell's step as the optimizer runs it.
@@ -287,15 +314,13 @@ def make(config: cells.CellConfig, implementation: str = 'fast',
     config: the cell architecture.
     implementation: 'fast' (this module; state `[hidden, N]` per GRU),
       'fused' (the paths in one kernel, `lopt.fused_cell`; XLA:CPU only;
-      state `[N, hidden]`) or 'haiku' (the plain module; state
-      `[N, hidden]`).
+      state `[N, hidden]`), 'haiku' (the plain module; state
+      `[N, hidden]`) or 'auto' (`resolve`).
     cell: the Haiku transform, if already built.
     fold: under `vmap` with shared meta-params, run once on the batch's
       coordinates laid end to end (`fold_vmap`).
   """
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'implementation: unknown {implementation!r}; allowed: '
-                     f'{list(IMPLEMENTATIONS)}')
+  implementation = resolve(implementation, config)
   checked = cells.make_apply(config, cell)
   if implementation in ('haiku', 'fused'):  # the Haiku module's state layout
     if implementation == 'fused':

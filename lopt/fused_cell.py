@@ -30,6 +30,7 @@ be built here; CPU only.
 
 import ctypes
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -56,6 +57,7 @@ FORWARD, BACKWARD = 'lopt_cell_forward', 'lopt_cell_backward'
 
 _lock = threading.Lock()
 _registered: Optional[str] = None  # the library's path, once registered
+_unavailable_logged = False
 
 
 def cache_dir() -> str:
@@ -137,12 +139,18 @@ def register() -> str:
 
 def available() -> bool:
   """Whether the kernel can be built and run here (CPU backend and a
-  compiler)."""
+  compiler). Logs why not, once, where the backend is CPU."""
+  global _unavailable_logged
   if jax.default_backend() != 'cpu':
     return False
   try:
     register()
-  except RuntimeError:
+  except RuntimeError as e:
+    if not _unavailable_logged:
+      logging.warning('lopt: the fused cell kernel is not available, the '
+                      'learned optimizer runs its Haiku module (slower): %s',
+                      e)
+      _unavailable_logged = True
     return False
   return True
 

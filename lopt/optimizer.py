@@ -88,7 +88,8 @@ class LearnedOptimizer(NamedTuple):
       giving the cell's direction `d` (no learning rate, no sign flip).
     num_meta_params: scalars in the meta-params.
     cell: the cell's Haiku transform (built once).
-    implementation: 'haiku' or 'fast' (see `lopt.fast_cells`).
+    implementation: 'fused', 'haiku' or 'fast', as resolved (see
+      `lopt.fast_cells`).
   """
   name: str
   config: cells.CellConfig
@@ -249,7 +250,7 @@ def scale_to_unit_rms() -> optax.GradientTransformation:
 
 def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                       config: Optional[cells.CellConfig] = None,
-                      implementation: str = 'haiku',
+                      implementation: str = 'auto',
                       fold_vmap: Optional[bool] = None,
                       **config_kwargs) -> LearnedOptimizer:
   """Builds a learned optimizer (cell transform built once, here).
@@ -260,17 +261,21 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       cell's direction. None: every `opt_fn` call must give one.
     config: a `cells.CellConfig`; or give its fields as keyword arguments,
       e.g. `learned_optimizer(cell='optim4rl', hidden_size=8)`.
-    implementation: 'haiku' (the plain Haiku module, state `[N, hidden]`;
-      the default: fastest here whenever the optimizer is vmapped over
-      agents or seeds, as in meta-training, folded or not) or 'fast'
-      (`lopt.fast_cells`: coordinate-minor, state `[hidden, N]`; faster on
-      one large flat vector, slower under vmap, see README performance).
-      Both give the same updates to float tolerance.
+    implementation: how the cell runs; all give the same updates to float
+      tolerance. 'auto' (the default): 'fused' on a single CPU device where
+      its kernel builds, else 'haiku' (`fast_cells.resolve`). 'fused'
+      (`lopt.fused_cell`: each path's GRU and MLP in one C++ kernel per
+      step through XLA's FFI, reverse-mode differentiable; XLA:CPU only;
+      state `[N, hidden]`), 'haiku' (the plain Haiku module, state
+      `[N, hidden]`; any backend) or 'fast' (`lopt.fast_cells`:
+      coordinate-minor XLA ops, state `[hidden, N]`; faster than 'haiku' on
+      one large flat vector, slower under vmap). README, "The learned
+      optimizer's cost".
     fold_vmap: under `vmap` over agents or seeds with shared meta-params,
       run the cell once on all their coordinates laid end to end
       (`fast_cells.fold_vmap`): the same values and meta-gradients. None:
-      on for 'haiku' (faster: README, "The population folded into one cell
-      call"), off for 'fast' (slower folded).
+      on for 'haiku' and 'fused' (faster: README, "The population folded
+      into one cell call"), off for 'fast' (slower folded).
     **config_kwargs: `CellConfig` fields, when `config` is None.
 
   Returns:
@@ -283,6 +288,7 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
   default_lr = (None if learning_rate is None
                 else check_learning_rate(learning_rate))
   cell = cells.make_cell(config)
+  implementation = fast_cells.resolve(implementation, config)
   if fold_vmap is None:
     fold_vmap = implementation != 'fast'
   impl = fast_cells.make(config, implementation, cell, fold=fold_vmap)
