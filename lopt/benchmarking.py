@@ -145,13 +145,17 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
   fn, (meta_params, g, state) = _update_fn(lo, num_coords, backward)
   compiled, compile_s, cost = _compile(fn, meta_params, g, state)
   if lo.implementation != 'haiku':
-    # XLA counts one trip of a loop (the fast path's chunks): take the FLOPs
-    # of the same maths from the plain Haiku implementation instead. Its
-    # bytes are the plain layout's, not the chunks' (which may stay in
-    # cache): an upper bound there too.
+    # XLA counts one trip of a loop (the fast path's chunks) and nothing
+    # inside a custom call (the fused kernel): take the FLOPs of the same
+    # maths from the plain Haiku implementation instead. The fast path's
+    # bytes are the plain layout's too, not the chunks' (which may stay in
+    # cache): an upper bound. The fused program's own bytes are right: the
+    # kernel's operands and results, and the ops around it.
     plain = optimizer_lib.learned_optimizer(config=lo.config,
                                             implementation='haiku')
-    cost = update_cost(plain, num_coords, backward=backward)
+    plain_cost = update_cost(plain, num_coords, backward=backward)
+    cost = (dict(plain_cost, **{'bytes accessed': cost['bytes accessed']})
+            if lo.implementation == 'fused' else plain_cost)
   flops, nbytes = cost['flops'], cost['bytes accessed']
   jax.block_until_ready(compiled(meta_params, g, state))
   seconds = _median_seconds(compiled, meta_params, g, state, repeats=repeats)

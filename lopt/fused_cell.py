@@ -118,7 +118,23 @@ def build() -> str:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+  _prune(folder, keep=path)
   return path
+
+
+def _prune(folder: str, keep: str, max_files: int = 8) -> None:
+  """Removes all but the `max_files` newest kernels of other builds (other
+  sources, compilers or machines); a process that loaded one keeps its
+  mapping."""
+  names = [os.path.join(folder, n) for n in os.listdir(folder)
+           if n.startswith('cell_kernel-') and n.endswith('.so')]
+  others = sorted((p for p in names if p != keep), key=os.path.getmtime,
+                  reverse=True)
+  for p in others[max_files - 1:]:
+    try:
+      os.remove(p)
+    except OSError:
+      pass
 
 
 def register() -> str:

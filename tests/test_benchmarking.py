@@ -64,16 +64,20 @@ def test_update_row_reports_flops_bytes_and_both_peaks():
   import lopt  # pylint: disable=g-import-not-at-top
   n = 512
   rows = {}
-  for impl in ('haiku', 'fast'):
+  for impl in ('haiku', 'fast', 'fused'):
     lo = lopt.learned_optimizer(cell='linear', hidden_size=2, mlp_dims=(),
                                 implementation=impl)
     rows[impl] = benchmarking.update_row(lo, n, backward=False,
                                          peak_gflops=100., peak_gbs=10.,
                                          adam=1e-3, repeats=1)
-  plain, fast = rows['haiku'], rows['fast']
+  plain, fast, fused = rows['haiku'], rows['fast'], rows['fused']
   # The fast layout is scored with the plain maths' cost: the same counts.
   assert fast['flops_per_coord'] == plain['flops_per_coord'] > 0
   assert fast['bytes_per_coord'] == plain['bytes_per_coord']
+  # The fused kernel too, but with its own program's bytes: the state read
+  # and written once, no intermediates (fewer than the plain module's).
+  assert fused['flops_per_coord'] == plain['flops_per_coord']
+  assert 2 * 2 * 4 <= fused['bytes_per_coord'] < plain['bytes_per_coord']
   # At least g read and the update written, 4 bytes each, per coordinate.
   assert plain['bytes_per_coord'] >= 8
   seconds = plain['ms'] / 1e3

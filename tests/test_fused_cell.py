@@ -138,6 +138,16 @@ def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
   assert fused_cell.build() == path            # a hit: not rebuilt
   assert os.stat(path).st_mtime_ns == stamp
   assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]
+  # Kernels of other builds: the 7 newest are kept beside this one.
+  for i in range(10):
+    old = tmp_path / f'cell_kernel-old{i}.so'
+    old.write_bytes(b'')
+    os.utime(old, (1e9 + i, 1e9 + i))
+  (tmp_path / 'other.txt').write_text('not a kernel')
+  fused_cell._prune(str(tmp_path), keep=path)  # pylint: disable=protected-access
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+      [os.path.basename(path), 'other.txt'] +
+      [f'cell_kernel-old{i}.so' for i in range(3, 10)])
   monkeypatch.setenv('CXX', '')
   monkeypatch.setenv('PATH', str(tmp_path))
   assert fused_cell.compiler() is None
