@@ -149,13 +149,17 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
     # inside a custom call (the fused kernel): take the FLOPs of the same
     # maths from the plain Haiku implementation instead. The fast path's
     # bytes are the plain layout's too, not the chunks' (which may stay in
-    # cache): an upper bound. The fused program's own bytes are right: the
-    # kernel's operands and results, and the ops around it.
+    # cache): an upper bound. The fused program's bytes are its own ops'
+    # (as XLA counts them) plus every operand and result of the kernel's
+    # calls in it.
     plain = optimizer_lib.learned_optimizer(config=lo.config,
                                             implementation='haiku')
     plain_cost = update_cost(plain, num_coords, backward=backward)
-    cost = (dict(plain_cost, **{'bytes accessed': cost['bytes accessed']})
-            if lo.implementation == 'fused' else plain_cost)
+    if lo.implementation == 'fused':
+      from lopt import fused_cell  # pylint: disable=g-import-not-at-top
+      plain_cost['bytes accessed'] = cost['bytes accessed'] + (
+          fused_cell.custom_call_bytes(compiled.as_text()))
+    cost = plain_cost
   flops, nbytes = cost['flops'], cost['bytes accessed']
   jax.block_until_ready(compiled(meta_params, g, state))
   seconds = _median_seconds(compiled, meta_params, g, state, repeats=repeats)

@@ -31,7 +31,9 @@ be built here; CPU only.
 import ctypes
 import hashlib
 import logging
+import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -186,6 +188,20 @@ def check_config(config) -> None:
   if len(config.mlp_dims) + 1 > MAX_LAYERS:
     raise ValueError(f"mlp_dims: implementation 'fused' takes up to "
                      f'{MAX_LAYERS - 1} hidden layers, got {config.mlp_dims}')
+
+
+def custom_call_bytes(hlo_text: str) -> int:
+  """Bytes read and written by the kernel's calls in a compiled program's
+  HLO text (every operand and result of each call), which XLA's cost
+  analysis does not count for custom calls."""
+  total = 0
+  for line in hlo_text.splitlines():
+    if f'custom_call_target="{FORWARD}"' in line or (
+        f'custom_call_target="{BACKWARD}"' in line):
+      for dtype, dims in re.findall(r'\b(f32|s32|u32)\[([0-9,]*)\]', line):
+        del dtype  # all four bytes wide
+        total += 4 * math.prod(int(d) for d in dims.split(',') if d)
+  return total
 
 
 def pack(meta_params, paths: Tuple[str, ...], num_layers: int) -> Array:
