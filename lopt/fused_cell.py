@@ -218,11 +218,21 @@ def pack(meta_params, paths: Tuple[str, ...], num_layers: int) -> Array:
   return jnp.stack(rows).astype(jnp.float32)
 
 
+def check_backend() -> None:
+  """Raises ValueError unless JAX's default backend is the CPU."""
+  backend = jax.default_backend()
+  if backend != 'cpu':
+    raise ValueError(
+        f"implementation: 'fused' runs on XLA:CPU only, the default backend "
+        f"is {backend!r}; use 'auto' (picks 'haiku' there) or 'haiku'")
+
+
 def make_paths(config, outputs: int):
   """`paths(params[P, S], x[P, F, N], h) -> (out[P, outputs, N], h)` with
   `h` a tuple of P state arrays `[N, H]` (Haiku's layout), differentiable
   in reverse mode in all three."""
   check_config(config)
+  check_backend()
   register()
   attrs = dict(dims=np.asarray(tuple(config.mlp_dims) + (outputs,), np.int64),
                activation=np.int64(ACTIVATIONS[config.activation]),

@@ -130,6 +130,14 @@ def test_what_the_kernel_cannot_run_is_refused_by_field():
     lopt.learned_optimizer(implementation='fused', mlp_dims=(16, 80))
 
 
+def test_other_backends_are_refused_and_auto_falls_back(monkeypatch):
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  with pytest.raises(ValueError, match="'fused' runs on XLA:CPU only, the "
+                     "default backend is 'gpu'"):
+    lopt.learned_optimizer(implementation='fused')
+  assert lopt.learned_optimizer().implementation == 'haiku'
+
+
 def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
   monkeypatch.setenv('LOPT_NATIVE_CACHE', str(tmp_path))
   path = fused_cell.build()
