@@ -89,11 +89,28 @@ def _key(cxx: str) -> str:
   return h.hexdigest()[:20]
 
 
+def _check_folder(folder: str) -> None:
+  """Creates the cache folder private (0700); refuses one that another user
+  owns or that others may write, since its libraries are loaded and run."""
+  try:
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    st = os.stat(folder)
+  except OSError as e:
+    raise RuntimeError(f"implementation 'fused': cannot create {folder}: "
+                       f'{e}') from e
+  if hasattr(os, 'getuid') and st.st_uid != os.getuid():
+    raise RuntimeError(f"implementation 'fused': {folder} belongs to another "
+                       'user; set $LOPT_NATIVE_CACHE to a folder of yours')
+  if st.st_mode & 0o022:
+    raise RuntimeError(f"implementation 'fused': {folder} is writable by "
+                       'others; set $LOPT_NATIVE_CACHE to a private folder')
+
+
 def build() -> str:
   """The kernel's shared library for this machine, compiled if not cached.
 
-  Raises RuntimeError if no compiler is found or the build fails (with the
-  compiler's message).
+  Raises RuntimeError if no compiler is found, the build fails (with the
+  compiler's message), or the folder is not private.
   """
   cxx = compiler()
   if cxx is None:
@@ -102,10 +119,10 @@ def build() -> str:
         "install one (e.g. apt-get install g++) or use implementation="
         "'haiku'")
   folder = cache_dir()
+  _check_folder(folder)
   path = os.path.join(folder, f'cell_kernel-{_key(cxx)}.so')
   if os.path.exists(path):
     return path
-  os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix='.so.tmp', dir=folder)
   os.close(fd)
   try:

@@ -156,6 +156,16 @@ def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
   assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
       [os.path.basename(path), 'other.txt'] +
       [f'cell_kernel-old{i}.so' for i in range(3, 10)])
+  fused_cell._check_folder(str(tmp_path / 'new'))  # pylint: disable=protected-access
+  assert os.stat(tmp_path / 'new').st_mode & 0o777 == 0o700
+  # A folder others may write is not loaded from (its libraries run).
+  shared = tmp_path / 'shared'
+  shared.mkdir()
+  shared.chmod(0o777)
+  monkeypatch.setenv('LOPT_NATIVE_CACHE', str(shared))
+  with pytest.raises(RuntimeError, match='writable by others'):
+    fused_cell.build()
+  monkeypatch.setenv('LOPT_NATIVE_CACHE', str(tmp_path / 'fresh'))
   monkeypatch.setenv('CXX', '')
   monkeypatch.setenv('PATH', str(tmp_path))
   assert fused_cell.compiler() is None
