@@ -560,30 +560,61 @@ inline void store_state(float* state, int64_t h, int64_t i, int64_t count,
     for (int64_t k = 0; k < h; ++k) state[(i + c) * h + k] = tmp[k][c];
 }
 
+// The call's shape from x [P, F, N] and the attributes, checked, with
+// `args_per_path` state arguments and one state result per path.
+ffi::Error call_shape(const ffi::Buffer<ffi::F32>& params,
+                      const ffi::Buffer<ffi::F32>& x,
+                      ffi::Span<const int64_t> dims, int64_t activation,
+                      int64_t hidden, size_t num_args, size_t args_per_path,
+                      size_t num_rets, Shape& s) {
+  auto xd = x.dimensions();
+  if (xd.size() != 3)
+    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 3");
+  s = make_shape(xd[0], xd[1], hidden, xd[2], dims, activation);
+  if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
+  const size_t paths = static_cast<size_t>(s.paths);
+  if (num_args != args_per_path * paths || num_rets != paths)
+    return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
+  return ffi::Error::Success();
+}
+
+// The data of `count` state buffers from `offset` on.
+ffi::Error state_args(const ffi::RemainingArgs& args, size_t offset,
+                      int64_t count, const float** out) {
+  for (int64_t p = 0; p < count; ++p) {
+    auto a = args.get<ffi::Buffer<ffi::F32>>(offset + p);
+    if (a.has_error()) return a.error();
+    out[p] = a.value().typed_data();
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error state_rets(const ffi::RemainingRets& rets, int64_t count,
+                      float** out) {
+  for (int64_t p = 0; p < count; ++p) {
+    auto r = rets.get<ffi::Buffer<ffi::F32>>(p);
+    if (r.has_error()) return r.error();
+    out[p] = (*r.value()).typed_data();
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
                    ffi::Buffer<ffi::F32> x, ffi::RemainingArgs states,
                    ffi::Result<ffi::Buffer<ffi::F32>> out,
                    ffi::RemainingRets new_states,
                    ffi::Span<const int64_t> dims, int64_t activation,
                    int64_t hidden) {
-  auto xd = x.dimensions();
-  if (xd.size() != 3)
-    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 3");
-  Shape s = make_shape(xd[0], xd[1], hidden, xd[2], dims, activation);
-  if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
-  if (states.size() != static_cast<size_t>(s.paths) ||
-      new_states.size() != static_cast<size_t>(s.paths))
-    return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
+  Shape s;
+  if (ffi::Error e = call_shape(params, x, dims, activation, hidden,
+                                states.size(), 1, new_states.size(), s);
+      e.failure())
+    return e;
   const float* hs[MAXP];
   float* hns[MAXP];
-  for (int64_t p = 0; p < s.paths; ++p) {
-    auto h = states.get<ffi::Buffer<ffi::F32>>(p);
-    auto hn = new_states.get<ffi::Buffer<ffi::F32>>(p);
-    if (h.has_error()) return h.error();
-    if (hn.has_error()) return hn.error();
-    hs[p] = h.value().typed_data();
-    hns[p] = (*hn.value()).typed_data();
-  }
+  if (ffi::Error e = state_args(states, 0, s.paths, hs); e.failure()) return e;
+  if (ffi::Error e = state_rets(new_states, s.paths, hns); e.failure())
+    return e;
   const int64_t n = s.coords, hd = s.hidden, f = s.features;
   const int64_t o = s.dims[s.layers - 1];
   const Chunks chunks = make_chunks(n);
@@ -618,29 +649,20 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
                     ffi::RemainingRets ct_states,
                     ffi::Span<const int64_t> dims, int64_t activation,
                     int64_t hidden) {
-  auto xd = x.dimensions();
-  if (xd.size() != 3)
-    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 3");
-  Shape s = make_shape(xd[0], xd[1], hidden, xd[2], dims, activation);
-  if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
   // states: h_0..h_{P-1}, then ct_hn_0..ct_hn_{P-1}.
-  if (states.size() != static_cast<size_t>(2 * s.paths) ||
-      ct_states.size() != static_cast<size_t>(s.paths))
-    return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
+  Shape s;
+  if (ffi::Error e = call_shape(params, x, dims, activation, hidden,
+                                states.size(), 2, ct_states.size(), s);
+      e.failure())
+    return e;
   const float* hs[MAXP];
   const float* chs[MAXP];
   float* cts[MAXP];
-  for (int64_t p = 0; p < s.paths; ++p) {
-    auto h = states.get<ffi::Buffer<ffi::F32>>(p);
-    auto ch = states.get<ffi::Buffer<ffi::F32>>(s.paths + p);
-    auto ct = ct_states.get<ffi::Buffer<ffi::F32>>(p);
-    if (h.has_error()) return h.error();
-    if (ch.has_error()) return ch.error();
-    if (ct.has_error()) return ct.error();
-    hs[p] = h.value().typed_data();
-    chs[p] = ch.value().typed_data();
-    cts[p] = (*ct.value()).typed_data();
-  }
+  if (ffi::Error e = state_args(states, 0, s.paths, hs); e.failure()) return e;
+  if (ffi::Error e = state_args(states, s.paths, s.paths, chs); e.failure())
+    return e;
+  if (ffi::Error e = state_rets(ct_states, s.paths, cts); e.failure())
+    return e;
   const int64_t n = s.coords, hd = s.hidden, f = s.features;
   const int64_t o = s.dims[s.layers - 1];
   const Chunks chunks = make_chunks(n);
