@@ -219,8 +219,7 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
   axis = coordinate_axis
 
   def fold_all(size, g, state, g_b, state_b):
-    g = jax.tree.map(lambda x, b: _batched(size, x, b).reshape(-1),
-                     g, g_b)
+    g = jax.tree.map(lambda x, b: _batched(size, x, b).reshape(-1), g, g_b)
     state = tuple(_fold(_batched(size, x, b), axis)
                   for x, b in zip(state, state_b))
     return g, state
@@ -241,8 +240,7 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
       return plain_vmap(apply, in_batched, meta_params, g, state)
     g, state = fold_all(size, g, state, g_b, state_b)
     d, state = forward(meta_params, g, state)
-    out = (d.reshape(size, -1),
-           tuple(_unfold(x, axis, size) for x in state))
+    out = (d.reshape(size, -1), tuple(_unfold(x, axis, size) for x in state))
     return out, (True, tuple(True for _ in state))
 
   def vjp(res, ct):
@@ -292,14 +290,9 @@ def resolve(implementation: str, config: cells.CellConfig = None) -> str:
   """
   if implementation == AUTO:
     from lopt import fused_cell  # pylint: disable=g-import-not-at-top
-    if jax.device_count() != 1 or not fused_cell.available():
-      return 'haiku'
-    try:
-      if config is not None:
-        fused_cell.check_config(config)
-    except ValueError:
-      return 'haiku'
-    return 'fused'
+    runs = config is None or fused_cell.supports(config)
+    return ('fused' if runs and jax.device_count() == 1
+            and fused_cell.available() else 'haiku')
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'implementation: unknown {implementation!r}; allowed: '
                      f'{[AUTO] + list(IMPLEMENTATIONS)}')
@@ -321,17 +314,19 @@ def make(config: cells.CellConfig, implementation: str = 'fast',
       coordinates laid end to end (`fold_vmap`).
   """
   implementation = resolve(implementation, config)
-  checked = cells.make_apply(config, cell)
-  if implementation in ('haiku', 'fused'):  # the Haiku module's state layout
-    if implementation == 'fused':
-      step = make_fused_apply(config)
-
-      def checked(meta_params, g, state):  # pylint: disable=function-redefined
-        cells.check_inputs(config, g, state)
-        return step(meta_params, g, state)
-
-    return Implementation(implementation, config.initial_state,
+  if implementation == 'haiku':
+    checked = cells.make_apply(config, cell)
+    return Implementation('haiku', config.initial_state,
                           fold_vmap(checked, 0) if fold else checked)
+  if implementation == 'fused':  # the Haiku module's state layout
+    step = make_fused_apply(config)
+
+    def fused(meta_params, g, state):
+      cells.check_inputs(config, g, state)
+      return step(meta_params, g, state)
+
+    return Implementation('fused', config.initial_state,
+                          fold_vmap(fused, 0) if fold else fused)
   num_grus = cells.NUM_GRUS[config.cell]
 
   def initial_state(num_coords: int) -> cells.CellState:

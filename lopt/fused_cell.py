@@ -221,6 +221,15 @@ def custom_call_bytes(hlo_text: str) -> int:
   return total
 
 
+def supports(config) -> bool:
+  """Whether the kernel can run `config` (`check_config` passes)."""
+  try:
+    check_config(config)
+  except ValueError:
+    return False
+  return True
+
+
 def pack(meta_params, paths: Tuple[str, ...], num_layers: int) -> Array:
   """Each path's weights as one row of `[P, S]`, in the kernel's order:
   w_i, w_h, b of the GRU, then w, b of each MLP layer (row-major)."""

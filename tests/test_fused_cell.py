@@ -128,6 +128,9 @@ def test_what_the_kernel_cannot_run_is_refused_by_field():
     lopt.learned_optimizer(implementation='fused', hidden_size=65)
   with pytest.raises(ValueError, match='mlp_dims: .* up to 64'):
     lopt.learned_optimizer(implementation='fused', mlp_dims=(16, 80))
+  # 'auto' takes the Haiku module for what the kernel cannot run.
+  assert lopt.learned_optimizer(activation='gelu').implementation == 'haiku'
+  assert lopt.learned_optimizer().implementation == 'fused'
 
 
 def test_other_backends_are_refused_and_auto_falls_back(monkeypatch):
