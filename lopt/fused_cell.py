@@ -12,13 +12,13 @@ only the features, the state and the outputs touch memory.
 The maths is `lopt.fast_cells._paths` with the features coordinate-minor
 (`x[P, F, N]`) and the state in the Haiku module's layout (`[N, hidden]`
 per GRU, read and written across rows inside the kernel), so
-`fast_cells.make(config, 'fused')` has the same state as 'haiku', and is
-folded over a population the same way (its coordinates laid end to end). Its reverse mode is a second kernel (`custom_vjp`):
-the cotangents of the meta-params (summed over coordinates), the features
-and the state, the tile's forward recomputed inside it. Values and
-gradients equal the Haiku module's to float tolerance
-(tests/test_fast_cells.py). Forward-mode differentiation (`jax.jvp`) is not
-defined for it.
+`fast_cells.make(config, 'fused')` has the same state as 'haiku' and is
+folded over a population the same way (its coordinates laid end to end).
+Its reverse mode is a second kernel (`custom_vjp`): the cotangents of the
+meta-params (summed over coordinates), the features and the state, the
+tile's forward recomputed inside it. Values and gradients equal the Haiku
+module's to float tolerance (tests/test_fused_cell.py). Forward-mode
+differentiation (`jax.jvp`) is not defined for it.
 
 The kernel is compiled for this machine (`-march=native`) with the C++
 compiler (`$CXX`, else `g++` or `c++`) the first time it is used, into
@@ -50,9 +50,9 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native',
                       'cell_kernel.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC',
          '-fno-math-errno', '-w')
-# The kernel's limits (cell_kernel.cc: MAXD, MAXF, MAXL).
+# The kernel's limits (cell_kernel.cc: MAXD, MAXL; its MAXF = 8 input
+# features is above every preprocessor's).
 MAX_WIDTH = 64
-MAX_FEATURES = 8
 MAX_LAYERS = 8
 ACTIVATIONS = {'relu': 0, 'tanh': 1, 'silu': 2}
 FORWARD, BACKWARD = 'lopt_cell_forward', 'lopt_cell_backward'
