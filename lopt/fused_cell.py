@@ -20,8 +20,9 @@ tile's forward recomputed inside it. Values and gradients equal the Haiku
 module's to float tolerance (tests/test_fused_cell.py). Forward-mode
 differentiation (`jax.jvp`) is not defined for it.
 
-The kernel is compiled for this machine (`-march=native`) with the C++
-compiler (`$CXX`, else `g++` or `c++`) the first time it is used, into
+The kernel is compiled for this machine (`-march=native`, or
+`$LOPT_NATIVE_MARCH`) with the C++ compiler (`$CXX`, else `g++` or `c++`)
+the first time it is used, into
 `$LOPT_NATIVE_CACHE` (default `~/.cache/lopt_rl/native`), under a name
 hashed from its source, the compiler, the flags, jaxlib's version and the
 CPU, and loaded from there afterwards. `available()` tells whether it can
@@ -48,8 +49,7 @@ Array = jax.Array
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'native',
                       'cell_kernel.cc')
-FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC',
-         '-fno-math-errno', '-w')
+FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-w')
 # The kernel's limits (cell_kernel.cc: MAXD, MAXL; its MAXF = 8 input
 # features is above every preprocessor's).
 MAX_WIDTH = 64
@@ -75,6 +75,13 @@ def compiler() -> Optional[str]:
   return None
 
 
+def flags() -> Tuple[str, ...]:
+  """The compiler's flags: `FLAGS` and `-march=$LOPT_NATIVE_MARCH` (default
+  'native': this CPU's widest vectors; e.g. 'x86-64-v3' builds the AVX2
+  kernel, 'x86-64' the SSE one)."""
+  return FLAGS + (f"-march={os.environ.get('LOPT_NATIVE_MARCH') or 'native'}",)
+
+
 def _key(cxx: str) -> str:
   import jaxlib  # pylint: disable=g-import-not-at-top
   from lopt import executable_cache  # pylint: disable=g-import-not-at-top
@@ -83,7 +90,7 @@ def _key(cxx: str) -> str:
   h = hashlib.sha256()
   with open(SOURCE, 'rb') as f:
     h.update(f.read())
-  for part in (version, ' '.join(FLAGS), jaxlib.__version__,
+  for part in (version, ' '.join(flags()), jaxlib.__version__,
                *executable_cache._cpu()):  # pylint: disable=protected-access
     h.update(part.encode())
   return h.hexdigest()[:20]
@@ -127,7 +134,7 @@ def build() -> str:
   os.close(fd)
   try:
     result = subprocess.run(
-        [cxx, *FLAGS, '-I', jax.ffi.include_dir(), SOURCE, '-o', tmp],
+        [cxx, *flags(), '-I', jax.ffi.include_dir(), SOURCE, '-o', tmp],
         capture_output=True, text=True, check=False)
     if result.returncode:
       raise RuntimeError(

@@ -3,6 +3,10 @@ built, cached and refused as its docstring says."""
 
 import functools
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +47,10 @@ def _setup(name, batch, n, seed=0):
       keys[3], (batch, n), minval=-9., maxval=1.)
   g = g.at[:, :3].set(0.)
   inputs = (g, g * g + 1e-8) if config.second_moment else g
-  state = tuple(0.5 * jnp.tanh(jax.random.normal(jax.random.fold_in(keys[4], i),
-                                                 (batch, n, config.hidden_size)))
-                for i in range(cells.NUM_GRUS[config.cell]))
+  shape = (batch, n, config.hidden_size)
+  state = tuple(
+      0.5 * jnp.tanh(jax.random.normal(jax.random.fold_in(keys[4], i), shape))
+      for i in range(cells.NUM_GRUS[config.cell]))
   return config, cell, mp, inputs, state
 
 
@@ -155,11 +160,11 @@ def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
     old.write_bytes(b'')
     os.utime(old, (1e9 + i, 1e9 + i))
   (tmp_path / 'other.txt').write_text('not a kernel')
-  fused_cell._prune(str(tmp_path), keep=path)  # pylint: disable=protected-access
+  fused_cell._prune(str(tmp_path), keep=path)  # pylint: disable=W0212
   assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
       [os.path.basename(path), 'other.txt'] +
       [f'cell_kernel-old{i}.so' for i in range(3, 10)])
-  fused_cell._check_folder(str(tmp_path / 'new'))  # pylint: disable=protected-access
+  fused_cell._check_folder(str(tmp_path / 'new'))  # pylint: disable=W0212
   assert os.stat(tmp_path / 'new').st_mode & 0o777 == 0o700
   # A folder others may write is not loaded from (its libraries run).
   shared = tmp_path / 'shared'
@@ -174,3 +179,38 @@ def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
   assert fused_cell.compiler() is None
   with pytest.raises(RuntimeError, match='no C.. compiler found'):
     fused_cell.build()
+
+
+NARROW = textwrap.dedent('''
+    import jax, numpy as np
+    import test_fused_cell as t
+    for name in ('optim4rl_moments_silu', 'optim4rl_tanh', 'linear'):
+      t.test_fused_kernel_equals_the_haiku_module(name, 2, 45)
+    print('OK', flush=True)
+''')
+
+
+@pytest.mark.parametrize('march,lanes', [('x86-64-v3', 8), ('x86-64', 4)])
+def test_narrower_vectors_give_the_same_values(tmp_path, march, lanes):
+  # The AVX2 (8 lanes) and SSE (4 lanes) builds: no AVX-512 exp, reciprocal
+  # or gathers, so their own paths. 45 coordinates end on a partial tile.
+  import platform  # pylint: disable=g-import-not-at-top
+  if platform.machine() not in ('x86_64', 'AMD64'):
+    pytest.skip('x86 -march names')
+  env = dict(os.environ, LOPT_NATIVE_MARCH=march,
+             LOPT_NATIVE_CACHE=str(tmp_path), JAX_PLATFORMS='cpu',
+             PYTHONPATH=os.pathsep.join([os.path.dirname(__file__),
+                                         os.path.dirname(os.path.dirname(
+                                             os.path.abspath(__file__)))]))
+  proc = subprocess.run([sys.executable, '-c', NARROW], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'OK' in proc.stdout
+  built = [p for p in os.listdir(tmp_path) if p.endswith('.so')]
+  assert len(built) == 1, built
+  if not shutil.which('objdump'):
+    return
+  disassembly = subprocess.run(['objdump', '-d', str(tmp_path / built[0])],
+                               capture_output=True, text=True).stdout
+  assert 'zmm' not in disassembly  # no AVX-512 instructions
+  assert ('ymm' in disassembly) == (lanes == 8)

@@ -28,10 +28,14 @@
 // A tile's state is read and written across its LANES rows of H (a
 // transpose: AVX-512 gathers and scatters, else element by element).
 //
+// Vectors are GCC's vector extensions, LANES floats wide: 16 with AVX-512
+// (which also gives the exp, reciprocal and gather instructions used
+// below), 8 with AVX, else 4; lopt/fused_cell.py builds for the machine.
+//
 // Work is split in chunks of at most CHUNK coordinates of one path, run on
-// XLA's intra-op thread pool. Each chunk sums its own
-// parameter cotangent and the chunks are added in a fixed order, so results
-// do not depend on the number of threads or on scheduling.
+// XLA's intra-op thread pool. Each chunk sums its own parameter cotangent
+// and the chunks are added in a fixed order, so results do not depend on
+// the number of threads or on scheduling.
 
 #include <algorithm>
 #include <atomic>
@@ -64,7 +68,7 @@ typedef float V __attribute__((vector_size(LANES * 4)));
 typedef int32_t VI __attribute__((vector_size(LANES * 4)));
 
 constexpr int64_t CHUNK = 2048;  // coordinates of a work item
-constexpr int GROUP = 8;         // tiles whose parameter cotangent is added at once
+constexpr int GROUP = 8;         // tiles whose weights' cotangent sums at once
 constexpr int MAXD = 64;         // largest hidden size and MLP width
 constexpr int MAXF = 8;          // largest number of input features
 constexpr int MAXL = 8;          // most MLP layers
