@@ -294,13 +294,14 @@ Shape make_shape(int64_t paths, int64_t features, int64_t hidden,
   Shape s;
   s.paths = paths; s.features = features; s.hidden = hidden;
   s.coords = coords; s.act = static_cast<int>(act);
-  s.layers = static_cast<int>(dims.size());
+  s.layers = static_cast<int>(dims.size());  // `check` refuses > MAXL
+  const int layers = std::min(s.layers, MAXL);
   int64_t o = 0;
   s.w_i = o; o += features * 3 * hidden;
   s.w_h = o; o += hidden * 3 * hidden;
   s.b = o; o += 3 * hidden;
   int64_t k = hidden;
-  for (int l = 0; l < s.layers; ++l) {
+  for (int l = 0; l < layers; ++l) {
     s.dims[l] = static_cast<int>(dims[l]);
     s.w[l] = o; o += k * dims[l];
     s.bias[l] = o; o += dims[l];
@@ -310,7 +311,7 @@ Shape make_shape(int64_t paths, int64_t features, int64_t hidden,
   // A tile's stash: each layer's input and output cotangent.
   int64_t q = 0;
   k = hidden;
-  for (int l = 0; l < s.layers; ++l) {
+  for (int l = 0; l < layers; ++l) {
     s.st_in[l] = q; q += k;
     s.st_g[l] = q; q += dims[l];
     k = dims[l];
@@ -497,8 +498,9 @@ void parallel_for(ffi::ThreadPool& pool, int64_t count, F work) {
 }
 
 ffi::Error check(const Shape& s, int64_t params_size) {
-  if (s.hidden > MAXD || s.features > MAXF || s.layers > MAXL ||
-      s.layers < 1 || s.paths > MAXP || s.paths < 1)
+  if (s.hidden > MAXD || s.hidden < 1 || s.features > MAXF ||
+      s.features < 1 || s.layers > MAXL || s.layers < 1 || s.paths > MAXP ||
+      s.paths < 1 || s.act < RELU || s.act > SILU)
     return ffi::Error::InvalidArgument("lopt cell kernel: sizes over limits");
   for (int l = 0; l < s.layers; ++l)
     if (s.dims[l] > MAXD || s.dims[l] < 1)
