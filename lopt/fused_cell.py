@@ -152,11 +152,15 @@ def _prune(folder: str, keep: str, max_files: int = 8) -> None:
   """Removes all but the `max_files` newest kernels of other builds (other
   sources, compilers or machines); a process that loaded one keeps its
   mapping."""
-  names = [os.path.join(folder, n) for n in os.listdir(folder)
-           if n.startswith('cell_kernel-') and n.endswith('.so')]
-  others = sorted((p for p in names if p != keep), key=os.path.getmtime,
-                  reverse=True)
-  for p in others[max_files - 1:]:
+  others = []
+  for n in os.listdir(folder):
+    p = os.path.join(folder, n)
+    if n.startswith('cell_kernel-') and n.endswith('.so') and p != keep:
+      try:
+        others.append((os.path.getmtime(p), p))
+      except OSError:  # removed meanwhile by another process
+        pass
+  for _, p in sorted(others, reverse=True)[max_files - 1:]:
     try:
       os.remove(p)
     except OSError:
@@ -170,7 +174,11 @@ def register() -> str:
   with _lock:
     if _registered is None:
       path = build()
-      lib = ctypes.cdll.LoadLibrary(path)
+      try:
+        lib = ctypes.cdll.LoadLibrary(path)
+      except OSError as e:
+        raise RuntimeError(f"implementation 'fused': cannot load {path}: "
+                           f'{e}') from e
       jax.ffi.register_ffi_target(
           FORWARD, jax.ffi.pycapsule(lib.LoptCellForward), platform='cpu')
       jax.ffi.register_ffi_target(

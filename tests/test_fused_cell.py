@@ -166,6 +166,15 @@ def test_build_is_cached_and_a_missing_compiler_is_named(tmp_path, monkeypatch):
       [f'cell_kernel-old{i}.so' for i in range(3, 10)])
   fused_cell._check_folder(str(tmp_path / 'new'))  # pylint: disable=W0212
   assert os.stat(tmp_path / 'new').st_mode & 0o777 == 0o700
+  # A library that does not load is named, and 'auto' would fall back.
+  broken = tmp_path / 'broken'
+  broken.mkdir(mode=0o700)
+  monkeypatch.setenv('LOPT_NATIVE_CACHE', str(broken))
+  name = os.path.basename(path)
+  (broken / name).write_bytes(b'not a library')
+  monkeypatch.setattr(fused_cell, '_registered', None)
+  with pytest.raises(RuntimeError, match=f'cannot load .*{name}'):
+    fused_cell.register()
   # A folder others may write is not loaded from (its libraries run).
   shared = tmp_path / 'shared'
   shared.mkdir()
