@@ -130,6 +130,8 @@ def build() -> str:
   path = os.path.join(folder, f'cell_kernel-{_key(cxx)}.so')
   if os.path.exists(path):
     return path
+  logging.info('lopt: building the fused cell kernel for this machine '
+               '(once, a few seconds) into %s', path)
   fd, tmp = tempfile.mkstemp(suffix='.so.tmp', dir=folder)
   os.close(fd)
   try:
