@@ -124,8 +124,9 @@ def _direction(config: cells.CellConfig, out: Array, g: Array) -> Array:
 
 def _step(config: cells.CellConfig, meta_params, inputs: Tuple[Array, ...],
           h: Array, paths: Callable = _paths) -> Tuple[Array, Array]:
-  """One step on n coordinates, inputs `(g[n],)` or `(g[n], s[n])`,
-  h `[P, H, n]`; `paths` computes the GRUs and MLPs (`_paths`' signature)."""
+  """One step on n coordinates, inputs `(g[n],)` or `(g[n], s[n])`, state
+  `h` as `paths` takes it (`_paths`: `[P, H, n]`; the fused kernel: a tuple
+  of `[n, H]`); `paths` computes the GRUs and MLPs."""
   x = jnp.swapaxes(_features(config, *inputs), -1, -2)      # [P, F, n]
   out, h = paths(config, meta_params, x, h)
   return _direction(config, out, inputs[0]), h
@@ -166,12 +167,13 @@ def make_fused_apply(config: cells.CellConfig) -> Callable:
   names = PATHS[config.cell]
   num_layers = len(config.mlp_dims) + 1
 
+  def paths(config, meta_params, x, h):
+    del config
+    return kernel(fused_cell.pack(meta_params, names, num_layers), x, h)
+
   def apply(meta_params, inputs, state):
-    inputs = cells.split_inputs(config, inputs)
-    x = jnp.swapaxes(_features(config, *inputs), -1, -2)      # [P, F, N]
-    out, state = kernel(fused_cell.pack(meta_params, names, num_layers), x,
-                        tuple(state))
-    return _direction(config, out, inputs[0]), state
+    return _step(config, meta_params, cells.split_inputs(config, inputs),
+                 tuple(state), paths)
 
   return apply
 

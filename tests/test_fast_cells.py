@@ -169,7 +169,6 @@ def test_folded_vmap_equals_the_plain_vmap(implementation, axis):
                                atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)
   if implementation == 'fast':  # the rest is the same for every layout
     return
-
   nested = lambda fn: jax.vmap(shared(fn), in_axes=(None, 0, 0))
   g2, s2 = jnp.stack([g, -2. * g]), jax.tree.map(
       lambda x: jnp.stack([x, 0.5 * x]), state)
