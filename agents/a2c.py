@@ -181,22 +181,40 @@ def make_a2c(env: environments.Environment,
   net = networks.make_actor_critic(env.num_actions, env.observation_shape,
                                    network)
   env = wrappers.track_returns(env)  # rollouts report episode returns
-  batch_step = jax.vmap(env.step)
+  batch_step = jax.vmap(env.step_drawn)
   init_actor = make_init_actor(env, config.num_envs)
 
   def init_params(key):
     return net.init(key, jnp.zeros(env.observation_shape, jnp.float32))
 
+  def rollout_draws(key):
+    """Every random draw of a rollout, made before its loop (`draws[T]`).
+
+    Step t's key is `split(key, T)[t]`, split into `key_act` (the action:
+    `categorical(key_act, logits)` is `argmax(logits + gumbel(key_act))`)
+    and `key_env`, split once per env for `env.step`. Drawn here in one
+    call per kind, the loop body draws nothing: the same numbers, while on
+    XLA:CPU each PRNG call inside a loop costs a loop of its own per step.
+    """
+    key_act, key_env = jnp.moveaxis(
+        jax.vmap(jax.random.split)(jax.random.split(key, config.rollout_len)),
+        1, 0)
+    gumbel = jax.vmap(lambda k: jax.random.gumbel(
+        k, (config.num_envs, env.num_actions)))(key_act)
+    env_keys = jax.vmap(lambda k: jax.random.split(k, config.num_envs))(
+        key_env)
+    return gumbel, jax.vmap(jax.vmap(env.draw))(env_keys)
+
   def rollout(params, actor: ActorState, key):
     """`rollout_len` steps of all envs; returns (traj, actor, metrics)."""
 
-    def step(carry, key):
+    def step(carry, draws):
       actor, episodes = carry
-      key_act, key_env = jax.random.split(key)
+      gumbel, env_draws = draws
       logits, _ = net.apply(params, actor.obs)
-      action = jax.random.categorical(key_act, logits)
+      action = jnp.argmax(logits + gumbel, axis=-1)
       obs, env_state, reward, term, trunc, info = batch_step(
-          jax.random.split(key_env, config.num_envs), actor.env_state, action)
+          env_draws, actor.env_state, action)
       done = jnp.logical_or(term, trunc)
       new_actor = ActorState(env_state, obs)
       out = (actor.obs, action, reward,
@@ -206,7 +224,7 @@ def make_a2c(env: environments.Environment,
     params = jax.lax.stop_gradient(params)
     init = (actor, wrappers.no_episodes())
     (actor, episodes), (obs, actions, rewards, discounts) = (
-        jax.lax.scan(step, init, jax.random.split(key, config.rollout_len)))
+        jax.lax.scan(step, init, rollout_draws(key)))
     obs = jnp.concatenate([obs, actor.obs[None]], axis=0)
     traj = Trajectory(obs, actions, rewards, discounts)
     # return_sum, episodes: the episodes that ended (raw env rewards).

@@ -51,10 +51,33 @@ class Environment(abc.ABC):
 
   def step(self, key: Array, state: Any, action: Array) -> StepOutput:
     key_step, key_reset = jax.random.split(key)
-    obs, state, reward, terminated, truncated = self.step_env(
-        key_step, state, action)
-    done = jnp.logical_or(terminated, truncated)
-    obs_reset, state_reset = self.reset_env(key_reset)
-    state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state_reset, state)
-    obs = jnp.where(done, obs_reset, obs)
-    return obs, state, reward, terminated, truncated, {}
+    return auto_reset(self.step_env(key_step, state, action),
+                      self.reset_env(key_reset))
+
+  # Randomness drawn ahead of time. `step_drawn(draw(key), state, action)`
+  # equals `step(key, state, action)`; a rollout draws all its steps'
+  # randomness in one call before its loop (`draw` vmapped over steps and
+  # envs) and steps with `step_drawn`, so its loop body draws nothing. On
+  # XLA:CPU every PRNG call in a loop body is a small loop of its own, run
+  # once per step. By default the draws are the key itself; an env whose
+  # step takes a few fixed-shape draws (gridworlds.py) overrides both.
+
+  def draw(self, key: Array) -> Any:
+    """All the randomness `step(key, ...)` takes, drawn from `key`."""
+    return key
+
+  def step_drawn(self, draws: Any, state: Any, action: Array) -> StepOutput:
+    """`step` with its randomness given as `draw(key)`."""
+    return self.step(draws, state, action)
+
+
+def auto_reset(stepped: Tuple[Array, Any, Array, Array, Array],
+               fresh: Tuple[Array, Any]) -> StepOutput:
+  """A `step_env` output with `fresh` (a `reset_env` output) in place of the
+  observation and state where the episode ended: `step`'s auto-reset."""
+  obs, state, reward, terminated, truncated = stepped
+  obs_reset, state_reset = fresh
+  done = jnp.logical_or(terminated, truncated)
+  state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state_reset, state)
+  obs = jnp.where(done, obs_reset, obs)
+  return obs, state, reward, terminated, truncated, {}

@@ -155,9 +155,36 @@ class GridWorld(env_base.Environment):
 
   def reset_env(self, key: Array) -> Tuple[Array, GridState]:
     """Agent and all objects at distinct uniformly random interior cells."""
+    return self._reset_drawn(self._reset_draws(key))
+
+  def step_env(self, key: Array, state: GridState, action: Array
+               ) -> Tuple[Array, GridState, Array, Array, Array]:
+    """Move, collect, maybe respawn; no auto-reset (see `Environment.step`)."""
+    return self._step_drawn(self._step_draws(key), state, action)
+
+  def step(self, key: Array, state: GridState, action: Array
+           ) -> env_base.StepOutput:
+    return self.step_drawn(self.draw(key), state, action)
+
+  def draw(self, key: Array) -> Tuple[Array, Array]:
+    """A step's draws: those of `step_env` and of the auto-reset's
+    `reset_env`, from the keys `Environment.step` would give them."""
+    key_step, key_reset = jax.random.split(key)
+    return self._step_draws(key_step), self._reset_draws(key_reset)
+
+  def step_drawn(self, draws: Tuple[Array, Array], state: GridState,
+                 action: Array) -> env_base.StepOutput:
+    step_draws, reset_draws = draws
+    return env_base.auto_reset(self._step_drawn(step_draws, state, action),
+                               self._reset_drawn(reset_draws))
+
+  def _reset_draws(self, key: Array) -> Array:
+    """float32 [num_cells]: one uniform draw per interior cell."""
+    return jax.random.uniform(key, (self._num_cells,))
+
+  def _reset_drawn(self, draws: Array) -> Tuple[Array, GridState]:
     # The cells with the num_objects + 1 largest of independent uniform draws
     # form a uniformly random set of distinct cells, in uniformly random order.
-    draws = jax.random.uniform(key, (self._num_cells,))
     flat = jax.lax.top_k(draws, self.num_objects + 1)[1]
     cells = self._to_cell(flat)
     state = GridState(
@@ -167,14 +194,15 @@ class GridWorld(env_base.Environment):
         time=jnp.zeros((), jnp.int32))
     return self.observation(state), state
 
-  def step_env(self, key: Array, state: GridState, action: Array
-               ) -> Tuple[Array, GridState, Array, Array, Array]:
-    """Move, collect, maybe respawn; no auto-reset (see `Environment.step`)."""
-    # All the randomness of a step in one draw (one PRNG call compiles and runs
-    # faster than several): per object, a terminate draw, a respawn draw and
-    # one draw per interior cell to pick where it respawns.
-    draws = jax.random.uniform(key, (self.num_objects, self._num_cells + 2))
+  def _step_draws(self, key: Array) -> Array:
+    """float32 [num_objects, num_cells + 2]: all the randomness of a step in
+    one draw (one PRNG call compiles and runs faster than several): per
+    object, a terminate draw, a respawn draw and one draw per interior cell
+    to pick where it respawns."""
+    return jax.random.uniform(key, (self.num_objects, self._num_cells + 2))
 
+  def _step_drawn(self, draws: Array, state: GridState, action: Array
+                  ) -> Tuple[Array, GridState, Array, Array, Array]:
     # Move unless the target cell is a wall.
     target = state.agent + jnp.asarray(MOVES)[action]
     inside = ((target[0] >= 1) & (target[0] <= self.spec.rows - 2) &

@@ -61,8 +61,16 @@ class EpisodeReturns:
 
   def step(self, key: Array, state: EpisodeState, action: Array
            ) -> env_base.StepOutput:
-    obs, env_state, reward, terminated, truncated, info = self.inner.step(
-        key, state.env_state, action)
+    return self.step_drawn(self.inner.draw(key), state, action)
+
+  def draw(self, key: Array) -> Any:
+    return self.inner.draw(key)
+
+  def step_drawn(self, draws: Any, state: EpisodeState, action: Array
+                 ) -> env_base.StepOutput:
+    """`step` with the inner env's `draw(key)` (see `env_base`)."""
+    obs, env_state, reward, terminated, truncated, info = (
+        self.inner.step_drawn(draws, state.env_state, action))
     done = jnp.logical_or(terminated, truncated)
     episode_return = state.episode_return + reward
     info = {**info, 'episode_done': done,

@@ -1,5 +1,7 @@
 """A2C: loss values, learning, vmapped populations."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +67,44 @@ def test_rollout_shapes_and_episode_returns(catch_agent):
   np.testing.assert_allclose(float(m['reward_sum']), float(m['return_sum']) +
                              float(jnp.sum(actor2.env_state.episode_return)))
   assert set(np.unique(np.asarray(traj.discounts))) <= {0., 1.}
+
+
+def _plain_rollout(agent, params, actor, key):
+  """The rollout drawing at each step, as written before `rollout_draws`:
+  split the step's key, `categorical`, `env.step` with one key per env."""
+  env = agent.env
+  def step(actor, key):
+    key_act, key_env = jax.random.split(key)
+    logits, _ = agent.network.apply(params, actor.obs)
+    action = jax.random.categorical(key_act, logits)
+    obs, env_state, reward, term, trunc, _ = jax.vmap(env.step)(
+        jax.random.split(key_env, agent.config.num_envs), actor.env_state,
+        action)
+    return a2c.ActorState(env_state, obs), (actor.obs, action, reward, term,
+                                            trunc)
+  return jax.lax.scan(step, actor, jax.random.split(
+      key, agent.config.rollout_len))
+
+
+@pytest.mark.parametrize('name', ['catch', 'small_dense_short'])
+def test_rollout_draws_the_same_numbers_as_a_per_step_loop(name):
+  # All draws made before the loop (gymnax: keys; gridworlds: the uniform
+  # draws themselves) give the very same rollout, bit for bit.
+  agent = a2c.make_a2c(environments.make(name), networks.paper_network(name),
+                       a2c.A2CConfig(num_envs=4, rollout_len=60))
+  params = agent.init_params(jax.random.PRNGKey(0))
+  actor = agent.init_actor(jax.random.PRNGKey(1))
+  traj, end, _ = jax.jit(agent.rollout)(params, actor, jax.random.PRNGKey(2))
+  plain_end, (obs, actions, rewards, term, trunc) = jax.jit(
+      functools.partial(_plain_rollout, agent))(params, actor,
+                                                jax.random.PRNGKey(2))
+  np.testing.assert_array_equal(traj.obs[:-1], obs)
+  np.testing.assert_array_equal(traj.actions, actions)
+  np.testing.assert_array_equal(traj.rewards, rewards)
+  np.testing.assert_array_equal(traj.discounts, 1. - (term | trunc))
+  for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(plain_end)):
+    np.testing.assert_array_equal(a, b)
+  assert np.asarray(term | trunc).any()  # episodes ended and reset
 
 
 def test_a2c_adam_learns_catch(catch_agent):

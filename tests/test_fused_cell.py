@@ -19,7 +19,9 @@ from lopt import fast_cells
 from lopt import fused_cell
 
 # Every cell, each activation the kernel has, Adam's moments as inputs, no
-# MLP, and odd sizes (not multiples of the SIMD width).
+# MLP, odd sizes (not multiples of the SIMD width), and each hidden size
+# whose state the kernel transposes in registers (2, 4, 8, 16; others go
+# through gathers).
 CONFIGS = {
     'optim4rl': dict(cell='optim4rl'),
     'optim4rl_moments_silu': dict(cell='optim4rl', second_moment=0.99,
@@ -27,8 +29,11 @@ CONFIGS = {
     'optim4rl_no_mlp': dict(cell='optim4rl', mlp_dims=()),
     'optim4rl_tanh': dict(cell='optim4rl', hidden_size=5, mlp_dims=(7, 3),
                           activation='tanh'),
+    'optim4rl_h16': dict(cell='optim4rl', hidden_size=16, mlp_dims=(8,)),
     'l2lgd2': dict(cell='l2lgd2'),
+    'l2lgd2_h4': dict(cell='l2lgd2', hidden_size=4),
     'linear': dict(cell='linear'),
+    'linear_h2': dict(cell='linear', hidden_size=2),
 }
 
 

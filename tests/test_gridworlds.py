@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from agents import environments
+from agents import env_base
 from agents import gridworlds
 
 NAMES = sorted(gridworlds.GRIDWORLDS)
@@ -322,6 +323,29 @@ def test_jit_vmap_rollout():
   assert ended.all()  # Every episode truncated or terminated by now.
   rewards = np.stack(rewards)
   assert (rewards == 1).any() and (rewards == -1).any()
+
+
+def test_drawn_randomness_steps_as_the_key_does():
+  # step_drawn(draw(key)) is step(key), and both are Environment.step's
+  # auto-reset with its keys (split: one for step_env, one for reset_env).
+  name = 'small_dense_short'
+  env, _ = _env(name)
+  state = _state((2, 2), [[1, 1], [3, 3]], [False, True],
+                 time=env.spec.max_steps - 3)
+  actions = jnp.asarray(np.arange(BATCH) % env.num_actions, jnp.int32)
+  for t in range(4):  # the last steps truncate and reset every env
+    keys = _keys(40 + t)
+    drawn = jax.vmap(env.step_drawn)(jax.vmap(env.draw)(keys), state,
+                                     actions)
+    plain = jax.vmap(functools.partial(env_base.Environment.step, env))(
+        keys, state, actions)
+    stepped = jax.vmap(env.step)(keys, state, actions)
+    for a, b, c in zip(jax.tree.leaves(drawn), jax.tree.leaves(plain),
+                       jax.tree.leaves(stepped)):
+      np.testing.assert_array_equal(a, b)
+      np.testing.assert_array_equal(c, b)
+    state = drawn[1]
+  assert int(state.time.max()) < env.spec.max_steps
 
 
 def test_unknown_name():
