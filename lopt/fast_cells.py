@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from lopt import cells
 
@@ -72,13 +73,15 @@ def _dense(w: Array, x: Array, b: Array = None) -> Array:
   return y if b is None else y + b[:, :, None]
 
 
-def _paths(config: cells.CellConfig, meta_params, x: Array,
+def _paths(config: cells.CellConfig, meta_params, inputs: Tuple[Array, ...],
            h: Array) -> Tuple[Array, Array]:
-  """GRU then MLP of every path: x `[P, F, n]`, h `[P, H, n]`.
+  """GRU then MLP of every path on its features (`_x(config, inputs)`,
+  `[P, F, n]`), h `[P, H, n]`.
 
   Returns (MLP outputs `[P, outputs, n]`, new h `[P, H, n]`), the same
   maths as `hk.GRU` and `hk.nets.MLP` in `cells._Path`.
   """
+  x = _x(config, inputs)
   paths = PATHS[config.cell]
   size = config.hidden_size
   w_i = _stack(meta_params, paths, 'gru', 'w_i')     # [P, F, 3H]
@@ -111,6 +114,12 @@ def _features(config: cells.CellConfig, g: Array, s: Array = None) -> Array:
   return config.features(g)[None]
 
 
+def _x(config: cells.CellConfig, inputs: Tuple[Array, ...]) -> Array:
+  """The paths' input features `[P, F, n]` of inputs `(g[n],)` or
+  `(g[n], s[n])`, rows over the coordinates."""
+  return jnp.swapaxes(_features(config, *inputs), -1, -2)
+
+
 def _direction(config: cells.CellConfig, out: Array, g: Array) -> Array:
   """The cell's output from its paths' MLP outputs (see `lopt.cells`)."""
   if config.cell == 'optim4rl':
@@ -126,9 +135,8 @@ def _step(config: cells.CellConfig, meta_params, inputs: Tuple[Array, ...],
           h: Array, paths: Callable = _paths) -> Tuple[Array, Array]:
   """One step on n coordinates, inputs `(g[n],)` or `(g[n], s[n])`, state
   `h` as `paths` takes it (`_paths`: `[P, H, n]`; the fused kernel: a tuple
-  of `[n, H]`); `paths` computes the GRUs and MLPs."""
-  x = jnp.swapaxes(_features(config, *inputs), -1, -2)      # [P, F, n]
-  out, h = paths(config, meta_params, x, h)
+  of `[n, H]`); `paths` computes the features (`_x`), GRUs and MLPs."""
+  out, h = paths(config, meta_params, inputs, h)
   return _direction(config, out, inputs[0]), h
 
 
@@ -154,22 +162,47 @@ def fast_apply(config: cells.CellConfig, meta_params, inputs,
   return d, tuple(h)
 
 
+# The name (`jax.ad_checkpoint.checkpoint_name`) of the fused kernel's
+# outputs. The kernel's backward needs only its inputs, and `_direction`'s
+# only these outputs, so a `jax.checkpoint` policy that saves them
+# (`lopt.meta.inner_unroll`'s) leaves no kernel forward to run again on the
+# backward pass: 8 bytes a coordinate saved instead.
+KERNEL_OUTPUT = 'lopt_kernel_output'
+
 # Outputs of each cell's MLPs (see `_direction`).
 NUM_OUTPUTS = {'optim4rl': 1, 'l2lgd2': 1, 'linear': 3}
 
 
-def make_fused_apply(config: cells.CellConfig) -> Callable:
+def make_fused_apply(config: cells.CellConfig, fold: bool = False
+                     ) -> Callable:
   """`apply(meta_params, g[N], state)` with the state in the Haiku module's
   layout (`[N, hidden]` per GRU) and the paths in one fused kernel
-  (`lopt.fused_cell`); the kernel tiles the coordinates itself."""
+  (`lopt.fused_cell`); the kernel tiles the coordinates itself.
+
+  With `fold`, the features and the kernel are folded under `vmap`
+  (`fold_coordinates`: a population's coordinates end to end, one call),
+  while the direction after them is vmapped as it is, elementwise. So the
+  reverse pass differentiates the direction as usual, with the kernel's
+  outputs kept, and runs the kernel's backward but not its forward again
+  (which folding the whole step, `fold_vmap`, would: its backward is
+  `jax.vjp` of the step).
+  """
   from lopt import fused_cell  # pylint: disable=g-import-not-at-top
   kernel = fused_cell.make_paths(config, NUM_OUTPUTS[config.cell])
+
+  def features_kernel(params, inputs, h):
+    return kernel(params, _x(config, inputs), h)
+
+  if fold:  # params [P, S] shared; inputs [N]; states [N, H]; out [P, O, N]
+    features_kernel = fold_coordinates(features_kernel, (None, 0, 0), (2, 0))
   names = PATHS[config.cell]
   num_layers = len(config.mlp_dims) + 1
 
-  def paths(config, meta_params, x, h):
+  def paths(config, meta_params, inputs, h):
     del config
-    return kernel(fused_cell.pack(meta_params, names, num_layers), x, h)
+    out, h = features_kernel(fused_cell.pack(meta_params, names, num_layers),
+                             inputs, h)
+    return checkpoint_name(out, KERNEL_OUTPUT), h
 
   def apply(meta_params, inputs, state):
     return _step(config, meta_params, cells.split_inputs(config, inputs),
@@ -218,36 +251,60 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
     coordinate_axis: the axis of N in each state array (0 for `[N, H]`,
       1 for `[H, N]`).
   """
-  axis = coordinate_axis
+  return fold_coordinates(apply, (None, 0, coordinate_axis),
+                          (0, coordinate_axis))
 
-  def fold_all(size, g, state, g_b, state_b):
-    g = jax.tree.map(lambda x, b: _batched(size, x, b).reshape(-1), g, g_b)
-    state = tuple(_fold(_batched(size, x, b), axis)
-                  for x, b in zip(state, state_b))
-    return g, state
 
-  def plain_vmap(fn, in_batched, *args):
-    in_axes = jax.tree.map(lambda b: 0 if b else None, in_batched)
-    out = jax.vmap(fn, in_axes=in_axes)(*args)
+def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple
+                     ) -> Callable:
+  """`fn(*args)`, coordinate-wise, run once on a batch's coordinates laid
+  end to end when vmapped (`fold_vmap` for a cell's step; the fused kernel's
+  paths).
+
+  `in_axes[i]` is the coordinate axis of every array in `args[i]` (of the
+  unbatched shape), or None for an argument shared by all coordinates (the
+  meta-params); `out_axes[j]` likewise for `fn`'s j-th output (all have
+  one). Under `vmap` with every shared argument unbatched, the batch axis
+  is merged into each coordinate axis (broadcast first where an argument is
+  not batched), `fn` runs once, and its outputs are split again; otherwise
+  it is the plain `vmap`. Reverse mode keeps the fold: `fn`'s `jax.vjp` on
+  the folded coordinates, whose shared arguments' cotangents are already
+  the sums over the batch.
+  """
+
+  def fold_all(size, args, batched, axes):
+    return tuple(
+        a if axis is None else jax.tree.map(
+            lambda x, b, axis=axis: _fold(_batched(size, x, b), axis), a, ab)
+        for a, ab, axis in zip(args, batched, axes))
+
+  def unfold_all(outs, axes, size):
+    return tuple(jax.tree.map(lambda x, axis=axis: _unfold(x, axis, size), o)
+                 for o, axis in zip(outs, axes))
+
+  def shared_batched(batched, axes):
+    return any(any(jax.tree.leaves(b)) for b, axis in zip(batched, axes)
+               if axis is None)
+
+  def plain_vmap(f, in_batched, *args):
+    in_axes_ = jax.tree.map(lambda b: 0 if b else None, in_batched)
+    out = jax.vmap(f, in_axes=in_axes_)(*args)
     return out, jax.tree.map(lambda _: True, out)
 
   @jax.custom_batching.custom_vmap
-  def forward(meta_params, g, state):
-    return apply(meta_params, g, state)
+  def forward(*args):
+    return fn(*args)
 
   @forward.def_vmap
-  def forward_batched(size, in_batched, meta_params, g, state):
-    mp_b, g_b, state_b = in_batched
-    if any(jax.tree.leaves(mp_b)):
-      return plain_vmap(apply, in_batched, meta_params, g, state)
-    g, state = fold_all(size, g, state, g_b, state_b)
-    d, state = forward(meta_params, g, state)
-    out = (d.reshape(size, -1), tuple(_unfold(x, axis, size) for x in state))
-    return out, (True, tuple(True for _ in state))
+  def forward_batched(size, in_batched, *args):
+    if shared_batched(in_batched, in_axes):
+      return plain_vmap(fn, in_batched, *args)
+    out = forward(*fold_all(size, args, in_batched, in_axes))
+    out = unfold_all(out, out_axes, size)
+    return out, jax.tree.map(lambda _: True, out)
 
   def vjp(res, ct):
-    meta_params, g, state = res
-    return jax.vjp(apply, meta_params, g, state)[1](ct)
+    return jax.vjp(fn, *res)[1](ct)
 
   @jax.custom_batching.custom_vmap
   def backward(res, ct):
@@ -255,27 +312,24 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
 
   @backward.def_vmap
   def backward_batched(size, in_batched, res, ct):
-    (mp_b, g_b, state_b), (ct_d_b, ct_state_b) = in_batched
-    if any(jax.tree.leaves(mp_b)):
+    res_b, ct_b = in_batched
+    if shared_batched(res_b, in_axes):
       return plain_vmap(vjp, in_batched, res, ct)
-    meta_params, g, state = res
-    g, state = fold_all(size, g, state, g_b, state_b)
-    ct_d, ct_state = fold_all(size, ct[0], ct[1], ct_d_b, ct_state_b)
-    ct_mp, ct_g, ct_state = backward((meta_params, g, state),
-                                     (ct_d, ct_state))
-    out = (ct_mp, jax.tree.map(lambda x: x.reshape(size, -1), ct_g),
-           tuple(_unfold(x, axis, size) for x in ct_state))
-    # The meta-params' cotangent is the batch's sum: unbatched, as they are.
-    return out, (jax.tree.map(lambda _: False, ct_mp),
-                 jax.tree.map(lambda _: True, ct_g),
-                 tuple(True for _ in ct_state))
+    cts = backward(fold_all(size, res, res_b, in_axes),
+                   fold_all(size, ct, ct_b, out_axes))
+    # A shared argument's cotangent is the batch's sum: unbatched, as it is.
+    out = tuple(c if axis is None else
+                jax.tree.map(lambda x, axis=axis: _unfold(x, axis, size), c)
+                for c, axis in zip(cts, in_axes))
+    return out, tuple(jax.tree.map(lambda _, axis=axis: axis is not None, c)
+                      for c, axis in zip(out, in_axes))
 
   @jax.custom_vjp
-  def folded(meta_params, g, state):
-    return forward(meta_params, g, state)
+  def folded(*args):
+    return forward(*args)
 
-  def folded_fwd(meta_params, g, state):
-    return forward(meta_params, g, state), (meta_params, g, state)
+  def folded_fwd(*args):
+    return forward(*args), args
 
   folded.defvjp(folded_fwd, backward)
   return folded
@@ -321,14 +375,13 @@ def make(config: cells.CellConfig, implementation: str = 'fast',
     return Implementation('haiku', config.initial_state,
                           fold_vmap(checked, 0) if fold else checked)
   if implementation == 'fused':  # the Haiku module's state layout
-    step = make_fused_apply(config)
+    step = make_fused_apply(config, fold)  # the kernel alone folded
 
     def fused(meta_params, g, state):
       cells.check_inputs(config, g, state)
       return step(meta_params, g, state)
 
-    return Implementation('fused', config.initial_state,
-                          fold_vmap(fused, 0) if fold else fused)
+    return Implementation('fused', config.initial_state, fused)
   num_grus = cells.NUM_GRUS[config.cell]
 
   def initial_state(num_coords: int) -> cells.CellState:

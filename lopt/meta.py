@@ -40,10 +40,12 @@ import functools
 from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import jax
+from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt import fast_cells
 from lopt import meta_losses
 from lopt import optimizer as optimizer_lib
 
@@ -164,6 +166,15 @@ def _per_agent_finite(params) -> Array:
   return jnp.all(jnp.stack(leaves), axis=0)
 
 
+# What `inner_unroll` keeps of an update for the backward pass when it
+# recomputes the rest (`remat`): the rollout's trajectory (small: a few
+# steps of observations; its loop would otherwise run again) and the fused
+# cell kernel's outputs (whose backward then needs no forward run again).
+ROLLOUT = 'lopt_inner_rollout'
+REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
+    ROLLOUT, fast_cells.KERNEL_OUTPUT)
+
+
 def make_init_agent(task: Task, learned_opt: optimizer_lib.LearnedOptimizer):
   """`init_agent(key, meta_params) -> AgentState`: a fresh agent of `task`.
 
@@ -199,11 +210,14 @@ def inner_unroll(agent, opt: optax.GradientTransformation,
     keys: `[K, 2]` one key per update.
     second_order: differentiate through the inner gradients too, or treat
       them as constants (`stop_gradient`, cheaper).
-    remat: recompute each update on the backward pass (`jax.checkpoint`).
+    remat: recompute each update on the backward pass (`jax.checkpoint`),
+      all but the rollout's trajectory and the fused kernel's outputs
+      (`REMAT_POLICY`).
   """
   def update(carry, k):
     params, opt_state, actor = carry
     traj, actor, metrics = agent.rollout(params, actor, k)
+    traj = jax.tree.map(lambda x: checkpoint_name(x, ROLLOUT), traj)
     grads, _ = jax.grad(agent.loss, has_aux=True)(params, traj)
     if not second_order:
       grads = jax.lax.stop_gradient(grads)
@@ -213,7 +227,7 @@ def inner_unroll(agent, opt: optax.GradientTransformation,
                                         metrics['episodes'])
 
   if remat:
-    update = jax.checkpoint(update)
+    update = jax.checkpoint(update, policy=REMAT_POLICY)
   return jax.lax.scan(update, (state.params, state.opt_state, state.actor),
                       keys)
 

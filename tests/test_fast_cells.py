@@ -10,6 +10,8 @@ import pytest
 import lopt
 from lopt import cells
 from lopt import fast_cells
+from lopt import fused_cell
+from lopt import meta
 
 CONFIGS = {
     'optim4rl': dict(cell='optim4rl'),
@@ -219,3 +221,43 @@ def test_folded_optimizer_gives_the_same_meta_gradient_in_meta_training():
     for x, y in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
       np.testing.assert_allclose(y, x, rtol=1e-4,
                                  atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)
+
+
+def test_fused_reverse_pass_runs_no_kernel_forward_again():
+  # K inner steps of a population, under meta.inner_unroll's remat policy:
+  # the program has one forward and one backward kernel call (in the scan's
+  # forward and reverse loops), and the meta-gradient is the one without
+  # remat. The plain jax.checkpoint would run the forward again.
+  lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4, mlp_dims=(6,),
+                              implementation='fused')
+  mp = lo.init(jax.random.PRNGKey(0))
+  w0 = jax.random.normal(jax.random.PRNGKey(1), (3, 40))
+
+  def meta_loss(mp, policy):
+    opt = lo.opt_fn(mp, 1e-2)
+
+    def agent(w):
+      def step(carry, _):
+        w, s = carry
+        u, s = opt.update(jax.grad(lambda w: jnp.sum(jnp.sin(w) * w))(w), s)
+        return (w + u, s), None
+      if policy != 'none':
+        step = jax.checkpoint(step, policy=policy)
+      (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), None, length=3)
+      return jnp.sum(w ** 2)
+
+    return jnp.mean(jax.vmap(agent)(w0))
+
+  def kernel_calls(policy):
+    fn = jax.jit(jax.grad(functools.partial(meta_loss, policy=policy)))
+    text = fn.lower(mp).compile().as_text()
+    return [text.count(f'custom_call_target="{t}"')
+            for t in (fused_cell.FORWARD, fused_cell.BACKWARD)], fn(mp)
+
+  (calls, g0), (calls_policy, g1) = (kernel_calls('none'),
+                                     kernel_calls(meta.REMAT_POLICY))
+  assert calls == calls_policy == [1, 1]
+  assert kernel_calls(None)[0] == [2, 1]  # jax.checkpoint's default
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(b, a, rtol=1e-5,
+                               atol=1e-6 * float(jnp.abs(a).max()))
