@@ -10,6 +10,12 @@ Every environment follows the gymnax 1.0 calling convention, without the
 `state` are those of a fresh episode. Both functions are pure, so they jit and
 vmap (`jax.vmap(env.step)` steps a batch of environments).
 
+A step's randomness can also be drawn ahead of time, for a whole rollout at
+once (agents/a2c.py does, so its loop body calls no PRNG):
+
+  draws = env.draw(key)          # all that step(key, ...) would draw
+  env.step_drawn(draws, state, action) == env.step(key, state, action)
+
 This module knows none of its implementations (gridworlds.py, brax_envs.py,
 the gymnax adapter); agents/environments.py is the registry that names them.
 """

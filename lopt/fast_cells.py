@@ -29,7 +29,9 @@ gradients w.r.t. the meta-params equal those of `cells.make_cell(config)`
 
 `fold_vmap(apply, axis)` (what `lopt.learned_optimizer` uses by default)
 runs either one once on all coordinates of a population under `vmap` with
-shared meta-params, instead of batching the cell's contractions.
+shared meta-params, instead of batching the cell's contractions. The fused
+kernel folds only its features and paths (`fold_coordinates`), so that
+reverse mode keeps the kernel's outputs instead of running it again.
 """
 
 from typing import Callable, NamedTuple, Tuple
