@@ -168,7 +168,7 @@ def fast_apply(config: cells.CellConfig, meta_params, inputs,
 # outputs. The kernel's backward needs only its inputs, and `_direction`'s
 # only these outputs, so a `jax.checkpoint` policy that saves them
 # (`lopt.meta.inner_unroll`'s) leaves no kernel forward to run again on the
-# backward pass: 8 bytes a coordinate saved instead.
+# backward pass, for 4 bytes a coordinate per path and output saved.
 KERNEL_OUTPUT = 'lopt_kernel_output'
 
 # Outputs of each cell's MLPs (see `_direction`).
