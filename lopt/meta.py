@@ -170,9 +170,15 @@ def _per_agent_finite(params) -> Array:
 # recomputes the rest (`remat`): the rollout's trajectory (small: a few
 # steps of observations; its loop would otherwise run again) and the fused
 # cell kernel's outputs (whose backward then needs no forward run again).
+# First-order (`second_order=False`) it keeps the inner gradient too (4
+# bytes a coordinate): the backward then needs only its value, not the
+# agent's loss and its gradient computed again.
 ROLLOUT = 'lopt_inner_rollout'
+INNER_GRADS = 'lopt_inner_grads'
 REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
     ROLLOUT, fast_cells.KERNEL_OUTPUT)
+FIRST_ORDER_REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
+    ROLLOUT, fast_cells.KERNEL_OUTPUT, INNER_GRADS)
 
 
 def make_init_agent(task: Task, learned_opt: optimizer_lib.LearnedOptimizer):
@@ -212,7 +218,8 @@ def inner_unroll(agent, opt: optax.GradientTransformation,
       them as constants (`stop_gradient`, cheaper).
     remat: recompute each update on the backward pass (`jax.checkpoint`),
       all but the rollout's trajectory and the fused kernel's outputs
-      (`REMAT_POLICY`).
+      (`REMAT_POLICY`), and first-order the inner gradient
+      (`FIRST_ORDER_REMAT_POLICY`).
   """
   def update(carry, k):
     params, opt_state, actor = carry
@@ -220,14 +227,16 @@ def inner_unroll(agent, opt: optax.GradientTransformation,
     traj = jax.tree.map(lambda x: checkpoint_name(x, ROLLOUT), traj)
     grads, _ = jax.grad(agent.loss, has_aux=True)(params, traj)
     if not second_order:
-      grads = jax.lax.stop_gradient(grads)
+      grads = jax.tree.map(lambda g: checkpoint_name(g, INNER_GRADS),
+                           jax.lax.stop_gradient(grads))
     updates, opt_state = opt.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return (params, opt_state, actor), (metrics['return_sum'],
                                         metrics['episodes'])
 
   if remat:
-    update = jax.checkpoint(update, policy=REMAT_POLICY)
+    update = jax.checkpoint(update, policy=(
+        REMAT_POLICY if second_order else FIRST_ORDER_REMAT_POLICY))
   return jax.lax.scan(update, (state.params, state.opt_state, state.actor),
                       keys)
 

@@ -27,7 +27,7 @@ def _nan_head(agent, params, actor, key):
 
 @functools.lru_cache(maxsize=None)
 def _trainer(meta_loss='a2c', pipeline=True, steps_per_call=1,
-             agent_groups=1):
+             agent_groups=1, second_order=True, remat=True):
   """Tiny Catch meta-trainer (small net and cell: fast to compile)."""
   env = environments.make('catch')
   agent = a2c.make_a2c(env, networks.NetworkConfig('mlp', (8,)),
@@ -37,7 +37,8 @@ def _trainer(meta_loss='a2c', pipeline=True, steps_per_call=1,
   return meta.make_meta_trainer(
       tasks, lo, meta.make_meta_optimizer(1e-2), num_inner_steps=K,
       reset_interval=RESET_INTERVAL, pipeline=pipeline, meta_loss=meta_loss,
-      steps_per_call=steps_per_call, agent_groups=agent_groups)
+      steps_per_call=steps_per_call, agent_groups=agent_groups,
+      second_order=second_order, remat=remat)
 
 
 @functools.lru_cache(maxsize=None)
@@ -315,3 +316,19 @@ def test_agent_groups_give_the_same_meta_step():
   with pytest.raises(ValueError, match='agent_groups: must be an int >= 1 '
                      'dividing'):
     _trainer(agent_groups=4)
+
+
+@pytest.mark.parametrize('second_order', [True, False])
+def test_remat_keeps_the_meta_step(second_order):
+  # inner_unroll recomputes each update on the backward pass but keeps the
+  # rollout, the kernel's outputs and, first-order, the inner gradient
+  # (meta.REMAT_POLICY, FIRST_ORDER_REMAT_POLICY): the same meta-step as
+  # keeping everything.
+  state = _trainer().init(jax.random.PRNGKey(7))
+  (a, m_a), (b, m_b) = (
+      jax.jit(_trainer(second_order=second_order, remat=remat).step)(state)
+      for remat in (True, False))
+  np.testing.assert_allclose(m_a['grad_norm'], m_b['grad_norm'], rtol=1e-4)
+  assert float(m_a['grad_norm']) > 0
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
