@@ -808,8 +808,11 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
     const float* xb = xp + path * f * n;
     float* cxb = cxp + path * f * n;
     const float* cob = cop + path * o * n;
-    std::vector<V> acc(s.size, splat(0.f));  // lane-wise sums
-    std::vector<V> stash(GROUP * s.stash);
+    // Scratch kept per thread across chunks and calls (no allocation).
+    thread_local std::vector<V> acc, stash;
+    acc.assign(s.size, splat(0.f));  // lane-wise sums
+    if (stash.size() < static_cast<size_t>(GROUP * s.stash))
+      stash.resize(GROUP * s.stash);
     Tile t;
     int tiles = 0;
     for (int64_t i = begin; i < end; i += LANES) {
