@@ -526,7 +526,6 @@ Chunks make_chunks(int64_t coords) {
   return Chunks{coords, std::max<int64_t>(1, (coords + CHUNK - 1) / CHUNK)};
 }
 
-// v[k] = state[(i + lane) * h + k] for the tile's lanes (zeros past count).
 #if defined(__AVX512F__)
 // A full tile's state rows, `LANES` rows of `h` floats (row-major, so `h`
 // contiguous vectors), and the kernel's vectors (v[k] = column k of those
@@ -539,7 +538,7 @@ Chunks make_chunks(int64_t coords) {
 struct TransposePlan {
   int stages = 0;
   // [direction: 0 rows -> columns, 1 back][stage][output vector][lane]:
-  // lane m of vector x^... (low) or 16 + m of the high vector of the pair.
+  // lane m of the pair's low vector, or 16 + m for lane m of its high one.
   alignas(64) int32_t idx[2][4][16][16];
   bool ok = false;
 };
@@ -633,6 +632,7 @@ inline void transpose(const TransposePlan& plan, int dir, int64_t h, V* v) {
 }
 #endif
 
+// v[k] = state[(i + lane) * h + k] for the tile's lanes (zeros past count).
 inline void load_state(const float* state, int64_t h, int64_t i,
                        int64_t count, V* v) {
 #if defined(__AVX512F__)
