@@ -162,10 +162,6 @@ class GridWorld(env_base.Environment):
     """Move, collect, maybe respawn; no auto-reset (see `Environment.step`)."""
     return self._step_drawn(self._step_draws(key), state, action)
 
-  def step(self, key: Array, state: GridState, action: Array
-           ) -> env_base.StepOutput:
-    return self.step_drawn(self.draw(key), state, action)
-
   def draw(self, key: Array) -> Tuple[Array, Array]:
     """A step's draws: those of `step_env` and of the auto-reset's
     `reset_env`, from the keys `Environment.step` would give them."""

@@ -281,7 +281,8 @@ def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple
         for a, ab, axis in zip(args, batched, axes))
 
   def unfold_all(outs, axes, size):
-    return tuple(jax.tree.map(lambda x, axis=axis: _unfold(x, axis, size), o)
+    return tuple(o if axis is None else jax.tree.map(
+        lambda x, axis=axis: _unfold(x, axis, size), o)
                  for o, axis in zip(outs, axes))
 
   def shared_batched(batched, axes):
@@ -320,9 +321,7 @@ def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple
     cts = backward(fold_all(size, res, res_b, in_axes),
                    fold_all(size, ct, ct_b, out_axes))
     # A shared argument's cotangent is the batch's sum: unbatched, as it is.
-    out = tuple(c if axis is None else
-                jax.tree.map(lambda x, axis=axis: _unfold(x, axis, size), c)
-                for c, axis in zip(cts, in_axes))
+    out = unfold_all(cts, in_axes, size)
     return out, tuple(jax.tree.map(lambda _, axis=axis: axis is not None, c)
                       for c, axis in zip(out, in_axes))
 
