@@ -30,8 +30,8 @@ gradients w.r.t. the meta-params equal those of `cells.make_cell(config)`
 `fold_vmap(apply, axis)` (what `lopt.learned_optimizer` uses by default)
 runs either one once on all coordinates of a population under `vmap` with
 shared meta-params, instead of batching the cell's contractions. The fused
-kernel folds only its features and paths (`fold_coordinates`), so that
-reverse mode keeps the kernel's outputs instead of running it again.
+kernel (`lopt.fused_cell`: the whole step in C++) is folded the same way
+(`fold_coordinates`), its reverse mode being its own backward kernel.
 """
 
 from typing import Callable, NamedTuple, Tuple
@@ -134,11 +134,10 @@ def _direction(config: cells.CellConfig, out: Array, g: Array) -> Array:
 
 
 def _step(config: cells.CellConfig, meta_params, inputs: Tuple[Array, ...],
-          h: Array, paths: Callable = _paths) -> Tuple[Array, Array]:
+          h: Array) -> Tuple[Array, Array]:
   """One step on n coordinates, inputs `(g[n],)` or `(g[n], s[n])`, state
-  `h` as `paths` takes it (`_paths`: `[P, H, n]`; the fused kernel: a tuple
-  of `[n, H]`); `paths` computes the features (`_x`), GRUs and MLPs."""
-  out, h = paths(config, meta_params, inputs, h)
+  `h[P, H, n]`."""
+  out, h = _paths(config, meta_params, inputs, h)
   return _direction(config, out, inputs[0]), h
 
 
@@ -165,50 +164,35 @@ def fast_apply(config: cells.CellConfig, meta_params, inputs,
 
 
 # The name (`jax.ad_checkpoint.checkpoint_name`) of the fused kernel's
-# outputs. The kernel's backward needs only its inputs, and `_direction`'s
-# only these outputs, so a `jax.checkpoint` policy that saves them
+# direction. The kernel's backward needs only its inputs, so a
+# `jax.checkpoint` policy that saves the direction
 # (`lopt.meta.inner_unroll`'s) leaves no kernel forward to run again on the
-# backward pass, for 4 bytes a coordinate per path and output saved.
+# backward pass, for 4 bytes a coordinate.
 KERNEL_OUTPUT = 'lopt_kernel_output'
-
-# Outputs of each cell's MLPs (see `_direction`).
-NUM_OUTPUTS = {'optim4rl': 1, 'l2lgd2': 1, 'linear': 3}
 
 
 def make_fused_apply(config: cells.CellConfig, fold: bool = False
                      ) -> Callable:
   """`apply(meta_params, g[N], state)` with the state in the Haiku module's
-  layout (`[N, hidden]` per GRU) and the paths in one fused kernel
-  (`lopt.fused_cell`); the kernel tiles the coordinates itself.
+  layout (`[N, hidden]` per GRU), the whole step (features, paths,
+  direction) in one fused kernel (`lopt.fused_cell`), which tiles the
+  coordinates itself.
 
-  With `fold`, the features and the kernel are folded under `vmap`
-  (`fold_coordinates`: a population's coordinates end to end, one call),
-  while the direction after them is vmapped as it is, elementwise. So the
-  reverse pass differentiates the direction as usual, with the kernel's
-  outputs kept, and runs the kernel's backward but not its forward again
-  (which folding the whole step, `fold_vmap`, would: its backward is
-  `jax.vjp` of the step).
+  With `fold`, the kernel is folded under `vmap` (`fold_coordinates`: a
+  population's coordinates end to end, one call); its reverse pass is the
+  kernel's backward, which recomputes the forward of each tile inside it.
   """
   from lopt import fused_cell  # pylint: disable=g-import-not-at-top
-  kernel = fused_cell.make_paths(config, NUM_OUTPUTS[config.cell])
-
-  def features_kernel(params, inputs, h):
-    return kernel(params, _x(config, inputs), h)
-
-  if fold:  # params [P, S] shared; inputs [N]; states [N, H]; out [P, O, N]
-    features_kernel = fold_coordinates(features_kernel, (None, 0, 0), (2, 0))
+  kernel = fused_cell.make_step(config)
+  if fold:  # params [P, S] shared; inputs [N]; states [N, H]; d [N]
+    kernel = fold_coordinates(kernel, (None, 0, 0), (0, 0))
   names = PATHS[config.cell]
   num_layers = len(config.mlp_dims) + 1
 
-  def paths(config, meta_params, inputs, h):
-    del config
-    out, h = features_kernel(fused_cell.pack(meta_params, names, num_layers),
-                             inputs, h)
-    return checkpoint_name(out, KERNEL_OUTPUT), h
-
   def apply(meta_params, inputs, state):
-    return _step(config, meta_params, cells.split_inputs(config, inputs),
-                 tuple(state), paths)
+    d, h = kernel(fused_cell.pack(meta_params, names, num_layers),
+                  cells.split_inputs(config, inputs), tuple(state))
+    return checkpoint_name(d, KERNEL_OUTPUT), h
 
   return apply
 

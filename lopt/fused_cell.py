@@ -59,6 +59,13 @@ FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno',
 MAX_WIDTH = 64
 MAX_LAYERS = 8
 ACTIVATIONS = {'relu': 0, 'tanh': 1, 'silu': 2}
+# The cells and preprocessors the kernel computes (cell_kernel.cc: Cell,
+# Preprocessor): all of `lopt.cells.CELLS` and
+# `lopt.preprocessing.PREPROCESSORS`.
+CELLS = {'optim4rl': 0, 'l2lgd2': 1, 'linear': 2}
+PREPROCESSORS = {'identity': 0, 'log_sign': 1, 'andrychowicz': 2}
+# Outputs of each cell's MLPs (see `lopt.cells.CELLS`).
+NUM_OUTPUTS = {'optim4rl': 1, 'l2lgd2': 1, 'linear': 3}
 FORWARD, BACKWARD = 'lopt_cell_forward', 'lopt_cell_backward'
 
 _lock = threading.Lock()
@@ -213,6 +220,13 @@ def available() -> bool:
 
 def check_config(config) -> None:
   """Raises ValueError naming the field the kernel cannot run."""
+  if config.cell not in CELLS:
+    raise ValueError(f"cell: implementation 'fused' has {sorted(CELLS)}, "
+                     f'got {config.cell!r}')
+  if config.preprocessor not in PREPROCESSORS:
+    raise ValueError(
+        f"preprocessor: implementation 'fused' has {sorted(PREPROCESSORS)}, "
+        f'got {config.preprocessor!r}')
   if config.activation not in ACTIVATIONS:
     raise ValueError(
         f"activation: implementation 'fused' has {sorted(ACTIVATIONS)}, got "
@@ -274,41 +288,55 @@ def check_backend() -> None:
         f"is {backend!r}; use 'auto' (picks 'haiku' there) or 'haiku'")
 
 
-def make_paths(config, outputs: int):
-  """`paths(params[P, S], x[P, F, N], h) -> (out[P, outputs, N], h)` with
-  `h` a tuple of P state arrays `[N, H]` (Haiku's layout), differentiable
-  in reverse mode in all three."""
+def make_step(config):
+  """`step(params[P, S], inputs, h) -> (d[N], h)`: the cell's whole step
+  (features, paths, direction) on inputs `(g[N],)` or `(g[N], s[N])`
+  (`cells.split_inputs`), `h` a tuple of P state arrays `[N, H]` (Haiku's
+  layout), differentiable in reverse mode in all three."""
   check_config(config)
   check_backend()
   register()
-  attrs = dict(dims=np.asarray(tuple(config.mlp_dims) + (outputs,), np.int64),
-               activation=np.int64(ACTIVATIONS[config.activation]),
-               hidden=np.int64(config.hidden_size))
+  p = float(config.andrychowicz_p)
+  attrs = dict(
+      dims=np.asarray(tuple(config.mlp_dims) + (NUM_OUTPUTS[config.cell],),
+                      np.int64),
+      activation=np.int64(ACTIVATIONS[config.activation]),
+      hidden=np.int64(config.hidden_size),
+      cell=np.int64(CELLS[config.cell]),
+      preprocessor=np.int64(PREPROCESSORS[config.preprocessor]),
+      second_moment=np.int64(config.input_arity == 2),
+      log_eps=np.float32(config.preprocessor_eps),
+      p=np.float32(p),
+      threshold=np.exp(np.float32(-p)),  # andrychowicz: |g| >= e^-p
+      scale=np.exp(np.float32(p)),       # e^p g below it
+      update_eps=np.float32(config.update_eps))
 
   def f32(a):
     return jax.ShapeDtypeStruct(a.shape, jnp.float32)
 
-  def forward(params, x, h):
-    out = jax.ShapeDtypeStruct((x.shape[0], outputs, x.shape[2]), jnp.float32)
-    res = jax.ffi.ffi_call(FORWARD, (out,) + tuple(f32(a) for a in h),
-                           vmap_method='sequential')(params, x, *h, **attrs)
+  def forward(params, inputs, h):
+    g, *s = inputs
+    res = jax.ffi.ffi_call(FORWARD, (f32(g),) + tuple(f32(a) for a in h),
+                           vmap_method='sequential')(params, g, *s, *h,
+                                                     **attrs)
     return res[0], tuple(res[1:])
 
   @jax.custom_vjp
-  def paths(params, x, h):
-    return forward(params, x, h)
+  def step(params, inputs, h):
+    return forward(params, inputs, h)
 
-  def paths_fwd(params, x, h):
-    return forward(params, x, h), (params, x, h)
+  def step_fwd(params, inputs, h):
+    return forward(params, inputs, h), (params, inputs, h)
 
-  def paths_bwd(res, ct):
-    params, x, h = res
-    ct_out, ct_h = ct
-    shapes = (f32(params), f32(x)) + tuple(f32(a) for a in h)
+  def step_bwd(res, ct):
+    params, (g, *s), h = res
+    ct_d, ct_h = ct
+    shapes = (f32(params), f32(g)) + tuple(f32(a) for a in (*s, *h))
     out = jax.ffi.ffi_call(BACKWARD, shapes, vmap_method='sequential')(
-        params, x, jnp.asarray(ct_out, jnp.float32), *h,
+        params, g, jnp.asarray(ct_d, jnp.float32), *s, *h,
         *(jnp.asarray(c, jnp.float32) for c in ct_h), **attrs)
-    return out[0], out[1], tuple(out[2:])
+    num_inputs = 1 + len(s)
+    return out[0], tuple(out[1:1 + num_inputs]), tuple(out[1 + num_inputs:])
 
-  paths.defvjp(paths_fwd, paths_bwd)
-  return paths
+  step.defvjp(step_fwd, step_bwd)
+  return step

@@ -227,9 +227,11 @@ def test_fused_reverse_pass_runs_no_kernel_forward_again():
   # K inner steps of a population, under meta.inner_unroll's remat policy:
   # the program has one forward and one backward kernel call (in the scan's
   # forward and reverse loops), and the meta-gradient is the one without
-  # remat. The plain jax.checkpoint would run the forward again.
+  # remat. The kernel's backward needs only its inputs, but unit_rms's
+  # derivative needs the direction: the plain jax.checkpoint would run the
+  # forward again for it, the policy keeps it.
   lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=4, mlp_dims=(6,),
-                              implementation='fused')
+                              implementation='fused', unit_rms=True)
   mp = lo.init(jax.random.PRNGKey(0))
   w0 = jax.random.normal(jax.random.PRNGKey(1), (3, 40))
 
@@ -258,6 +260,8 @@ def test_fused_reverse_pass_runs_no_kernel_forward_again():
                                      kernel_calls(meta.REMAT_POLICY))
   assert calls == calls_policy == [1, 1]
   assert kernel_calls(None)[0] == [2, 1]  # jax.checkpoint's default
+  # unit_rms makes the direction's overall scale (the sign path's last bias)
+  # irrelevant: that gradient is 0 up to rounding, hence a global atol.
+  scale = max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g0))
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    np.testing.assert_allclose(b, a, rtol=1e-5,
-                               atol=1e-6 * float(jnp.abs(a).max()))
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * scale)

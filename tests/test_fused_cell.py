@@ -18,8 +18,9 @@ from lopt import cells
 from lopt import fast_cells
 from lopt import fused_cell
 
-# Every cell, each activation the kernel has, Adam's moments as inputs, no
-# MLP, odd sizes (not multiples of the SIMD width), and each hidden size
+# Every cell, each preprocessor (the kernel computes the features and the
+# direction too), each activation the kernel has, Adam's moments as inputs,
+# no MLP, odd sizes (not multiples of the SIMD width), and each hidden size
 # whose state the kernel transposes in registers (2, 4, 8, 16; others go
 # through gathers).
 CONFIGS = {
@@ -30,7 +31,12 @@ CONFIGS = {
     'optim4rl_tanh': dict(cell='optim4rl', hidden_size=5, mlp_dims=(7, 3),
                           activation='tanh'),
     'optim4rl_h16': dict(cell='optim4rl', hidden_size=16, mlp_dims=(8,)),
+    'optim4rl_andrychowicz_moments': dict(
+        cell='optim4rl', preprocessor='andrychowicz', andrychowicz_p=5.,
+        second_moment=0.9),
     'l2lgd2': dict(cell='l2lgd2'),
+    'l2lgd2_log_sign': dict(cell='l2lgd2', preprocessor='log_sign',
+                            preprocessor_eps=1e-8),
     'l2lgd2_h4': dict(cell='l2lgd2', hidden_size=4),
     'linear': dict(cell='linear'),
     'linear_h2': dict(cell='linear', hidden_size=2),

@@ -1,41 +1,48 @@
-// The learned-optimizer cell's paths (GRU then MLP, per coordinate) in one
-// pass per coordinate, for XLA:CPU through the FFI (lopt/fused_cell.py).
+// The learned-optimizer cell's step (features, GRU then MLP of every path,
+// the direction) in one pass per coordinate, for XLA:CPU through the FFI
+// (lopt/fused_cell.py).
 //
-// The maths is `cells._Path` (hk.GRU then hk.nets.MLP) of every path, on
-// N coordinates (all of a population's, laid end to end, under `vmap`):
+// The maths is `lopt.cells` (the preprocessor, `cells._Path`: hk.GRU then
+// hk.nets.MLP, and the cell's direction) on N coordinates (all of a
+// population's, laid end to end, under `vmap`):
 //
-//   x    [P, F, N]  each path's input features (coordinate-minor)
-//   h_p  [N, H]     path p's GRU state, Haiku's layout (one buffer a path)
-//   out  [P, O, N]  each path's MLP output
-//   hn_p [N, H]     path p's new state
+//   g    [N]     the gradient (the cell's input)
+//   s    [N]     Optim4RL's second moment, with `second_moment` only
+//   h_p  [N, H]  path p's GRU state, Haiku's layout (one buffer a path)
+//   d    [N]     the update direction
+//   hn_p [N, H]  path p's new state
 //
-// with each path's weights packed in one row of `params[P, S]`:
+// Path p's input u_p is g, but Optim4RL's magnitude path sees g^2 (or s);
+// its features are the preprocessor's of u_p (`features`); each path's MLP
+// outputs (O of them) enter the direction (`direction`). Each path's
+// weights are packed in one row of `params[P, S]`:
 //   w_i [F, 3H], w_h [H, 3H], b [3H], then per MLP layer W [K, M], b [M]
 // (Haiku's own layouts, flattened row-major; `dims` = the MLP widths, the
 // last one O).
 //
 // XLA:CPU runs the Haiku module as thin matmuls ([N, 2..16] x [2..16, 24])
 // whose [N, 24] intermediates go through memory between kernels; here a tile
-// of LANES coordinates goes through the whole path in registers and L1, and
-// only x, h, out and hn touch memory.
+// of LANES coordinates goes through the whole step in registers and L1, and
+// only g (s), h, d and hn touch memory.
 //
-// `LoptCellForward(params, x, h_0..h_{P-1}) -> (out, hn_0..hn_{P-1})`.
-// `LoptCellBackward(params, x, ct_out, h_0.., ct_hn_0..) -> (ct_params,
-// ct_x, ct_h_0..)` takes the cotangents of out and hn and returns those of
-// params (summed over all coordinates), x and h; it recomputes the forward
-// of each tile (no residuals kept between the two calls).
+// `LoptCellForward(params, g, [s,] h_0..h_{P-1}) -> (d, hn_0..hn_{P-1})`.
+// `LoptCellBackward(params, g, ct_d, [s,] h_0.., ct_hn_0..) -> (ct_params,
+// ct_g, [ct_s,] ct_h_0..)` takes the cotangents of d and hn and returns
+// those of params (summed over all coordinates), g, s and h; it recomputes
+// the forward of each tile (no residuals kept between the two calls).
 //
 // A tile's state is read and written across its LANES rows of H (a
-// transpose: AVX-512 gathers and scatters, else element by element).
+// transpose: in registers for H = 2, 4, 8, 16 with AVX-512, else gathers
+// and scatters, or element by element).
 //
 // Vectors are GCC's vector extensions, LANES floats wide: 16 with AVX-512
 // (which also gives the exp, reciprocal and gather instructions used
 // below), 8 with AVX, else 4; lopt/fused_cell.py builds for the machine.
 //
-// Work is split in chunks of at most CHUNK coordinates of one path, run on
-// XLA's intra-op thread pool. Each chunk sums its own parameter cotangent
-// and the chunks are added in a fixed order, so results do not depend on
-// the number of threads or on scheduling.
+// Work is split in chunks of at most CHUNK coordinates, all paths of a
+// chunk together, run on XLA's intra-op thread pool. Each chunk sums its
+// own parameter cotangent and the chunks are added in a fixed order, so
+// results do not depend on the number of threads or on scheduling.
 
 #include <algorithm>
 #include <atomic>
@@ -48,7 +55,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -73,9 +80,13 @@ constexpr int GROUP = 8;         // tiles whose weights' cotangent sums at once
 constexpr int MAXD = 64;         // largest hidden size and MLP width
 constexpr int MAXF = 8;          // largest number of input features
 constexpr int MAXL = 8;          // most MLP layers
-constexpr int MAXP = 4;          // most paths
+constexpr int MAXP = 2;          // most paths
 
 enum Activation { RELU = 0, TANH = 1, SILU = 2 };
+// lopt.cells.CELLS and lopt.preprocessing.PREPROCESSORS, by number
+// (lopt/fused_cell.py: CELLS, PREPROCESSORS).
+enum Cell { OPTIM4RL = 0, L2LGD2 = 1, LINEAR = 2 };
+enum Preprocessor { IDENTITY = 0, LOG_SIGN = 1, ANDRYCHOWICZ = 2 };
 
 inline V splat(float s) { return V{} + s; }
 
@@ -146,6 +157,58 @@ inline V vtanh(V x) {
   V em1 = scale2(q, n) + (scale2(splat(1.f), n) - 1.f);  // e - 1
   V t = -em1 * vrecip(2.f + em1);
   return x < 0 ? -t : t;
+}
+
+inline V vabs(V x) { return (V)((VI)x & 0x7fffffff); }
+
+// abs's derivative as JAX takes it: 1 at 0 (and -0).
+inline V vabs_grad(V x) { return x >= 0 ? splat(1.f) : splat(-1.f); }
+
+// jnp.sign: -1, 0 or 1.
+inline V vsign(V x) {
+  const V one = splat(1.f), zero = splat(0.f);
+  return x > 0 ? one : (x < 0 ? -one : zero);
+}
+
+// log(x) for x >= 0 (-inf at 0): x = 2^e m with m in [sqrt(1/2), sqrt(2)),
+// log m = 2 atanh(u), u = (m - 1) / (m + 1), |u| < 0.172, by its series to
+// u^11 (truncation < 1e-9).
+inline V vlog(V x) {
+  const auto tiny = x < 1.17549435e-38f;  // subnormal: scaled by 2^23 first
+  const V xs = tiny ? x * 8388608.f : x;
+  const VI bits = (VI)xs;
+  VI e = ((bits >> 23) & 0xff) - 127;
+  e = tiny ? e - 23 : e;
+  V m = (V)((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
+  const auto high = m > 1.41421356f;
+  m = high ? m * 0.5f : m;
+  e = high ? e + 1 : e;
+  const V u = (m - 1.f) / (m + 1.f);
+  const V u2 = u * u;
+  V p = splat(1.f / 11.f);
+  p = p * u2 + 1.f / 9.f;
+  p = p * u2 + 1.f / 7.f;
+  p = p * u2 + 1.f / 5.f;
+  p = p * u2 + 1.f / 3.f;
+  p = p * u2 + 1.f;
+  const V ef = __builtin_convertvector(e, V);
+  // ln2 split in two so that e * hi is exact.
+  const V r = ef * 0.693359375f + (ef * -2.12194440e-4f + 2.f * u * p);
+  return x == 0 ? splat(-INFINITY) : r;
+}
+
+inline V vsqrt(V x) {
+#if defined(__AVX512F__)
+  return (V)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX__)
+  return (V)_mm256_sqrt_ps((__m256)x);
+#elif defined(__SSE__)
+  return (V)_mm_sqrt_ps((__m128)x);
+#else
+  V r;
+  for (int l = 0; l < LANES; ++l) r[l] = std::sqrt(x[l]);
+  return r;
+#endif
 }
 
 inline V activate(int act, V x) {
@@ -280,9 +343,20 @@ inline void sum_accumulate(V* acc, int m, const V* g, int64_t stride,
   }
 }
 
+// What the kernel computes around the paths (`features`, `direction`): the
+// cell, its preprocessor and their constants.
+struct Step {
+  int cell = OPTIM4RL, prep = LOG_SIGN;
+  bool second = false;     // Optim4RL's magnitude path sees s, not g^2
+  float log_eps = 0.f;     // log_sign: log(|u| + log_eps)
+  float p = 1.f, threshold = 0.f, scale = 1.f;  // andrychowicz: e^-p, e^p
+  float update_eps = 0.f;  // Optim4RL: m / sqrt(v + update_eps)
+};
+
 struct Shape {
   int64_t paths, features, hidden, coords, size;
   int layers, act;
+  Step step;
   int dims[MAXL];
   // offsets into a path's row of params
   int64_t w_i, w_h, b, w[MAXL], bias[MAXL];
@@ -290,9 +364,12 @@ struct Shape {
   int64_t st_in[MAXL], st_g[MAXL], st_x, st_h, st_rh, st_da, st_dzr, stash;
 };
 
-Shape make_shape(int64_t paths, int64_t features, int64_t hidden,
-                 int64_t coords, ffi::Span<const int64_t> dims, int64_t act) {
+Shape make_shape(int64_t paths, int64_t hidden, int64_t coords,
+                 ffi::Span<const int64_t> dims, int64_t act,
+                 const Step& step) {
   Shape s;
+  s.step = step;
+  const int64_t features = step.prep == IDENTITY ? 1 : 2;
   s.paths = paths; s.features = features; s.hidden = hidden;
   s.coords = coords; s.act = static_cast<int>(act);
   s.layers = static_cast<int>(dims.size());  // `check` refuses > MAXL
@@ -379,8 +456,8 @@ inline void tile_forward(const Shape& s, const float* p, Tile& t) {
   }
 }
 
-// The backward of one tile: `t` holds x and h, `ct_out` and `ct_hn` the
-// cotangents of the outputs and the new state. Writes those of x and h to
+// The backward of one tile: `t` holds its forward (`tile_forward`),
+// `ct_out` and `ct_hn` the cotangents of the outputs and the new state. Writes those of x and h to
 // `dx` and `dh`, and each layer's input and output cotangent to `stash`
 // (`Shape::st_*`), from which `stash_accumulate` adds the parameters'
 // cotangent for a group of tiles.
@@ -389,7 +466,6 @@ inline void tile_backward(const Shape& s, const float* p, Tile& t,
                           V* dh) {
   const int ihd = static_cast<int>(s.hidden), f = static_cast<int>(s.features);
   const int ld = 3 * ihd;
-  tile_forward(s, p, t);
   // MLP, last layer first.
   V* g = stash + s.st_g[s.layers - 1];
   for (int j = 0; j < s.dims[s.layers - 1]; ++j) g[j] = ct_out[j];
@@ -464,6 +540,91 @@ inline void stash_accumulate(const Shape& s, const V* stash, int tiles,
   sum_accumulate(acc + s.b, 2 * ihd, stash + s.st_dzr, st, tiles);
 }
 
+// Path p's input u_p: g, but Optim4RL's magnitude path sees g^2, or s
+// (`cells._optim4rl`).
+inline V path_input(const Step& st, int p, V g, V sm) {
+  if (p == 0) return g;
+  return st.second ? sm : g * g;
+}
+
+// The preprocessor's features of u (`lopt.preprocessing`), in x.
+inline void features(const Step& st, V u, V* x) {
+  switch (st.prep) {
+    case IDENTITY:
+      x[0] = u;
+      return;
+    case ANDRYCHOWICZ: {
+      const V a = vabs(u);
+      const auto big = a >= st.threshold;
+      x[0] = big ? vlog(a) / st.p : splat(-1.f);
+      x[1] = big ? vsign(u) : st.scale * u;
+      return;
+    }
+    default:  // LOG_SIGN
+      x[0] = vlog(vabs(u) + st.log_eps);
+      x[1] = vsign(u);
+  }
+}
+
+// The cotangent of u from its features' (dx), with JAX's derivatives of abs
+// (`vabs_grad`) and sign (0).
+inline V features_grad(const Step& st, V u, const V* dx) {
+  switch (st.prep) {
+    case IDENTITY:
+      return dx[0];
+    case ANDRYCHOWICZ: {
+      const V a = vabs(u);
+      return a >= st.threshold ? dx[0] * vabs_grad(u) / (a * st.p)
+                               : dx[1] * st.scale;
+    }
+    default:  // LOG_SIGN
+      return dx[0] * vabs_grad(u) / (vabs(u) + st.log_eps);
+  }
+}
+
+// The cell's direction from its paths' MLP outputs `out[p][0..O)`
+// (`cells.CELLS`).
+inline V direction(const Step& st, V g, const V* const* out) {
+  switch (st.cell) {
+    case L2LGD2:
+      return vexp(out[0][0]) * g;
+    case LINEAR:
+      return vexp(out[0][0]) * g + vexp(out[0][1]) * out[0][2];
+    default: {  // OPTIM4RL: m / sqrt(v + eps)
+      const V m = vsign(g) * vexp(out[0][0]);
+      return m / vsqrt(vexp(out[1][0]) + st.update_eps);
+    }
+  }
+}
+
+// The cotangents of the paths' outputs (into ct_out) from the direction's
+// (ct_d); returns the one of g through the direction itself.
+inline V direction_grad(const Step& st, V g, const V* const* out, V ct_d,
+                        V (*ct_out)[MAXD]) {
+  switch (st.cell) {
+    case L2LGD2: {
+      const V e = vexp(out[0][0]);
+      ct_out[0][0] = ct_d * e * g;
+      return ct_d * e;
+    }
+    case LINEAR: {
+      const V e0 = vexp(out[0][0]), e1 = vexp(out[0][1]);
+      ct_out[0][0] = ct_d * e0 * g;
+      ct_out[0][1] = ct_d * e1 * out[0][2];
+      ct_out[0][2] = ct_d * e1;
+      return ct_d * e0;
+    }
+    default: {  // OPTIM4RL: d = m / sqrt(w), m = sign(g) e^o0, w = e^o1 + eps
+      const V v = vexp(out[1][0]);
+      const V w = v + st.update_eps;
+      const V d = vsign(g) * vexp(out[0][0]) / vsqrt(w);
+      ct_out[0][0] = ct_d * d;
+      ct_out[1][0] = -0.5f * ct_d * d / w * v;
+      return splat(0.f);
+    }
+  }
+}
+
 // Runs `work(item)` for items 0..count-1 on XLA's thread pool and this
 // thread; returns when all are done.
 template <typename F>
@@ -499,25 +660,30 @@ void parallel_for(ffi::ThreadPool& pool, int64_t count, F work) {
 }
 
 ffi::Error check(const Shape& s, int64_t params_size) {
+  const Step& st = s.step;
+  if (st.cell < OPTIM4RL || st.cell > LINEAR || st.prep < IDENTITY ||
+      st.prep > ANDRYCHOWICZ || (st.second && st.cell != OPTIM4RL))
+    return ffi::Error::InvalidArgument("lopt cell kernel: unknown cell");
   if (s.hidden > MAXD || s.hidden < 1 || s.features > MAXF ||
-      s.features < 1 || s.layers > MAXL || s.layers < 1 || s.paths > MAXP ||
-      s.paths < 1 || s.act < RELU || s.act > SILU)
+      s.layers > MAXL || s.layers < 1 || s.act < RELU || s.act > SILU)
     return ffi::Error::InvalidArgument("lopt cell kernel: sizes over limits");
   for (int l = 0; l < s.layers; ++l)
     if (s.dims[l] > MAXD || s.dims[l] < 1)
       return ffi::Error::InvalidArgument("lopt cell kernel: bad MLP width");
+  if (s.paths != (st.cell == OPTIM4RL ? 2 : 1) ||
+      s.dims[s.layers - 1] != (st.cell == LINEAR ? 3 : 1))
+    return ffi::Error::InvalidArgument(
+        "lopt cell kernel: paths or outputs do not match the cell");
   if (params_size != s.paths * s.size)
     return ffi::Error::InvalidArgument("lopt cell kernel: params size");
   return ffi::Error::Success();
 }
 
-// The chunks of one call: `item` is path `item / chunks`, coordinates
-// [begin, end) of it.
+// Chunk `item` of a call on `coords` coordinates: [begin, end).
 struct Chunks {
   int64_t coords, chunks;
-  void get(int64_t item, int64_t& path, int64_t& begin, int64_t& end) const {
-    path = item / chunks;
-    begin = (item % chunks) * CHUNK;
+  void get(int64_t item, int64_t& begin, int64_t& end) const {
+    begin = item * CHUNK;
     end = std::min(coords, begin + CHUNK);
   }
 };
@@ -687,194 +853,260 @@ inline void store_state(float* state, int64_t h, int64_t i, int64_t count,
     for (int64_t k = 0; k < h; ++k) state[(i + c) * h + k] = tmp[k][c];
 }
 
-// The call's shape from x [P, F, N] and the attributes, checked, with
-// `args_per_path` state arguments and one state result per path.
-ffi::Error call_shape(const ffi::Buffer<ffi::F32>& params,
-                      const ffi::Buffer<ffi::F32>& x,
-                      ffi::Span<const int64_t> dims, int64_t activation,
-                      int64_t hidden, size_t num_args, size_t args_per_path,
-                      size_t num_rets, Shape& s) {
-  auto xd = x.dimensions();
-  if (xd.size() != 3)
-    return ffi::Error::InvalidArgument("lopt cell kernel: x must be rank 3");
-  s = make_shape(xd[0], xd[1], hidden, xd[2], dims, activation);
+Step make_step(int64_t cell, int64_t preprocessor, int64_t second_moment,
+               float log_eps, float p, float threshold, float scale,
+               float update_eps) {
+  Step st;
+  st.cell = static_cast<int>(cell);
+  st.prep = static_cast<int>(preprocessor);
+  st.second = second_moment != 0;
+  st.log_eps = log_eps; st.p = p; st.threshold = threshold; st.scale = scale;
+  st.update_eps = update_eps;
+  return st;
+}
+
+// A call's buffers past params and g: `args` holds s (with second_moment),
+// then `groups` groups of one state array [N, H] a path; `rets` holds the
+// cotangent of s (`ret_s`, with second_moment), then one [N, H] a path.
+struct Buffers {
+  const float* s = nullptr;
+  const float* states[2 * MAXP] = {};
+  float* ct_s = nullptr;
+  float* out[MAXP] = {};
+};
+
+ffi::Error get_arg(const ffi::RemainingArgs& args, size_t i, int64_t size,
+                   const float*& out) {
+  auto a = args.get<ffi::Buffer<ffi::F32>>(i);
+  if (a.has_error()) return a.error();
+  if (a.value().element_count() != static_cast<size_t>(size))
+    return ffi::Error::InvalidArgument("lopt cell kernel: argument size");
+  out = a.value().typed_data();
+  return ffi::Error::Success();
+}
+
+ffi::Error get_ret(const ffi::RemainingRets& rets, size_t i, int64_t size,
+                   float*& out) {
+  auto r = rets.get<ffi::Buffer<ffi::F32>>(i);
+  if (r.has_error()) return r.error();
+  if ((*r.value()).element_count() != static_cast<size_t>(size))
+    return ffi::Error::InvalidArgument("lopt cell kernel: result size");
+  out = (*r.value()).typed_data();
+  return ffi::Error::Success();
+}
+
+// The call's shape (params [P, S], g [N] and the attributes) and buffers,
+// checked.
+ffi::Error prepare(const ffi::Buffer<ffi::F32>& params,
+                   const ffi::Buffer<ffi::F32>& g,
+                   ffi::Span<const int64_t> dims, int64_t activation,
+                   int64_t hidden, const Step& step,
+                   const ffi::RemainingArgs& args, size_t groups,
+                   const ffi::RemainingRets& rets, bool ret_s, Shape& s,
+                   Buffers& b) {
+  auto pd = params.dimensions();
+  auto gd = g.dimensions();
+  if (pd.size() != 2 || gd.size() != 1)
+    return ffi::Error::InvalidArgument(
+        "lopt cell kernel: params must be [P, S] and g [N]");
+  s = make_shape(pd[0], hidden, gd[0], dims, activation, step);
   if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
   const size_t paths = static_cast<size_t>(s.paths);
-  if (num_args != args_per_path * paths || num_rets != paths)
+  const size_t second = step.second ? 1 : 0;
+  if (args.size() != second + groups * paths ||
+      rets.size() != (ret_s ? second : 0) + paths)
     return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
-  return ffi::Error::Success();
-}
-
-// The data of `count` state buffers from `offset` on.
-ffi::Error state_args(const ffi::RemainingArgs& args, size_t offset,
-                      int64_t count, const float** out) {
-  for (int64_t p = 0; p < count; ++p) {
-    auto a = args.get<ffi::Buffer<ffi::F32>>(offset + p);
-    if (a.has_error()) return a.error();
-    out[p] = a.value().typed_data();
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error state_rets(const ffi::RemainingRets& rets, int64_t count,
-                      float** out) {
-  for (int64_t p = 0; p < count; ++p) {
-    auto r = rets.get<ffi::Buffer<ffi::F32>>(p);
-    if (r.has_error()) return r.error();
-    out[p] = (*r.value()).typed_data();
-  }
+  const int64_t n = s.coords, state_size = s.coords * s.hidden;
+  if (second)
+    if (ffi::Error e = get_arg(args, 0, n, b.s); e.failure()) return e;
+  for (size_t i = 0; i < groups * paths; ++i)
+    if (ffi::Error e = get_arg(args, second + i, state_size, b.states[i]);
+        e.failure())
+      return e;
+  const size_t ct_s = ret_s ? second : 0;
+  if (ct_s)
+    if (ffi::Error e = get_ret(rets, 0, n, b.ct_s); e.failure()) return e;
+  for (size_t p = 0; p < paths; ++p)
+    if (ffi::Error e = get_ret(rets, ct_s + p, state_size, b.out[p]);
+        e.failure())
+      return e;
   return ffi::Error::Success();
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
-                   ffi::Buffer<ffi::F32> x, ffi::RemainingArgs states,
-                   ffi::Result<ffi::Buffer<ffi::F32>> out,
+                   ffi::Buffer<ffi::F32> g, ffi::RemainingArgs args,
+                   ffi::Result<ffi::Buffer<ffi::F32>> d,
                    ffi::RemainingRets new_states,
                    ffi::Span<const int64_t> dims, int64_t activation,
-                   int64_t hidden) {
+                   int64_t hidden, int64_t cell, int64_t preprocessor,
+                   int64_t second_moment, float log_eps, float p,
+                   float threshold, float scale, float update_eps) {
   Shape s;
-  if (ffi::Error e = call_shape(params, x, dims, activation, hidden,
-                                states.size(), 1, new_states.size(), s);
+  Buffers b;
+  if (ffi::Error e = prepare(
+          params, g, dims, activation, hidden,
+          make_step(cell, preprocessor, second_moment, log_eps, p, threshold,
+                    scale, update_eps),
+          args, 1, new_states, false, s, b);
       e.failure())
     return e;
-  const float* hs[MAXP];
-  float* hns[MAXP];
-  if (ffi::Error e = state_args(states, 0, s.paths, hs); e.failure()) return e;
-  if (ffi::Error e = state_rets(new_states, s.paths, hns); e.failure())
-    return e;
-  const int64_t n = s.coords, hd = s.hidden, f = s.features;
-  const int64_t o = s.dims[s.layers - 1];
+  const int64_t n = s.coords, hd = s.hidden, paths = s.paths;
   const Chunks chunks = make_chunks(n);
   const float* pp = params.typed_data();
-  const float* xp = x.typed_data();
-  float* op = out->typed_data();
-  parallel_for(pool, s.paths * chunks.chunks, [&](int64_t item) {
-    int64_t path, begin, end;
-    chunks.get(item, path, begin, end);
-    const float* p = pp + path * s.size;
-    const float* xb = xp + path * f * n;
-    float* ob = op + path * o * n;
-    Tile t;
+  const float* gp = g.typed_data();
+  float* dp = d->typed_data();
+  parallel_for(pool, chunks.chunks, [&](int64_t item) {
+    int64_t begin, end;
+    chunks.get(item, begin, end);
+    Tile t[MAXP];
+    const V* out[MAXP];
+    for (int64_t q = 0; q < paths; ++q) out[q] = t[q].pre[s.layers - 1];
     for (int64_t i = begin; i < end; i += LANES) {
       const int64_t count = std::min<int64_t>(LANES, end - i);
-      for (int64_t k = 0; k < f; ++k) t.x[k] = load(xb + k * n, i, count);
-      load_state(hs[path], hd, i, count, t.h);
-      tile_forward(s, p, t);
-      store_state(hns[path], hd, i, count, t.hn);
-      for (int64_t j = 0; j < o; ++j)
-        store(ob + j * n, i, count, t.pre[s.layers - 1][j]);
+      const V gv = load(gp, i, count);
+      const V sv = b.s ? load(b.s, i, count) : splat(0.f);
+      for (int q = 0; q < paths; ++q) {
+        features(s.step, path_input(s.step, q, gv, sv), t[q].x);
+        load_state(b.states[q], hd, i, count, t[q].h);
+        tile_forward(s, pp + q * s.size, t[q]);
+        store_state(b.out[q], hd, i, count, t[q].hn);
+      }
+      store(dp, i, count, direction(s.step, gv, out));
     }
   });
   return ffi::Error::Success();
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
-                    ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ct_out,
-                    ffi::RemainingArgs states,
+                    ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> ct_d,
+                    ffi::RemainingArgs args,
                     ffi::Result<ffi::Buffer<ffi::F32>> ct_params,
-                    ffi::Result<ffi::Buffer<ffi::F32>> ct_x,
-                    ffi::RemainingRets ct_states,
-                    ffi::Span<const int64_t> dims, int64_t activation,
-                    int64_t hidden) {
-  // states: h_0..h_{P-1}, then ct_hn_0..ct_hn_{P-1}.
+                    ffi::Result<ffi::Buffer<ffi::F32>> ct_g,
+                    ffi::RemainingRets rets, ffi::Span<const int64_t> dims,
+                    int64_t activation, int64_t hidden, int64_t cell,
+                    int64_t preprocessor, int64_t second_moment,
+                    float log_eps, float p, float threshold, float scale,
+                    float update_eps) {
+  // args: [s,] h_0..h_{P-1}, then ct_hn_0..ct_hn_{P-1}.
   Shape s;
-  if (ffi::Error e = call_shape(params, x, dims, activation, hidden,
-                                states.size(), 2, ct_states.size(), s);
+  Buffers b;
+  if (ffi::Error e = prepare(
+          params, g, dims, activation, hidden,
+          make_step(cell, preprocessor, second_moment, log_eps, p, threshold,
+                    scale, update_eps),
+          args, 2, rets, true, s, b);
       e.failure())
     return e;
-  const float* hs[MAXP];
-  const float* chs[MAXP];
-  float* cts[MAXP];
-  if (ffi::Error e = state_args(states, 0, s.paths, hs); e.failure()) return e;
-  if (ffi::Error e = state_args(states, s.paths, s.paths, chs); e.failure())
-    return e;
-  if (ffi::Error e = state_rets(ct_states, s.paths, cts); e.failure())
-    return e;
-  const int64_t n = s.coords, hd = s.hidden, f = s.features;
-  const int64_t o = s.dims[s.layers - 1];
+  if (ct_d.element_count() != static_cast<size_t>(s.coords))
+    return ffi::Error::InvalidArgument("lopt cell kernel: ct_d size");
+  const int64_t n = s.coords, hd = s.hidden, paths = s.paths;
+  const int64_t row = paths * s.size;  // all paths' parameters
   const Chunks chunks = make_chunks(n);
-  const int64_t items = s.paths * chunks.chunks;
   const float* pp = params.typed_data();
-  const float* xp = x.typed_data();
-  const float* cop = ct_out.typed_data();
-  float* cpp = ct_params->typed_data();
-  float* cxp = ct_x->typed_data();
+  const float* gp = g.typed_data();
+  const float* cdp = ct_d.typed_data();
+  float* cgp = ct_g->typed_data();
   // Each chunk's parameter cotangent, added in chunk order at the end.
-  std::vector<float> partial(items * s.size, 0.f);
-  parallel_for(pool, items, [&](int64_t item) {
-    int64_t path, begin, end;
-    chunks.get(item, path, begin, end);
-    const float* p = pp + path * s.size;
-    const float* xb = xp + path * f * n;
-    float* cxb = cxp + path * f * n;
-    const float* cob = cop + path * o * n;
-    // Scratch kept per thread across chunks and calls (no allocation).
+  std::vector<float> partial(chunks.chunks * row, 0.f);
+  parallel_for(pool, chunks.chunks, [&](int64_t item) {
+    int64_t begin, end;
+    chunks.get(item, begin, end);
+    // Scratch kept per thread across chunks and calls (no allocation):
+    // lane-wise sums of each path's parameter cotangent, and each path's
+    // stashes of GROUP tiles.
     thread_local std::vector<V> acc, stash;
-    acc.assign(s.size, splat(0.f));  // lane-wise sums
-    if (stash.size() < static_cast<size_t>(GROUP * s.stash))
-      stash.resize(GROUP * s.stash);
-    Tile t;
+    acc.assign(row, splat(0.f));
+    if (stash.size() < static_cast<size_t>(paths * GROUP * s.stash))
+      stash.resize(paths * GROUP * s.stash);
+    Tile t[MAXP];
+    const V* out[MAXP];
+    for (int64_t q = 0; q < paths; ++q) out[q] = t[q].pre[s.layers - 1];
     int tiles = 0;
     for (int64_t i = begin; i < end; i += LANES) {
       const int64_t count = std::min<int64_t>(LANES, end - i);
-      for (int64_t k = 0; k < f; ++k) t.x[k] = load(xb + k * n, i, count);
-      load_state(hs[path], hd, i, count, t.h);
-      V ct_out[MAXD], ct_hn[MAXD], dx[MAXF], dh[MAXD];
-      for (int64_t j = 0; j < o; ++j) ct_out[j] = load(cob + j * n, i, count);
-      load_state(chs[path], hd, i, count, ct_hn);
-      tile_backward(s, p, t, ct_out, ct_hn, stash.data() + tiles * s.stash,
-                    dx, dh);
-      for (int64_t k = 0; k < f; ++k) store(cxb + k * n, i, count, dx[k]);
-      store_state(cts[path], hd, i, count, dh);
+      const V gv = load(gp, i, count);
+      const V sv = b.s ? load(b.s, i, count) : splat(0.f);
+      V u[MAXP];
+      for (int q = 0; q < paths; ++q) {
+        u[q] = path_input(s.step, q, gv, sv);
+        features(s.step, u[q], t[q].x);
+        load_state(b.states[q], hd, i, count, t[q].h);
+        tile_forward(s, pp + q * s.size, t[q]);
+      }
+      V ct_out[MAXP][MAXD];
+      V cg = direction_grad(s.step, gv, out, load(cdp, i, count), ct_out);
+      V cs = splat(0.f);
+      for (int q = 0; q < paths; ++q) {
+        V ct_hn[MAXD], dx[MAXF], dh[MAXD];
+        load_state(b.states[paths + q], hd, i, count, ct_hn);
+        tile_backward(s, pp + q * s.size, t[q], ct_out[q], ct_hn,
+                      stash.data() + (q * GROUP + tiles) * s.stash, dx, dh);
+        store_state(b.out[q], hd, i, count, dh);
+        const V cu = features_grad(s.step, u[q], dx);
+        if (q == 0) cg += cu;
+        else if (s.step.second) cs = cu;
+        else cg += 2.f * gv * cu;  // u = g^2
+      }
+      store(cgp, i, count, cg);
+      if (b.ct_s) store(b.ct_s, i, count, cs);
       if (++tiles == GROUP || i + LANES >= end) {
-        stash_accumulate(s, stash.data(), tiles, acc.data());
+        for (int q = 0; q < paths; ++q)
+          stash_accumulate(s, stash.data() + q * GROUP * s.stash, tiles,
+                           acc.data() + q * s.size);
         tiles = 0;
       }
     }
-    float* out = partial.data() + item * s.size;
-    for (int64_t q = 0; q < s.size; ++q) {
+    float* sums = partial.data() + item * row;
+    for (int64_t q = 0; q < row; ++q) {
       float total = 0.f;
       for (int lane = 0; lane < LANES; ++lane) total += acc[q][lane];
-      out[q] = total;
+      sums[q] = total;
     }
   });
-  for (int64_t path = 0; path < s.paths; ++path) {
-    float* out = cpp + path * s.size;
-    std::fill(out, out + s.size, 0.f);
-    for (int64_t c = 0; c < chunks.chunks; ++c) {
-      const float* src = partial.data() + (path * chunks.chunks + c) * s.size;
-      for (int64_t q = 0; q < s.size; ++q) out[q] += src[q];
-    }
+  float* cpp = ct_params->typed_data();
+  std::fill(cpp, cpp + row, 0.f);
+  for (int64_t c = 0; c < chunks.chunks; ++c) {
+    const float* src = partial.data() + c * row;
+    for (int64_t q = 0; q < row; ++q) cpp[q] += src[q];
   }
   return ffi::Error::Success();
 }
 
 }  // namespace
 
+#define LOPT_CELL_ATTRS                             \
+  .Attr<ffi::Span<const int64_t>>("dims")           \
+      .Attr<int64_t>("activation")                  \
+      .Attr<int64_t>("hidden")                      \
+      .Attr<int64_t>("cell")                        \
+      .Attr<int64_t>("preprocessor")                \
+      .Attr<int64_t>("second_moment")               \
+      .Attr<float>("log_eps")                       \
+      .Attr<float>("p")                             \
+      .Attr<float>("threshold")                     \
+      .Attr<float>("scale")                         \
+      .Attr<float>("update_eps")
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     LoptCellForward, Forward,
     ffi::Ffi::Bind()
         .Ctx<ffi::ThreadPool>()
         .Arg<ffi::Buffer<ffi::F32>>()        // params [P, S]
-        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, F, N]
-        .RemainingArgs()                     // h_p [N, H]
-        .Ret<ffi::Buffer<ffi::F32>>()        // out [P, O, N]
+        .Arg<ffi::Buffer<ffi::F32>>()        // g [N]
+        .RemainingArgs()                     // [s [N],] h_p [N, H]
+        .Ret<ffi::Buffer<ffi::F32>>()        // d [N]
         .RemainingRets()                     // hn_p [N, H]
-        .Attr<ffi::Span<const int64_t>>("dims")
-        .Attr<int64_t>("activation")
-        .Attr<int64_t>("hidden"));
+        LOPT_CELL_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     LoptCellBackward, Backward,
     ffi::Ffi::Bind()
         .Ctx<ffi::ThreadPool>()
         .Arg<ffi::Buffer<ffi::F32>>()        // params [P, S]
-        .Arg<ffi::Buffer<ffi::F32>>()        // x [P, F, N]
-        .Arg<ffi::Buffer<ffi::F32>>()        // ct_out [P, O, N]
-        .RemainingArgs()                     // h_p, then ct_hn_p [N, H]
+        .Arg<ffi::Buffer<ffi::F32>>()        // g [N]
+        .Arg<ffi::Buffer<ffi::F32>>()        // ct_d [N]
+        .RemainingArgs()                     // [s,] h_p, then ct_hn_p
         .Ret<ffi::Buffer<ffi::F32>>()        // ct_params [P, S]
-        .Ret<ffi::Buffer<ffi::F32>>()        // ct_x [P, F, N]
-        .RemainingRets()                     // ct_h_p [N, H]
-        .Attr<ffi::Span<const int64_t>>("dims")
-        .Attr<int64_t>("activation")
-        .Attr<int64_t>("hidden"));
+        .Ret<ffi::Buffer<ffi::F32>>()        // ct_g [N]
+        .RemainingRets()                     // [ct_s [N],] ct_h_p [N, H]
+        LOPT_CELL_ATTRS);
