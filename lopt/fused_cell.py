@@ -1,24 +1,26 @@
-"""The cell's paths as one fused kernel per step on XLA:CPU.
+"""The cell's step as one fused kernel per call on XLA:CPU.
 
 XLA:CPU runs a cell (`lopt.cells`, `lopt.fast_cells`) as a chain of thin
 matmuls and elementwise kernels, each reading and writing `[N, 8..24]`
 intermediates: at about 3,000 FLOPs and 2.5 kB of memory traffic per
 coordinate it reaches 5-15% of this machine's matmul peak (README, "The
-learned optimizer's cost"). Here each path's GRU and MLP run for a tile of
-coordinates (one SIMD register's worth) entirely in registers and L1, in a
-small C++ kernel called through XLA's FFI (`lopt/native/cell_kernel.cc`):
-only the features, the state and the outputs touch memory.
+learned optimizer's cost"). Here a tile of coordinates (one SIMD
+register's worth) goes through the whole step, the preprocessor's
+features, each path's GRU and MLP and the cell's direction, in registers
+and L1, in a small C++ kernel called through XLA's FFI
+(`lopt/native/cell_kernel.cc`): only the gradient (and Optim4RL's second
+moment), the state and the direction touch memory.
 
-The maths is `lopt.fast_cells._paths` with the features coordinate-minor
-(`x[P, F, N]`) and the state in the Haiku module's layout (`[N, hidden]`
-per GRU, read and written across rows inside the kernel), so
-`fast_cells.make(config, 'fused')` has the same state as 'haiku' and is
-folded over a population the same way (its coordinates laid end to end).
-Its reverse mode is a second kernel (`custom_vjp`): the cotangents of the
-meta-params (summed over coordinates), the features and the state, the
-tile's forward recomputed inside it. Values and gradients equal the Haiku
-module's to float tolerance (tests/test_fused_cell.py). Forward-mode
-differentiation (`jax.jvp`) is not defined for it.
+The maths is `lopt.cells` (every cell and preprocessor) with the state in
+the Haiku module's layout (`[N, hidden]` per GRU, read and written across
+rows inside the kernel), so `fast_cells.make(config, 'fused')` has the same
+state as 'haiku' and is folded over a population the same way (its
+coordinates laid end to end). Its reverse mode is a second kernel
+(`custom_vjp`): the cotangents of the meta-params (summed over
+coordinates), the inputs and the state, the tile's forward recomputed
+inside it, so it needs only the step's inputs. Values and gradients equal
+the Haiku module's to float tolerance (tests/test_fused_cell.py).
+Forward-mode differentiation (`jax.jvp`) is not defined for it.
 
 The kernel is compiled for this machine (`-march=native`, or
 `$LOPT_NATIVE_MARCH`) with the C++ compiler (`$CXX`, else `g++` or `c++`)

@@ -264,8 +264,9 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
     implementation: how the cell runs; all give the same updates to float
       tolerance. 'auto' (the default): 'fused' on a single CPU device where
       its kernel builds, else 'haiku' (`fast_cells.resolve`). 'fused'
-      (`lopt.fused_cell`: each path's GRU and MLP in one C++ kernel per
-      step through XLA's FFI, reverse-mode differentiable; XLA:CPU only;
+      (`lopt.fused_cell`: the whole step, features, each path's GRU and
+      MLP and the direction, in one C++ kernel through XLA's FFI,
+      reverse-mode differentiable; XLA:CPU only;
       state `[N, hidden]`), 'haiku' (the plain Haiku module, state
       `[N, hidden]`; any backend) or 'fast' (`lopt.fast_cells`:
       coordinate-minor XLA ops, state `[hidden, N]`; faster than 'haiku' on

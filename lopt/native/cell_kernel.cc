@@ -93,6 +93,14 @@ inline V splat(float s) { return V{} + s; }
 inline V vmax(V a, V b) { return a > b ? a : b; }
 inline V vmin(V a, V b) { return a < b ? a : b; }
 
+// c[0] x^(K-1) + c[1] x^(K-2) + ... + c[K-1], by Horner's rule.
+template <size_t K>
+inline V horner(V x, const float (&c)[K]) {
+  V p = splat(c[0]);
+  for (size_t i = 1; i < K; ++i) p = p * x + c[i];
+  return p;
+}
+
 // exp(x) = 2^n (1 + q): x = n ln2 + r with n an integer and |r| <= ln2 / 2,
 // q = exp(r) - 1 by its Taylor series to r^7 (truncation < 3e-9 relative).
 // Returns q and n; `scale2(v, n)` is v 2^n.
@@ -108,14 +116,10 @@ inline V expm1_reduced(V x, V& n) {
   // ln2 split in two so that n * hi is exact.
   V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  V p = splat(1.f / 5040.f);
-  p = p * r + 1.f / 720.f;
-  p = p * r + 1.f / 120.f;
-  p = p * r + 1.f / 24.f;
-  p = p * r + 1.f / 6.f;
-  p = p * r + 0.5f;
-  p = p * r + 1.f;
-  return p * r;
+  static constexpr float c[] = {1.f / 5040.f, 1.f / 720.f, 1.f / 120.f,
+                                1.f / 24.f,   1.f / 6.f,   0.5f,
+                                1.f};
+  return horner(r, c) * r;
 }
 
 inline V scale2(V v, V n) {
@@ -185,12 +189,9 @@ inline V vlog(V x) {
   e = high ? e + 1 : e;
   const V u = (m - 1.f) / (m + 1.f);
   const V u2 = u * u;
-  V p = splat(1.f / 11.f);
-  p = p * u2 + 1.f / 9.f;
-  p = p * u2 + 1.f / 7.f;
-  p = p * u2 + 1.f / 5.f;
-  p = p * u2 + 1.f / 3.f;
-  p = p * u2 + 1.f;
+  static constexpr float c[] = {1.f / 11.f, 1.f / 9.f, 1.f / 7.f,
+                                1.f / 5.f,  1.f / 3.f, 1.f};
+  const V p = horner(u2, c);
   const V ef = __builtin_convertvector(e, V);
   // ln2 split in two so that e * hi is exact.
   const V r = ef * 0.693359375f + (ef * -2.12194440e-4f + 2.f * u * p);
@@ -362,6 +363,10 @@ struct Shape {
   int64_t w_i, w_h, b, w[MAXL], bias[MAXL];
   // offsets into one tile's stash (see `tile_backward`), and its size
   int64_t st_in[MAXL], st_g[MAXL], st_x, st_h, st_rh, st_da, st_dzr, stash;
+  // offsets into one path's `Tile`, and its size
+  int64_t tl_x, tl_h, tl_zr, tl_a, tl_hn, tl_gx, tl_gh, tl_rh, tl_ah,
+      tl_pre[MAXL], tl_act[MAXL], tl_gin, tl_drh, tl_ct_out, tl_ct_hn, tl_dx,
+      tl_dh, tile;
 };
 
 Shape make_shape(int64_t paths, int64_t hidden, int64_t coords,
@@ -400,6 +405,30 @@ Shape make_shape(int64_t paths, int64_t hidden, int64_t coords,
   s.st_da = q; q += hidden;
   s.st_dzr = q; q += 2 * hidden;
   s.stash = q;
+  // A tile, its arrays end to end.
+  int64_t widest = hidden;
+  q = 0;
+  s.tl_x = q; q += features;
+  s.tl_h = q; q += hidden;
+  s.tl_zr = q; q += 2 * hidden;
+  s.tl_a = q; q += hidden;
+  s.tl_hn = q; q += hidden;
+  s.tl_gx = q; q += 3 * hidden;
+  s.tl_gh = q; q += 2 * hidden;
+  s.tl_rh = q; q += hidden;
+  s.tl_ah = q; q += hidden;
+  for (int l = 0; l < layers; ++l) {
+    s.tl_pre[l] = q; q += dims[l];
+    s.tl_act[l] = q; q += dims[l];
+    widest = std::max<int64_t>(widest, dims[l]);
+  }
+  s.tl_gin = q; q += widest;
+  s.tl_drh = q; q += hidden;
+  s.tl_ct_out = q; q += layers ? dims[layers - 1] : 0;
+  s.tl_ct_hn = q; q += hidden;
+  s.tl_dx = q; q += features;
+  s.tl_dh = q; q += hidden;
+  s.tile = q;
   return s;
 }
 
@@ -422,17 +451,35 @@ inline void store(float* row, int64_t n, int64_t count, V v) {
   }
 }
 
-// The forward of one tile, keeping what the backward needs.
+// One path's forward of one tile, what its backward needs, and their
+// scratch: vectors laid end to end in `Shape::tile` vectors at `base`
+// (sized for the shape: arrays of the largest sizes, each 4 kB or more
+// apart, would share L1's sets and evict one another).
 struct Tile {
-  V x[MAXF], h[MAXD], zr[2 * MAXD], a[MAXD], hn[MAXD];
-  V pre[MAXL][MAXD];  // each layer's output before its activation
-  V act[MAXL][MAXD];  // each hidden layer's activation (the next's input)
+  V *x, *h, *zr, *a, *hn;
+  V* pre[MAXL];  // each layer's output before its activation
+  V* act[MAXL];  // each hidden layer's activation (the next's input)
+  V *gx, *gh, *rh, *ah, *gin, *drh;  // scratch
+  V *ct_out, *ct_hn, *dx, *dh;  // the backward's inputs and outputs
+  Tile() = default;
+  Tile(const Shape& s, V* base)
+      : x(base + s.tl_x), h(base + s.tl_h), zr(base + s.tl_zr),
+        a(base + s.tl_a), hn(base + s.tl_hn), gx(base + s.tl_gx),
+        gh(base + s.tl_gh), rh(base + s.tl_rh), ah(base + s.tl_ah),
+        gin(base + s.tl_gin), drh(base + s.tl_drh),
+        ct_out(base + s.tl_ct_out), ct_hn(base + s.tl_ct_hn),
+        dx(base + s.tl_dx), dh(base + s.tl_dh) {
+    for (int l = 0; l < std::min(s.layers, MAXL); ++l) {
+      pre[l] = base + s.tl_pre[l];
+      act[l] = base + s.tl_act[l];
+    }
+  }
 };
 
 inline void tile_forward(const Shape& s, const float* p, Tile& t) {
   const int hd = static_cast<int>(s.hidden), f = static_cast<int>(s.features);
   const int ld = 3 * hd;
-  V gx[3 * MAXD], gh[2 * MAXD], rh[MAXD], ah[MAXD];
+  V *gx = t.gx, *gh = t.gh, *rh = t.rh, *ah = t.ah;
   dense(p + s.w_i, ld, p + s.b, f, ld, t.x, gx);          // x w_i + b
   dense(p + s.w_h, ld, nullptr, hd, 2 * hd, t.h, gh);     // h w_h[:, :2H]
   for (int j = 0; j < 2 * hd; ++j) t.zr[j] = vsigmoid(gx[j] + gh[j]);
@@ -469,7 +516,7 @@ inline void tile_backward(const Shape& s, const float* p, Tile& t,
   // MLP, last layer first.
   V* g = stash + s.st_g[s.layers - 1];
   for (int j = 0; j < s.dims[s.layers - 1]; ++j) g[j] = ct_out[j];
-  V gin[MAXD];
+  V* gin = t.gin;
   for (int l = s.layers - 1; l >= 0; --l) {
     const int m = s.dims[l];
     const int k_size = l ? s.dims[l - 1] : ihd;
@@ -487,7 +534,7 @@ inline void tile_backward(const Shape& s, const float* p, Tile& t,
   V* da_pre = stash + s.st_da;
   V* dzr_pre = stash + s.st_dzr;
   V* rh = stash + s.st_rh;
-  V drh[MAXD];
+  V* drh = t.drh;
   for (int j = 0; j < ihd; ++j) {
     V dhn = gin[j] + ct_hn[j];
     V z = t.zr[j], a = t.a[j];
@@ -600,7 +647,7 @@ inline V direction(const Step& st, V g, const V* const* out) {
 // The cotangents of the paths' outputs (into ct_out) from the direction's
 // (ct_d); returns the one of g through the direction itself.
 inline V direction_grad(const Step& st, V g, const V* const* out, V ct_d,
-                        V (*ct_out)[MAXD]) {
+                        V* const* ct_out) {
   switch (st.cell) {
     case L2LGD2: {
       const V e = vexp(out[0][0]);
@@ -853,15 +900,21 @@ inline void store_state(float* state, int64_t h, int64_t i, int64_t count,
     for (int64_t k = 0; k < h; ++k) state[(i + c) * h + k] = tmp[k][c];
 }
 
-Step make_step(int64_t cell, int64_t preprocessor, int64_t second_moment,
-               float log_eps, float p, float threshold, float scale,
-               float update_eps) {
+// A call's attributes (lopt/fused_cell.py: `make_step`), decoded by the
+// FFI (XLA_FFI_REGISTER_STRUCT_ATTR_DECODING below).
+struct LoptCellAttrs {
+  ffi::Span<const int64_t> dims;
+  int64_t activation, hidden, cell, preprocessor, second_moment;
+  float log_eps, p, threshold, scale, update_eps;
+};
+
+Step make_step(const LoptCellAttrs& a) {
   Step st;
-  st.cell = static_cast<int>(cell);
-  st.prep = static_cast<int>(preprocessor);
-  st.second = second_moment != 0;
-  st.log_eps = log_eps; st.p = p; st.threshold = threshold; st.scale = scale;
-  st.update_eps = update_eps;
+  st.cell = static_cast<int>(a.cell);
+  st.prep = static_cast<int>(a.preprocessor);
+  st.second = a.second_moment != 0;
+  st.log_eps = a.log_eps; st.p = a.p; st.threshold = a.threshold;
+  st.scale = a.scale; st.update_eps = a.update_eps;
   return st;
 }
 
@@ -898,9 +951,7 @@ ffi::Error get_ret(const ffi::RemainingRets& rets, size_t i, int64_t size,
 // The call's shape (params [P, S], g [N] and the attributes) and buffers,
 // checked.
 ffi::Error prepare(const ffi::Buffer<ffi::F32>& params,
-                   const ffi::Buffer<ffi::F32>& g,
-                   ffi::Span<const int64_t> dims, int64_t activation,
-                   int64_t hidden, const Step& step,
+                   const ffi::Buffer<ffi::F32>& g, const LoptCellAttrs& attrs,
                    const ffi::RemainingArgs& args, size_t groups,
                    const ffi::RemainingRets& rets, bool ret_s, Shape& s,
                    Buffers& b) {
@@ -909,10 +960,11 @@ ffi::Error prepare(const ffi::Buffer<ffi::F32>& params,
   if (pd.size() != 2 || gd.size() != 1)
     return ffi::Error::InvalidArgument(
         "lopt cell kernel: params must be [P, S] and g [N]");
-  s = make_shape(pd[0], hidden, gd[0], dims, activation, step);
+  s = make_shape(pd[0], attrs.hidden, gd[0], attrs.dims, attrs.activation,
+                 make_step(attrs));
   if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
   const size_t paths = static_cast<size_t>(s.paths);
-  const size_t second = step.second ? 1 : 0;
+  const size_t second = s.step.second ? 1 : 0;
   if (args.size() != second + groups * paths ||
       rets.size() != (ret_s ? second : 0) + paths)
     return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
@@ -933,21 +985,29 @@ ffi::Error prepare(const ffi::Buffer<ffi::F32>& params,
   return ffi::Error::Success();
 }
 
+// Each path's tile in this thread's arena (kept across chunks and calls),
+// end to end; `out[p]` its MLP outputs, `ct_out[p]` (if not null) their
+// cotangents.
+inline void bind_tiles(const Shape& s, Tile* t, const V** out,
+                       V** ct_out) {
+  thread_local std::vector<V> arena;
+  if (arena.size() < static_cast<size_t>(s.paths * s.tile))
+    arena.resize(s.paths * s.tile);
+  for (int64_t q = 0; q < s.paths; ++q) {
+    t[q] = Tile(s, arena.data() + q * s.tile);
+    out[q] = t[q].pre[s.layers - 1];
+    if (ct_out) ct_out[q] = t[q].ct_out;
+  }
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
                    ffi::Buffer<ffi::F32> g, ffi::RemainingArgs args,
                    ffi::Result<ffi::Buffer<ffi::F32>> d,
-                   ffi::RemainingRets new_states,
-                   ffi::Span<const int64_t> dims, int64_t activation,
-                   int64_t hidden, int64_t cell, int64_t preprocessor,
-                   int64_t second_moment, float log_eps, float p,
-                   float threshold, float scale, float update_eps) {
+                   ffi::RemainingRets new_states, LoptCellAttrs attrs) {
   Shape s;
   Buffers b;
-  if (ffi::Error e = prepare(
-          params, g, dims, activation, hidden,
-          make_step(cell, preprocessor, second_moment, log_eps, p, threshold,
-                    scale, update_eps),
-          args, 1, new_states, false, s, b);
+  if (ffi::Error e = prepare(params, g, attrs, args, 1, new_states, false, s,
+                             b);
       e.failure())
     return e;
   const int64_t n = s.coords, hd = s.hidden, paths = s.paths;
@@ -960,7 +1020,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
     chunks.get(item, begin, end);
     Tile t[MAXP];
     const V* out[MAXP];
-    for (int64_t q = 0; q < paths; ++q) out[q] = t[q].pre[s.layers - 1];
+    bind_tiles(s, t, out, nullptr);
     for (int64_t i = begin; i < end; i += LANES) {
       const int64_t count = std::min<int64_t>(LANES, end - i);
       const V gv = load(gp, i, count);
@@ -982,19 +1042,11 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
                     ffi::RemainingArgs args,
                     ffi::Result<ffi::Buffer<ffi::F32>> ct_params,
                     ffi::Result<ffi::Buffer<ffi::F32>> ct_g,
-                    ffi::RemainingRets rets, ffi::Span<const int64_t> dims,
-                    int64_t activation, int64_t hidden, int64_t cell,
-                    int64_t preprocessor, int64_t second_moment,
-                    float log_eps, float p, float threshold, float scale,
-                    float update_eps) {
+                    ffi::RemainingRets rets, LoptCellAttrs attrs) {
   // args: [s,] h_0..h_{P-1}, then ct_hn_0..ct_hn_{P-1}.
   Shape s;
   Buffers b;
-  if (ffi::Error e = prepare(
-          params, g, dims, activation, hidden,
-          make_step(cell, preprocessor, second_moment, log_eps, p, threshold,
-                    scale, update_eps),
-          args, 2, rets, true, s, b);
+  if (ffi::Error e = prepare(params, g, attrs, args, 2, rets, true, s, b);
       e.failure())
     return e;
   if (ct_d.element_count() != static_cast<size_t>(s.coords))
@@ -1020,7 +1072,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
       stash.resize(paths * GROUP * s.stash);
     Tile t[MAXP];
     const V* out[MAXP];
-    for (int64_t q = 0; q < paths; ++q) out[q] = t[q].pre[s.layers - 1];
+    V* ct_out[MAXP];
+    bind_tiles(s, t, out, ct_out);
     int tiles = 0;
     for (int64_t i = begin; i < end; i += LANES) {
       const int64_t count = std::min<int64_t>(LANES, end - i);
@@ -1033,16 +1086,15 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
         load_state(b.states[q], hd, i, count, t[q].h);
         tile_forward(s, pp + q * s.size, t[q]);
       }
-      V ct_out[MAXP][MAXD];
       V cg = direction_grad(s.step, gv, out, load(cdp, i, count), ct_out);
       V cs = splat(0.f);
       for (int q = 0; q < paths; ++q) {
-        V ct_hn[MAXD], dx[MAXF], dh[MAXD];
-        load_state(b.states[paths + q], hd, i, count, ct_hn);
-        tile_backward(s, pp + q * s.size, t[q], ct_out[q], ct_hn,
-                      stash.data() + (q * GROUP + tiles) * s.stash, dx, dh);
-        store_state(b.out[q], hd, i, count, dh);
-        const V cu = features_grad(s.step, u[q], dx);
+        load_state(b.states[paths + q], hd, i, count, t[q].ct_hn);
+        tile_backward(s, pp + q * s.size, t[q], t[q].ct_out, t[q].ct_hn,
+                      stash.data() + (q * GROUP + tiles) * s.stash, t[q].dx,
+                      t[q].dh);
+        store_state(b.out[q], hd, i, count, t[q].dh);
+        const V cu = features_grad(s.step, u[q], t[q].dx);
         if (q == 0) cg += cu;
         else if (s.step.second) cs = cu;
         else cg += 2.f * gv * cu;  // u = g^2
@@ -1074,18 +1126,18 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
 
 }  // namespace
 
-#define LOPT_CELL_ATTRS                             \
-  .Attr<ffi::Span<const int64_t>>("dims")           \
-      .Attr<int64_t>("activation")                  \
-      .Attr<int64_t>("hidden")                      \
-      .Attr<int64_t>("cell")                        \
-      .Attr<int64_t>("preprocessor")                \
-      .Attr<int64_t>("second_moment")               \
-      .Attr<float>("log_eps")                       \
-      .Attr<float>("p")                             \
-      .Attr<float>("threshold")                     \
-      .Attr<float>("scale")                         \
-      .Attr<float>("update_eps")
+XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
+    LoptCellAttrs, xla::ffi::StructMember<xla::ffi::Span<const int64_t>>("dims"),
+    xla::ffi::StructMember<int64_t>("activation"),
+    xla::ffi::StructMember<int64_t>("hidden"),
+    xla::ffi::StructMember<int64_t>("cell"),
+    xla::ffi::StructMember<int64_t>("preprocessor"),
+    xla::ffi::StructMember<int64_t>("second_moment"),
+    xla::ffi::StructMember<float>("log_eps"),
+    xla::ffi::StructMember<float>("p"),
+    xla::ffi::StructMember<float>("threshold"),
+    xla::ffi::StructMember<float>("scale"),
+    xla::ffi::StructMember<float>("update_eps"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     LoptCellForward, Forward,
@@ -1096,7 +1148,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .RemainingArgs()                     // [s [N],] h_p [N, H]
         .Ret<ffi::Buffer<ffi::F32>>()        // d [N]
         .RemainingRets()                     // hn_p [N, H]
-        LOPT_CELL_ATTRS);
+        .Attrs<LoptCellAttrs>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     LoptCellBackward, Backward,
@@ -1109,4 +1161,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
         .Ret<ffi::Buffer<ffi::F32>>()        // ct_params [P, S]
         .Ret<ffi::Buffer<ffi::F32>>()        // ct_g [N]
         .RemainingRets()                     // [ct_s [N],] ct_h_p [N, H]
-        LOPT_CELL_ATTRS);
+        .Attrs<LoptCellAttrs>());
