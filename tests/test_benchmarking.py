@@ -74,12 +74,12 @@ def test_update_row_reports_flops_bytes_and_both_peaks():
   # The fast layout is scored with the plain maths' cost: the same counts.
   assert fast['flops_per_coord'] == plain['flops_per_coord'] > 0
   assert fast['bytes_per_coord'] == plain['bytes_per_coord']
-  # The fused kernel too, but with its own program's bytes: g in and the
-  # update out, the kernel's features in (1 path x 1 feature), its state
-  # read and written (hidden 2) and its outputs (3): at least 4 x 10 bytes
-  # a coordinate, and fewer than the plain module's intermediates.
+  # The fused kernel too, but with its own program's bytes: the kernel
+  # computes the whole step, so g in and the update out and its state read
+  # and written (hidden 2): at least 4 x 6 bytes a coordinate, and fewer
+  # than the plain module's intermediates.
   assert fused['flops_per_coord'] == plain['flops_per_coord']
-  assert 4 * (2 + 1 + 2 * 2 + 3) <= fused['bytes_per_coord'] < plain[
+  assert 4 * (2 + 2 * 2) <= fused['bytes_per_coord'] < plain[
       'bytes_per_coord']
   # At least g read and the update written, 4 bytes each, per coordinate.
   assert plain['bytes_per_coord'] >= 8
