@@ -15,6 +15,8 @@ r"""Throughput, compile time and peak memory figures (prints them; no test).
     # of one call summed by XLA op:
     python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
     python -m launchers.benchmark --mode=meta --profile_dir=/tmp/meta_trace
+    python -m launchers.benchmark --mode=a2c --env=catch --envs=16 --seeds=5 \
+        --steps_per_call=50 --a2c_optimizer=optim4rl --profile_dir=/tmp/a2c
     # One learned-optimizer update vs optax.adam, FLOPs and share of the
     # matmul peak, per cell / MLP shape / implementation / N (JSON via --out):
     python -m launchers.benchmark --mode=opt --out=opt.jsonl
@@ -96,8 +98,8 @@ _FOLD = flags.DEFINE_bool(
     "library's default (off for --impl=fast, else on).")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 _PROFILE = flags.DEFINE_string(
-    'profile_dir', '', 'Meta: after the timed calls, trace one more call '
-    'with jax.profiler into this folder and add the XLA op time summed by '
+    'profile_dir', '', 'Meta and A2C: after the timed calls, trace one more '
+    'call with jax.profiler into this folder and add the XLA op time summed by '
     'op and by op kind (self time, share of all op time) to the figures.')
 
 
@@ -160,19 +162,7 @@ def bench_meta() -> dict:
   t_first_call = time.time() - t2
   state, per_call = _time_calls(compiled, state, _CALLS.value)
   per_iter = per_call / _STEPS.value
-  profile = {}
-  if _PROFILE.value:
-    with jax.profiler.trace(_PROFILE.value):
-      state, _ = compiled(state)
-      jax.block_until_ready(state)
-    profile = benchmarking.profile_by_op(
-        benchmarking.trace_file(_PROFILE.value))
-    for part in ('kinds', 'ops'):
-      print(f'XLA op time by {part[:-1]} (self time, share of '
-            f'{profile["total_ms"][0]:.0f} ms for {_STEPS.value} '
-            'meta-iterations):')
-      for name, ms, share in profile[part]:
-        print(f'  {share:6.1%} {ms:10.1f} ms  {name}')
+  profile = _profiled(compiled, state, f'{_STEPS.value} meta-iterations')
   steps = _AGENTS.value * (_K.value + 1) * _ROLLOUT.value
   coords = lopt.cells.coordinate_count(
       jax.eval_shape(agent.init_params, jax.random.PRNGKey(0)))
@@ -196,6 +186,23 @@ def bench_meta() -> dict:
   }
 
 
+def _profiled(compiled, state, what: str) -> dict:
+  """With --profile_dir: one more call of `compiled` traced with
+  jax.profiler there, its XLA op time summed by op and by op kind (printed
+  and returned); else {}."""
+  if not _PROFILE.value:
+    return {}
+  with jax.profiler.trace(_PROFILE.value):
+    jax.block_until_ready(compiled(state))
+  profile = benchmarking.profile_by_op(benchmarking.trace_file(_PROFILE.value))
+  for part in ('kinds', 'ops'):
+    print(f'XLA op time by {part[:-1]} (self time, share of '
+          f'{profile["total_ms"][0]:.0f} ms for {what}):')
+    for name, ms, share in profile[part]:
+      print(f'  {share:6.1%} {ms:10.1f} ms  {name}')
+  return profile
+
+
 def bench_a2c() -> dict:
   env = environments.make(_ENV.value)
   agent = a2c.make_a2c(env, networks.paper_network(_ENV.value),
@@ -215,6 +222,7 @@ def bench_a2c() -> dict:
   t_compile = time.time() - t1
   state, _ = compiled(state)
   state, per_call = _time_calls(compiled, state, _CALLS.value)
+  profile = _profiled(compiled, state, f'{_STEPS.value} updates')
   steps = _SEEDS.value * _ENVS.value * _ROLLOUT.value * _STEPS.value
   return {'mode': 'a2c', 'env': _ENV.value, 'envs': _ENVS.value,
           'seeds': _SEEDS.value, 'optimizer': _A2C_OPT.value,
@@ -222,7 +230,8 @@ def bench_a2c() -> dict:
              {'impl': lo.implementation, 'fold_vmap': _fold()}),
           'rollout': _ROLLOUT.value, 'updates_per_call': _STEPS.value,
           'env_steps_per_second': steps / per_call,
-          'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib()}
+          'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib(),
+          **({'profile': profile} if profile else {})}
 
 
 def random_policy() -> dict:
