@@ -169,7 +169,9 @@ def _per_agent_finite(params) -> Array:
 # What `inner_unroll` keeps of an update for the backward pass when it
 # recomputes the rest (`remat`): the rollout's trajectory (small: a few
 # steps of observations; its loop would otherwise run again) and the fused
-# cell kernel's outputs (whose backward then needs no forward run again).
+# cell kernel's direction (its own backward needs only the step's inputs,
+# but what follows the cell, e.g. `unit_rms`, may need the direction: kept,
+# the kernel's forward is not run again for it).
 # First-order (`second_order=False`) it keeps the inner gradient too (4
 # bytes a coordinate): the backward then needs only its value, not the
 # agent's loss and its gradient computed again.
@@ -217,7 +219,7 @@ def inner_unroll(agent, opt: optax.GradientTransformation,
     second_order: differentiate through the inner gradients too, or treat
       them as constants (`stop_gradient`, cheaper).
     remat: recompute each update on the backward pass (`jax.checkpoint`),
-      all but the rollout's trajectory and the fused kernel's outputs
+      all but the rollout's trajectory and the fused kernel's direction
       (`REMAT_POLICY`), and first-order the inner gradient
       (`FIRST_ORDER_REMAT_POLICY`).
   """

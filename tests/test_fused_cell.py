@@ -149,6 +149,21 @@ def test_what_the_kernel_cannot_run_is_refused_by_field():
   assert lopt.learned_optimizer().implementation == 'fused'
 
 
+def test_a_preprocessor_the_kernel_lacks_is_refused_by_field(monkeypatch):
+  # A preprocessor registered after the kernel was written: the Haiku
+  # module runs it, the kernel names the field instead of computing
+  # something else.
+  from lopt import preprocessing  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(preprocessing.PREPROCESSORS, 'clipped',
+                      lambda g: jnp.clip(g, -1., 1.)[..., None])
+  monkeypatch.setitem(preprocessing.NUM_FEATURES, 'clipped', 1)
+  with pytest.raises(ValueError, match="preprocessor: implementation 'fused' "
+                     "has .*, got 'clipped'"):
+    lopt.learned_optimizer(implementation='fused', preprocessor='clipped')
+  lo = lopt.learned_optimizer(preprocessor='clipped')
+  assert lo.implementation == 'haiku'
+
+
 def test_other_backends_are_refused_and_auto_falls_back(monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   with pytest.raises(ValueError, match="'fused' runs on XLA:CPU only, the "
