@@ -778,6 +778,20 @@ Chunks make_chunks(int64_t coords) {
   return Chunks{coords, std::max<int64_t>(1, (coords + CHUNK - 1) / CHUNK)};
 }
 
+// body(Z{}, item, begin, end) for each of `chunks` on XLA's thread pool,
+// with Z the call's `Sizes` (`with_sizes`).
+template <typename F>
+void for_chunks(ffi::ThreadPool& pool, const Shape& s, const Chunks& chunks,
+                F body) {
+  with_sizes(s, [&](auto sizes) {
+    parallel_for(pool, chunks.chunks, [&](int64_t item) {
+      int64_t begin, end;
+      chunks.get(item, begin, end);
+      body(sizes, item, begin, end);
+    });
+  });
+}
+
 #if defined(__AVX512F__)
 // A full tile's state rows, `LANES` rows of `h` floats (row-major, so `h`
 // contiguous vectors), and the kernel's vectors (v[k] = column k of those
@@ -1071,28 +1085,25 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
   const float* pp = params.typed_data();
   const float* gp = g.typed_data();
   float* dp = d->typed_data();
-  with_sizes(s, [&](auto sizes) {
+  for_chunks(pool, s, chunks, [&](auto sizes, int64_t, int64_t begin,
+                                  int64_t end) {
     using Z = decltype(sizes);
     const int64_t hd = Z::hidden(s);
-    parallel_for(pool, chunks.chunks, [&](int64_t item) {
-      int64_t begin, end;
-      chunks.get(item, begin, end);
-      Tile t[MAXP];
-      const V* out[MAXP];
-      bind_tiles(s, t, out, nullptr);
-      for (int64_t i = begin; i < end; i += LANES) {
-        const int64_t count = std::min<int64_t>(LANES, end - i);
-        const V gv = load(gp, i, count);
-        const V sv = b.s ? load(b.s, i, count) : splat(0.f);
-        for (int q = 0; q < paths; ++q) {
-          features(s.step, path_input(s.step, q, gv, sv), t[q].x);
-          load_state(b.states[q], hd, i, count, t[q].h);
-          tile_forward<Z>(s, pp + q * s.size, t[q]);
-          store_state(b.out[q], hd, i, count, t[q].hn);
-        }
-        store(dp, i, count, direction(s.step, gv, out));
+    Tile t[MAXP];
+    const V* out[MAXP];
+    bind_tiles(s, t, out, nullptr);
+    for (int64_t i = begin; i < end; i += LANES) {
+      const int64_t count = std::min<int64_t>(LANES, end - i);
+      const V gv = load(gp, i, count);
+      const V sv = b.s ? load(b.s, i, count) : splat(0.f);
+      for (int q = 0; q < paths; ++q) {
+        features(s.step, path_input(s.step, q, gv, sv), t[q].x);
+        load_state(b.states[q], hd, i, count, t[q].h);
+        tile_forward<Z>(s, pp + q * s.size, t[q]);
+        store_state(b.out[q], hd, i, count, t[q].hn);
       }
-    });
+      store(dp, i, count, direction(s.step, gv, out));
+    }
   });
   return ffi::Error::Success();
 }
@@ -1120,64 +1131,61 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
   float* cgp = ct_g->typed_data();
   // Each chunk's parameter cotangent, added in chunk order at the end.
   std::vector<float> partial(chunks.chunks * row, 0.f);
-  with_sizes(s, [&](auto sizes) {
+  for_chunks(pool, s, chunks, [&](auto sizes, int64_t item, int64_t begin,
+                                  int64_t end) {
     using Z = decltype(sizes);
     const int64_t hd = Z::hidden(s);
-    parallel_for(pool, chunks.chunks, [&](int64_t item) {
-      int64_t begin, end;
-      chunks.get(item, begin, end);
-      // Scratch kept per thread across chunks and calls (no allocation):
-      // lane-wise sums of each path's parameter cotangent, and each path's
-      // stashes of GROUP tiles.
-      thread_local std::vector<V> acc, stash;
-      acc.assign(row, splat(0.f));
-      if (stash.size() < static_cast<size_t>(paths * GROUP * s.stash))
-        stash.resize(paths * GROUP * s.stash);
-      Tile t[MAXP];
-      const V* out[MAXP];
-      V* ct_out[MAXP];
-      bind_tiles(s, t, out, ct_out);
-      int tiles = 0;
-      for (int64_t i = begin; i < end; i += LANES) {
-        const int64_t count = std::min<int64_t>(LANES, end - i);
-        const V gv = load(gp, i, count);
-        const V sv = b.s ? load(b.s, i, count) : splat(0.f);
-        V u[MAXP];
-        for (int q = 0; q < paths; ++q) {
-          u[q] = path_input(s.step, q, gv, sv);
-          features(s.step, u[q], t[q].x);
-          load_state(b.states[q], hd, i, count, t[q].h);
-          tile_forward<Z>(s, pp + q * s.size, t[q]);
-        }
-        V cg = direction_grad(s.step, gv, out, load(cdp, i, count), ct_out);
-        V cs = splat(0.f);
-        for (int q = 0; q < paths; ++q) {
-          load_state(b.states[paths + q], hd, i, count, t[q].ct_hn);
-          tile_backward<Z>(s, pp + q * s.size, t[q], t[q].ct_out, t[q].ct_hn,
-                        stash.data() + (q * GROUP + tiles) * s.stash, t[q].dx,
-                        t[q].dh);
-          store_state(b.out[q], hd, i, count, t[q].dh);
-          const V cu = features_grad(s.step, u[q], t[q].dx);
-          if (q == 0) cg += cu;
-          else if (s.step.second) cs = cu;
-          else cg += 2.f * gv * cu;  // u = g^2
-        }
-        store(cgp, i, count, cg);
-        if (b.ct_s) store(b.ct_s, i, count, cs);
-        if (++tiles == GROUP || i + LANES >= end) {
-          for (int q = 0; q < paths; ++q)
-            stash_accumulate<Z>(s, stash.data() + q * GROUP * s.stash, tiles,
-                             acc.data() + q * s.size);
-          tiles = 0;
-        }
+    // Scratch kept per thread across chunks and calls (no allocation):
+    // lane-wise sums of each path's parameter cotangent, and each path's
+    // stashes of GROUP tiles.
+    thread_local std::vector<V> acc, stash;
+    acc.assign(row, splat(0.f));
+    if (stash.size() < static_cast<size_t>(paths * GROUP * s.stash))
+      stash.resize(paths * GROUP * s.stash);
+    Tile t[MAXP];
+    const V* out[MAXP];
+    V* ct_out[MAXP];
+    bind_tiles(s, t, out, ct_out);
+    int tiles = 0;
+    for (int64_t i = begin; i < end; i += LANES) {
+      const int64_t count = std::min<int64_t>(LANES, end - i);
+      const V gv = load(gp, i, count);
+      const V sv = b.s ? load(b.s, i, count) : splat(0.f);
+      V u[MAXP];
+      for (int q = 0; q < paths; ++q) {
+        u[q] = path_input(s.step, q, gv, sv);
+        features(s.step, u[q], t[q].x);
+        load_state(b.states[q], hd, i, count, t[q].h);
+        tile_forward<Z>(s, pp + q * s.size, t[q]);
       }
-      float* sums = partial.data() + item * row;
-      for (int64_t q = 0; q < row; ++q) {
-        float total = 0.f;
-        for (int lane = 0; lane < LANES; ++lane) total += acc[q][lane];
-        sums[q] = total;
+      V cg = direction_grad(s.step, gv, out, load(cdp, i, count), ct_out);
+      V cs = splat(0.f);
+      for (int q = 0; q < paths; ++q) {
+        load_state(b.states[paths + q], hd, i, count, t[q].ct_hn);
+        tile_backward<Z>(s, pp + q * s.size, t[q], t[q].ct_out, t[q].ct_hn,
+                      stash.data() + (q * GROUP + tiles) * s.stash, t[q].dx,
+                      t[q].dh);
+        store_state(b.out[q], hd, i, count, t[q].dh);
+        const V cu = features_grad(s.step, u[q], t[q].dx);
+        if (q == 0) cg += cu;
+        else if (s.step.second) cs = cu;
+        else cg += 2.f * gv * cu;  // u = g^2
       }
-    });
+      store(cgp, i, count, cg);
+      if (b.ct_s) store(b.ct_s, i, count, cs);
+      if (++tiles == GROUP || i + LANES >= end) {
+        for (int q = 0; q < paths; ++q)
+          stash_accumulate<Z>(s, stash.data() + q * GROUP * s.stash, tiles,
+                           acc.data() + q * s.size);
+        tiles = 0;
+      }
+    }
+    float* sums = partial.data() + item * row;
+    for (int64_t q = 0; q < row; ++q) {
+      float total = 0.f;
+      for (int lane = 0; lane < LANES; ++lane) total += acc[q][lane];
+      sums[q] = total;
+    }
   });
   float* cpp = ct_params->typed_data();
   std::fill(cpp, cpp + row, 0.f);
