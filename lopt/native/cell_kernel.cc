@@ -540,15 +540,16 @@ LOPT_INLINE void tile_forward(const Shape& s, const float* p, Tile& t) {
   }
 }
 
-// The backward of one tile: `t` holds its forward (`tile_forward`),
-// `ct_out` and `ct_hn` the cotangents of the outputs and the new state. Writes those of x and h to
-// `dx` and `dh`, and each layer's input and output cotangent to `stash`
-// (`Shape::st_*`), from which `stash_accumulate` adds the parameters'
-// cotangent for a group of tiles.
+// The backward of one tile: `t` holds its forward (`tile_forward`) and in
+// `t.ct_out`, `t.ct_hn` the cotangents of the outputs and the new state.
+// Writes those of x and h to `t.dx` and `t.dh`, and each layer's input and
+// output cotangent to `stash` (`Shape::st_*`), from which
+// `stash_accumulate` adds the parameters' cotangent for a group of tiles.
 template <class Z>
 LOPT_INLINE void tile_backward(const Shape& s, const float* p, Tile& t,
-                               const V* ct_out, const V* ct_hn, V* stash,
-                               V* dx, V* dh) {
+                               V* stash) {
+  const V *ct_out = t.ct_out, *ct_hn = t.ct_hn;
+  V *dx = t.dx, *dh = t.dh;
   const int ihd = Z::hidden(s), f = Z::features(s), layers = Z::layers(s);
   const int ld = 3 * ihd;
   // MLP, last layer first.
@@ -802,7 +803,6 @@ void for_chunks(ffi::ThreadPool& pool, const Shape& s, const Chunks& chunks,
 // replace 16-lane gathers and scatters, which cost the kernel about 40% of
 // its forward time once the state is out of cache (320k coordinates).
 struct TransposePlan {
-  int stages = 0;
   // [direction: 0 rows -> columns, 1 back][stage][output vector][lane]:
   // lane m of the pair's low vector, or 16 + m for lane m of its high one.
   alignas(64) int32_t idx[2][4][16][16];
@@ -814,7 +814,6 @@ inline TransposePlan make_plan(int h) {
   int b = 0;
   while ((1 << b) < h) ++b;
   if ((1 << b) != h || h < 2 || h > 16) return plan;
-  plan.stages = b;
   // Element e = r * h + k: row r < 16 of the tile, column k < h. Its place
   // in memory: vector e / 16, lane e % 16; in the kernel: vector k, lane r.
   auto place = [h](int e, int layout, int& vec, int& lane) {
@@ -1162,9 +1161,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
       V cs = splat(0.f);
       for (int q = 0; q < paths; ++q) {
         load_state(b.states[paths + q], hd, i, count, t[q].ct_hn);
-        tile_backward<Z>(s, pp + q * s.size, t[q], t[q].ct_out, t[q].ct_hn,
-                      stash.data() + (q * GROUP + tiles) * s.stash, t[q].dx,
-                      t[q].dh);
+        tile_backward<Z>(s, pp + q * s.size, t[q],
+                         stash.data() + (q * GROUP + tiles) * s.stash);
         store_state(b.out[q], hd, i, count, t[q].dh);
         const V cu = features_grad(s.step, u[q], t[q].dx);
         if (q == 0) cg += cu;
