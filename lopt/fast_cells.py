@@ -185,7 +185,7 @@ def make_fused_apply(config: cells.CellConfig, fold: bool = False
   from lopt import fused_cell  # pylint: disable=g-import-not-at-top
   kernel = fused_cell.make_step(config)
   if fold:  # params [P, S] shared; inputs [N]; states [N, H]; d [N]
-    kernel = fold_coordinates(kernel, (None, 0, 0), (0, 0))
+    kernel = fold_coordinates(kernel, (None, 0, 0), (0, 0), flat=False)
   names = PATHS[config.cell]
   num_layers = len(config.mlp_dims) + 1
 
@@ -241,8 +241,8 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
                           (0, coordinate_axis))
 
 
-def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple
-                     ) -> Callable:
+def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple,
+                     flat: bool = True) -> Callable:
   """`fn(*args)`, coordinate-wise, run once on a batch's coordinates laid
   end to end when vmapped (`fold_vmap` for a cell's step; the fused kernel's
   paths).
@@ -256,17 +256,33 @@ def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple
   it is the plain `vmap`. Reverse mode keeps the fold: `fn`'s `jax.vjp` on
   the folded coordinates, whose shared arguments' cotangents are already
   the sums over the batch.
+
+  With `flat=False` (every axis 0; the fused kernel, which takes any
+  leading axes as more coordinates) the batch axes stay where they are and
+  `fn` sees `[B, N, ...]`: the same memory as the merged `[B * N, ...]`, but
+  without the reshape, so a kernel that writes its state in place
+  (`lopt.fused_cell`) still does under `vmap`; XLA copies an in-place
+  operand that is a reshape of a loop's carry.
   """
+  if not flat and any(a not in (None, 0) for a in (*in_axes, *out_axes)):
+    raise ValueError('fold_coordinates: flat=False needs every coordinate '
+                     f'axis 0, got in_axes {in_axes}, out_axes {out_axes}')
+
+  def fold(x, axis):
+    return _fold(x, axis) if flat else x
+
+  def unfold(x, axis, size):
+    return _unfold(x, axis, size) if flat else x
 
   def fold_all(size, args, batched, axes):
     return tuple(
         a if axis is None else jax.tree.map(
-            lambda x, b, axis=axis: _fold(_batched(size, x, b), axis), a, ab)
+            lambda x, b, axis=axis: fold(_batched(size, x, b), axis), a, ab)
         for a, ab, axis in zip(args, batched, axes))
 
   def unfold_all(outs, axes, size):
     return tuple(o if axis is None else jax.tree.map(
-        lambda x, axis=axis: _unfold(x, axis, size), o)
+        lambda x, axis=axis: unfold(x, axis, size), o)
                  for o, axis in zip(outs, axes))
 
   def shared_batched(batched, axes):

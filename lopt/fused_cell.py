@@ -294,7 +294,9 @@ def make_step(config):
   """`step(params[P, S], inputs, h) -> (d[N], h)`: the cell's whole step
   (features, paths, direction) on inputs `(g[N],)` or `(g[N], s[N])`
   (`cells.split_inputs`), `h` a tuple of P state arrays `[N, H]` (Haiku's
-  layout), differentiable in reverse mode in all three."""
+  layout), differentiable in reverse mode in all three. Leading axes are
+  more coordinates (`g[B, N]`, `h[B, N, H]`: a batch sharing the params).
+  Undifferentiated, the new state is written over the old one."""
   check_config(config)
   check_backend()
   register()
@@ -316,19 +318,27 @@ def make_step(config):
   def f32(a):
     return jax.ShapeDtypeStruct(a.shape, jnp.float32)
 
-  def forward(params, inputs, h):
+  def forward(params, inputs, h, in_place):
     g, *s = inputs
+    # In place: each new state in its old one's buffer (operand 2 + |s| + p
+    # is result 1 + p), which the kernel reads a tile ahead of writing. XLA
+    # then allocates no new state and copies none into a loop's carry; it
+    # copies the old state first only where it is still needed.
+    first = 2 + len(s)
+    aliases = {first + p: 1 + p for p in range(len(h))} if in_place else None
     res = jax.ffi.ffi_call(FORWARD, (f32(g),) + tuple(f32(a) for a in h),
-                           vmap_method='sequential')(params, g, *s, *h,
-                                                     **attrs)
+                           vmap_method='sequential',
+                           input_output_aliases=aliases)(params, g, *s, *h,
+                                                         **attrs)
     return res[0], tuple(res[1:])
 
   @jax.custom_vjp
   def step(params, inputs, h):
-    return forward(params, inputs, h)
+    return forward(params, inputs, h, in_place=True)
 
   def step_fwd(params, inputs, h):
-    return forward(params, inputs, h), (params, inputs, h)
+    # The old state is kept for the backward: not overwritten.
+    return forward(params, inputs, h, in_place=False), (params, inputs, h)
 
   def step_bwd(res, ct):
     params, (g, *s), h = res

@@ -132,6 +132,54 @@ def test_fused_gradient_is_the_same_every_call():
       np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize('batch', [None, 3])
+def test_the_state_is_written_in_place_and_kept_where_still_read(batch):
+  # Undifferentiated, the kernel writes each new state over the old one:
+  # in a scan's body (one seed, or a batch folded under vmap) XLA copies
+  # no state, and the steps equal the Haiku module's.
+  name = 'optim4rl'
+  config, cell, mp, g, state = _setup(name, batch or 1, 300, seed=2)
+  fused = fast_cells.make(config, 'fused', cell, fold=True).apply
+  plain = cell.apply
+  if batch:
+    fused = jax.vmap(fused, in_axes=(None, 0, 0))
+    plain = jax.vmap(plain, in_axes=(None, 0, 0))
+  else:
+    g, state = g[0], tuple(h[0] for h in state)
+
+  def run(fn, state):
+    def body(h, scale):
+      d, h = fn(mp, g * scale, h)
+      return h, d
+    return jax.lax.scan(body, state, jnp.array([1., -0.5, 2.]))
+
+  # The state donated: no copy of it anywhere, in the loop or before it.
+  loop = jax.jit(functools.partial(run, fused), donate_argnums=0)
+  copies = [
+      line for line in loop.lower(state).compile().as_text().splitlines()
+      if ' copy(' in line and f',{config.hidden_size}]' in line]
+  assert not copies, copies
+  (h1, d1) = loop(tuple(h + 0. for h in state))
+  (h0, d0) = jax.jit(functools.partial(run, plain))(state)
+  np.testing.assert_allclose(d1, d0, rtol=2e-5)
+  for a, b in zip(h0, h1):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+  # Where the old state is read after the step, XLA keeps it: here and
+  # eagerly.
+  def step_and_old(h):
+    d, new = fused(mp, g, h)
+    return d, new, tuple(x * 1. for x in h)
+
+  kept = tuple(np.asarray(h) for h in state)
+  for fn in (jax.jit(step_and_old), step_and_old):
+    _, new, old = fn(state)
+    for k, o, x, n in zip(kept, old, state, new):
+      np.testing.assert_array_equal(o, k)
+      np.testing.assert_array_equal(x, k)
+      assert not np.allclose(n, k)
+
+
 def test_fused_optimizer_passes_the_contract():
   lo = lopt.learned_optimizer(cell='optim4rl', implementation='fused')
   lopt.testing.check_learned_optimizer(lo, zero_grad_moves=False)

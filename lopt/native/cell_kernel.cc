@@ -231,30 +231,33 @@ inline V activate_grad(int act, V x, V g) {
   }
 }
 
-// out[j] = b[j] + sum_k W[k * ld + j] * in[k], j < m; no bias if b is null.
+// emit(j, init(j) + sum_k W[k * ld + j] * in[k]) for j < m: a layer whose
+// sums start from `init` (a bias, or a part summed before) and go to `emit`
+// (which may activate them) from registers, never stored unfinished.
 // FMAs take 4 cycles and two issue per cycle, so 8 independent sums are in
 // flight: 8 outputs at a time, and the last few outputs each split over 4
 // partial sums of k.
-LOPT_INLINE void dense(const float* w, int ld, const float* b, int k_size,
-                       int m, const V* in, V* out) {
+template <class Init, class Emit>
+LOPT_INLINE void dense(const float* w, int ld, int k_size, int m,
+                       const V* in, Init init, Emit emit) {
   int j = 0;
   for (; j + 8 <= m; j += 8) {
     V a[8];
-    for (int q = 0; q < 8; ++q) a[q] = splat(b ? b[j + q] : 0.f);
+    for (int q = 0; q < 8; ++q) a[q] = init(j + q);
     for (int k = 0; k < k_size; ++k) {
       const float* row = w + k * ld + j;
       V v = in[k];
       for (int q = 0; q < 8; ++q) a[q] += row[q] * v;
     }
-    for (int q = 0; q < 8; ++q) out[j + q] = a[q];
+    for (int q = 0; q < 8; ++q) emit(j + q, a[q]);
   }
   for (; j < m; ++j) {
-    V a[4] = {splat(b ? b[j] : 0.f), splat(0.f), splat(0.f), splat(0.f)};
+    V a[4] = {init(j), splat(0.f), splat(0.f), splat(0.f)};
     int k = 0;
     for (; k + 4 <= k_size; k += 4)
       for (int q = 0; q < 4; ++q) a[q] += w[(k + q) * ld + j] * in[k + q];
     for (; k < k_size; ++k) a[0] += w[k * ld + j] * in[k];
-    out[j] = (a[0] + a[1]) + (a[2] + a[3]);
+    emit(j, (a[0] + a[1]) + (a[2] + a[3]));
   }
 }
 
@@ -361,7 +364,7 @@ struct Shape {
   // offsets into one tile's stash (see `tile_backward`), and its size
   int64_t st_in[MAXL], st_g[MAXL], st_x, st_h, st_rh, st_da, st_dzr, stash;
   // offsets into one path's `Tile`, and its size
-  int64_t tl_x, tl_h, tl_zr, tl_a, tl_hn, tl_gx, tl_gh, tl_rh, tl_ah,
+  int64_t tl_x, tl_h, tl_zr, tl_a, tl_hn, tl_gx, tl_rh,
       tl_pre[MAXL], tl_act[MAXL], tl_gin, tl_drh, tl_ct_out, tl_ct_hn, tl_dx,
       tl_dh, tile;
 };
@@ -411,9 +414,7 @@ Shape make_shape(int64_t paths, int64_t hidden, int64_t coords,
   s.tl_a = q; q += hidden;
   s.tl_hn = q; q += hidden;
   s.tl_gx = q; q += 3 * hidden;
-  s.tl_gh = q; q += 2 * hidden;
   s.tl_rh = q; q += hidden;
-  s.tl_ah = q; q += hidden;
   for (int l = 0; l < layers; ++l) {
     s.tl_pre[l] = q; q += dims[l];
     s.tl_act[l] = q; q += dims[l];
@@ -495,14 +496,13 @@ struct Tile {
   V *x, *h, *zr, *a, *hn;
   V* pre[MAXL];  // each layer's output before its activation
   V* act[MAXL];  // each hidden layer's activation (the next's input)
-  V *gx, *gh, *rh, *ah, *gin, *drh;  // scratch
+  V *gx, *rh, *gin, *drh;  // scratch
   V *ct_out, *ct_hn, *dx, *dh;  // the backward's inputs and outputs
   Tile() = default;
   Tile(const Shape& s, V* base)
       : x(base + s.tl_x), h(base + s.tl_h), zr(base + s.tl_zr),
         a(base + s.tl_a), hn(base + s.tl_hn), gx(base + s.tl_gx),
-        gh(base + s.tl_gh), rh(base + s.tl_rh), ah(base + s.tl_ah),
-        gin(base + s.tl_gin), drh(base + s.tl_drh),
+        rh(base + s.tl_rh), gin(base + s.tl_gin), drh(base + s.tl_drh),
         ct_out(base + s.tl_ct_out), ct_hn(base + s.tl_ct_hn),
         dx(base + s.tl_dx), dh(base + s.tl_dh) {
     for (int l = 0; l < std::min(s.layers, MAXL); ++l) {
@@ -512,29 +512,48 @@ struct Tile {
   }
 };
 
-template <class Z>
+// Each layer's sums are activated in registers as they finish (`dense`'s
+// `emit`). With `keep` the tile also holds what `tile_backward` reads (the
+// gates, the candidate, every layer's pre-activation); without, only the
+// new state and the outputs: the forward alone, with the same arithmetic.
+template <class Z, bool keep = true>
 LOPT_INLINE void tile_forward(const Shape& s, const float* p, Tile& t) {
   const int hd = Z::hidden(s), f = Z::features(s);
   const int ld = 3 * hd;
-  V *gx = t.gx, *gh = t.gh, *rh = t.rh, *ah = t.ah;
-  dense(p + s.w_i, ld, p + s.b, f, ld, t.x, gx);          // x w_i + b
-  dense(p + s.w_h, ld, nullptr, hd, 2 * hd, t.h, gh);     // h w_h[:, :2H]
-  for (int j = 0; j < 2 * hd; ++j) t.zr[j] = vsigmoid(gx[j] + gh[j]);
-  for (int k = 0; k < hd; ++k) rh[k] = t.zr[hd + k] * t.h[k];
-  dense(p + s.w_h + 2 * hd, ld, nullptr, hd, hd, rh, ah);  // (r h) w_h[:, 2H:]
-  for (int j = 0; j < hd; ++j) {
-    t.a[j] = vtanh(gx[2 * hd + j] + ah[j]);
-    V z = t.zr[j];
-    t.hn[j] = (1.f - z) * t.h[j] + z * t.a[j];
-  }
+  const V* h = t.h;
+  V *gx = t.gx, *zr = t.zr, *rh = t.rh;
+  const float* b = p + s.b;
+  // x w_i + b; then z, r = sigmoid(that + h w_h[:, :2H])
+  dense(p + s.w_i, ld, f, ld, t.x, [&](int j) { return splat(b[j]); },
+        [&](int j, V v) { gx[j] = v; });
+  dense(p + s.w_h, ld, hd, 2 * hd, h, [&](int j) { return gx[j]; },
+        [&](int j, V v) { zr[j] = vsigmoid(v); });
+  for (int k = 0; k < hd; ++k) rh[k] = zr[hd + k] * h[k];
+  // a = tanh(x w_i[:, 2H:] + b[2H:] + (r h) w_h[:, 2H:]); hn = (1-z) h + z a
+  dense(p + s.w_h + 2 * hd, ld, hd, hd, rh,
+        [&](int j) { return gx[2 * hd + j]; },
+        [&](int j, V v) {
+          const V a = vtanh(v), z = zr[j];
+          if (keep) t.a[j] = a;
+          t.hn[j] = (1.f - z) * h[j] + z * a;
+        });
   const V* in = t.hn;
   int k = hd;
-  for (int l = 0; l < Z::layers(s); ++l) {
+  const int layers = Z::layers(s);
+  for (int l = 0; l < layers; ++l) {
     const int m = Z::dim(s, l);
-    dense(p + s.w[l], m, p + s.bias[l], k, m, in, t.pre[l]);
-    if (l < Z::layers(s) - 1) {
-      for (int j = 0; j < m; ++j) t.act[l][j] = activate(s.act, t.pre[l][j]);
-      in = t.act[l];
+    const float* bias = p + s.bias[l];
+    V *pre = t.pre[l], *act = t.act[l];
+    if (l < layers - 1) {
+      dense(p + s.w[l], m, k, m, in, [&](int j) { return splat(bias[j]); },
+            [&](int j, V v) {
+              if (keep) pre[j] = v;
+              act[j] = activate(s.act, v);
+            });
+      in = act;
+    } else {
+      dense(p + s.w[l], m, k, m, in, [&](int j) { return splat(bias[j]); },
+            [&](int j, V v) { pre[j] = v; });
     }
     k = m;
   }
@@ -1025,11 +1044,13 @@ ffi::Error prepare(const ffi::Buffer<ffi::F32>& params,
                    const ffi::RemainingRets& rets, bool ret_s, Shape& s,
                    Buffers& b) {
   auto pd = params.dimensions();
-  auto gd = g.dimensions();
-  if (pd.size() != 2 || gd.size() != 1)
+  if (pd.size() != 2)
     return ffi::Error::InvalidArgument(
-        "lopt cell kernel: params must be [P, S] and g [N]");
-  s = make_shape(pd[0], attrs.hidden, gd[0], attrs.dims, attrs.activation,
+        "lopt cell kernel: params must be [P, S]");
+  // g's every axis is coordinates ([N], or [B, N] for a batch that shares
+  // the params), the states' all but the last.
+  const int64_t n = static_cast<int64_t>(g.element_count());
+  s = make_shape(pd[0], attrs.hidden, n, attrs.dims, attrs.activation,
                  make_step(attrs));
   if (ffi::Error e = check(s, params.element_count()); e.failure()) return e;
   const size_t paths = static_cast<size_t>(s.paths);
@@ -1037,7 +1058,7 @@ ffi::Error prepare(const ffi::Buffer<ffi::F32>& params,
   if (args.size() != second + groups * paths ||
       rets.size() != (ret_s ? second : 0) + paths)
     return ffi::Error::InvalidArgument("lopt cell kernel: one state a path");
-  const int64_t n = s.coords, state_size = s.coords * s.hidden;
+  const int64_t state_size = n * s.hidden;
   if (second)
     if (ffi::Error e = get_arg(args, 0, n, b.s); e.failure()) return e;
   for (size_t i = 0; i < groups * paths; ++i)
@@ -1098,7 +1119,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> params,
       for (int q = 0; q < paths; ++q) {
         features(s.step, path_input(s.step, q, gv, sv), t[q].x);
         load_state(b.states[q], hd, i, count, t[q].h);
-        tile_forward<Z>(s, pp + q * s.size, t[q]);
+        tile_forward<Z, false>(s, pp + q * s.size, t[q]);
         store_state(b.out[q], hd, i, count, t[q].hn);
       }
       store(dp, i, count, direction(s.step, gv, out));
