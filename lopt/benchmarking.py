@@ -19,7 +19,7 @@ comes from the same process, so ratios are meaningful on a shared machine:
 """
 
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,14 +38,14 @@ def _median_seconds(fn: Callable, *args, repeats: int = 5) -> float:
   return float(np.median(times))
 
 
-def _compile(fn: Callable, *args):
+def _compile(fn: Callable, *args, donate: Tuple[int, ...] = ()):
   """(compiled function, compile seconds, XLA cost analysis).
 
   The cost analysis is {'flops': ..., 'bytes accessed': ...} (NaN where XLA
   gives none).
   """
   start = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
   seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
@@ -87,14 +87,42 @@ def _gradients(num_coords: int) -> jax.Array:
   return jax.random.normal(k2, (num_coords,)) * scale
 
 
+# Updates per timed call of an update's forward: a training loop's, in a
+# scan that carries the optimizer's state and applies each update to the
+# params. So the state stays in its buffers from update to update (the fused
+# kernel writes it in place), as in an agent's training, and a call's
+# dispatch is spread over LOOP updates.
+LOOP = 10
+
+
+def _loop(update: Callable) -> Callable:
+  """`run(g, state) -> (params, state)`: LOOP updates `update(g, state) ->
+  (updates, state)`, each added to params (from zero)."""
+
+  def run(g, state):
+    def body(carry, _):
+      params, state = carry
+      updates, state = update(g, state)
+      return (params + updates, state), None
+    return jax.lax.scan(body, (jnp.zeros_like(g), state), None,
+                        length=LOOP)[0]
+
+  return run
+
+
+def _loop_seconds(update: Callable, g, state, repeats: int) -> float:
+  """Median seconds of one update `update(g, state)` in a loop (`_loop`)."""
+  compiled, _, _ = _compile(_loop(update), g, state)
+  jax.block_until_ready(compiled(g, state))
+  return _median_seconds(compiled, g, state, repeats=repeats) / LOOP
+
+
 def adam_seconds(num_coords: int, repeats: int = 5) -> float:
-  """Median seconds of one jitted optax.adam update on `num_coords`."""
+  """Median seconds of one optax.adam update on `num_coords`, in a loop of
+  LOOP (`_loop`)."""
   opt = optax.adam(1e-3)
   g = _gradients(num_coords)
-  state = opt.init(g)
-  compiled, _, _ = _compile(opt.update, g, state)
-  jax.block_until_ready(compiled(g, state))
-  return _median_seconds(compiled, g, state, repeats=repeats)
+  return _loop_seconds(opt.update, g, opt.init(g), repeats)
 
 
 def _update_fn(lo, num_coords: int, backward: bool):
@@ -119,14 +147,16 @@ def _update_fn(lo, num_coords: int, backward: bool):
 def update_cost(lo, num_coords: int, backward: bool) -> Dict[str, float]:
   """XLA cost analysis of one update: flops, bytes accessed (not run)."""
   fn, args = _update_fn(lo, num_coords, backward)
-  return _compile(fn, *args)[2]
+  return _compile(fn, *args, donate=() if backward else (2,))[2]
 
 
 def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
                backward: bool, peak_gflops: float,
                peak_gbs: Optional[float] = None,
                adam: Optional[float] = None, repeats: int = 5) -> Dict:
-  """Times one update of `lo` on `num_coords` coordinates.
+  """Times one update of `lo` on `num_coords` coordinates: the forward in a
+  loop of LOOP updates, as training runs it (`_loop`); forward and backward
+  (the meta-gradient) one call at a time. FLOPs and bytes are one update's.
 
   Args:
     lo: the learned optimizer.
@@ -143,7 +173,10 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
     coordinate, GFLOP/s and GB/s, their shares of the peaks, ratio to Adam.
   """
   fn, (meta_params, g, state) = _update_fn(lo, num_coords, backward)
-  compiled, compile_s, cost = _compile(fn, meta_params, g, state)
+  # The forward's cost with its state donated, as in the loop it is timed
+  # in (no copy of a state that is still needed).
+  compiled, compile_s, cost = _compile(fn, meta_params, g, state,
+                                       donate=() if backward else (2,))
   if lo.implementation != 'haiku':
     # XLA counts one trip of a loop (the fast path's chunks) and nothing
     # inside a custom call (the fused kernel): take the FLOPs of the same
@@ -161,8 +194,13 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
           fused_cell.custom_call_bytes(compiled.as_text()))
     cost = plain_cost
   flops, nbytes = cost['flops'], cost['bytes accessed']
-  jax.block_until_ready(compiled(meta_params, g, state))
-  seconds = _median_seconds(compiled, meta_params, g, state, repeats=repeats)
+  if backward:
+    jax.block_until_ready(compiled(meta_params, g, state))
+    seconds = _median_seconds(compiled, meta_params, g, state,
+                              repeats=repeats)
+  else:
+    seconds = _loop_seconds(lo.opt_fn(meta_params, 1e-3).update, g, state,
+                            repeats)
   gflops = flops / seconds / 1e9
   gbs = nbytes / seconds / 1e9
   return {

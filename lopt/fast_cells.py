@@ -185,7 +185,9 @@ def make_fused_apply(config: cells.CellConfig, fold: bool = False
   from lopt import fused_cell  # pylint: disable=g-import-not-at-top
   kernel = fused_cell.make_step(config)
   if fold:  # params [P, S] shared; inputs [N]; states [N, H]; d [N]
-    kernel = fold_coordinates(kernel, (None, 0, 0), (0, 0), flat=False)
+    kernel = fold_coordinates(
+        kernel, (None, 0, 0), (0, 0), flat=False,
+        fn_kept=fused_cell.make_step(config, in_place=False))
   names = PATHS[config.cell]
   num_layers = len(config.mlp_dims) + 1
 
@@ -242,7 +244,8 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
 
 
 def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple,
-                     flat: bool = True) -> Callable:
+                     flat: bool = True, fn_kept: Callable = None
+                     ) -> Callable:
   """`fn(*args)`, coordinate-wise, run once on a batch's coordinates laid
   end to end when vmapped (`fold_vmap` for a cell's step; the fused kernel's
   paths).
@@ -263,6 +266,9 @@ def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple,
   without the reshape, so a kernel that writes its state in place
   (`lopt.fused_cell`) still does under `vmap`; XLA copies an in-place
   operand that is a reshape of a loop's carry.
+
+  `fn_kept`, if given, is `fn` for where the arguments are kept for the
+  reverse pass (`fn` may then not overwrite them: the kernel's state).
   """
   if not flat and any(a not in (None, 0) for a in (*in_axes, *out_axes)):
     raise ValueError('fold_coordinates: flat=False needs every coordinate '
@@ -294,17 +300,25 @@ def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple,
     out = jax.vmap(f, in_axes=in_axes_)(*args)
     return out, jax.tree.map(lambda _: True, out)
 
-  @jax.custom_batching.custom_vmap
-  def forward(*args):
-    return fn(*args)
+  def batched(f):
+    """`f`, folded under `vmap`."""
 
-  @forward.def_vmap
-  def forward_batched(size, in_batched, *args):
-    if shared_batched(in_batched, in_axes):
-      return plain_vmap(fn, in_batched, *args)
-    out = forward(*fold_all(size, args, in_batched, in_axes))
-    out = unfold_all(out, out_axes, size)
-    return out, jax.tree.map(lambda _: True, out)
+    @jax.custom_batching.custom_vmap
+    def forward(*args):
+      return f(*args)
+
+    @forward.def_vmap
+    def forward_batched(size, in_batched, *args):
+      if shared_batched(in_batched, in_axes):
+        return plain_vmap(f, in_batched, *args)
+      out = forward(*fold_all(size, args, in_batched, in_axes))
+      out = unfold_all(out, out_axes, size)
+      return out, jax.tree.map(lambda _: True, out)
+
+    return forward
+
+  forward = batched(fn)
+  forward_kept = forward if fn_kept is None else batched(fn_kept)
 
   def vjp(res, ct):
     return jax.vjp(fn, *res)[1](ct)
@@ -330,7 +344,7 @@ def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple,
     return forward(*args)
 
   def folded_fwd(*args):
-    return forward(*args), args
+    return forward_kept(*args), args
 
   folded.defvjp(folded_fwd, backward)
   return folded

@@ -290,13 +290,14 @@ def check_backend() -> None:
         f"is {backend!r}; use 'auto' (picks 'haiku' there) or 'haiku'")
 
 
-def make_step(config):
+def make_step(config, in_place: bool = True):
   """`step(params[P, S], inputs, h) -> (d[N], h)`: the cell's whole step
   (features, paths, direction) on inputs `(g[N],)` or `(g[N], s[N])`
   (`cells.split_inputs`), `h` a tuple of P state arrays `[N, H]` (Haiku's
   layout), differentiable in reverse mode in all three. Leading axes are
   more coordinates (`g[B, N]`, `h[B, N, H]`: a batch sharing the params).
-  Undifferentiated, the new state is written over the old one."""
+  With `in_place`, undifferentiated, the new state is written over the old
+  one (differentiated, never: the backward reads the old state)."""
   check_config(config)
   check_backend()
   register()
@@ -334,7 +335,7 @@ def make_step(config):
 
   @jax.custom_vjp
   def step(params, inputs, h):
-    return forward(params, inputs, h, in_place=True)
+    return forward(params, inputs, h, in_place=in_place)
 
   def step_fwd(params, inputs, h):
     # The old state is kept for the backward: not overwritten.

@@ -165,6 +165,18 @@ def test_the_state_is_written_in_place_and_kept_where_still_read(batch):
   for a, b in zip(h0, h1):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
+  # Differentiated, the kernel keeps the old state for its backward
+  # without a copy: its forward writes the new state elsewhere.
+  def loss(mp, h):
+    d, h = fused(mp, g, h)
+    return jnp.sum(d) + sum(jnp.sum(x) for x in h)
+
+  grad_hlo = jax.jit(jax.value_and_grad(loss)).lower(
+      mp, state).compile().as_text()
+  assert 'lopt_cell_forward' in grad_hlo
+  assert not [line for line in grad_hlo.splitlines()
+              if ' copy(' in line and f',{config.hidden_size}]' in line]
+
   # Where the old state is read after the step, XLA keeps it: here and
   # eagerly.
   def step_and_old(h):
