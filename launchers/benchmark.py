@@ -11,6 +11,9 @@ r"""Throughput, compile time and peak memory figures (prints them; no test).
     # (its population folded or plain vmapped):
     python -m launchers.benchmark --mode=a2c --env=catch --envs=16 --seeds=5 \
         --steps_per_call=50 --calls=5 --a2c_optimizer=optim4rl [--nofold_vmap]
+    # The two alternated in one process, and their time ratio per round:
+    python -m launchers.benchmark --mode=a2c --env=catch --envs=16 --seeds=5 \
+        --steps_per_call=50 --calls=20 --a2c_optimizer=both
     # Where meta-training time goes (the cell vs the agents), and a profile
     # of one call summed by XLA op:
     python -m launchers.benchmark --mode=meta --cell_hidden=1 --cell_mlp=
@@ -89,9 +92,11 @@ _IMPL = flags.DEFINE_enum('impl', 'auto', ['auto', 'fast', 'fused', 'haiku'],
                           "'fused' on one CPU device).")
 _SEEDS = flags.DEFINE_integer('seeds', 1, 'A2C: seeds trained at once (vmap).')
 _A2C_OPT = flags.DEFINE_enum(
-    'a2c_optimizer', 'adam', ['adam', 'optim4rl'],
+    'a2c_optimizer', 'adam', ['adam', 'optim4rl', 'both'],
     "A2C: optax.adam(1e-3) or the untrained Optim4RL cell at 1e-3 (with "
-    '--impl and --fold_vmap).')
+    "--impl and --fold_vmap); 'both': the two in one process, their calls "
+    "alternated, with each one's figures and the time ratio per round "
+    '(median), so that the machine\'s drift between runs cancels.')
 _FOLD = flags.DEFINE_bool(
     'fold_vmap', None, "Meta and A2C: run the cell once on the population's "
     'coordinates laid end to end (lopt.fast_cells.fold_vmap); unset: the '
@@ -203,35 +208,65 @@ def _profiled(compiled, state, what: str) -> dict:
   return profile
 
 
+def _a2c_optimizer(name: str):
+  """(optax transformation, its row's extra fields) for --a2c_optimizer."""
+  if name == 'adam':
+    return optax.adam(1e-3), {}
+  lo = lopt.learned_optimizer(learning_rate=1e-3, implementation=_IMPL.value,
+                              fold_vmap=_fold())
+  return (lo.opt_fn(lo.init(jax.random.PRNGKey(0))),
+          {'impl': lo.implementation, 'fold_vmap': _fold()})
+
+
 def bench_a2c() -> dict:
   env = environments.make(_ENV.value)
   agent = a2c.make_a2c(env, networks.paper_network(_ENV.value),
                        a2c.A2CConfig(num_envs=_ENVS.value,
                                      rollout_len=_ROLLOUT.value))
-  if _A2C_OPT.value == 'adam':
-    opt = optax.adam(1e-3)
-  else:
-    lo = lopt.learned_optimizer(learning_rate=1e-3, implementation=_IMPL.value,
-                                fold_vmap=_fold())
-    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(0)))
-  train = jax.jit(jax.vmap(a2c.make_train(agent, opt, _STEPS.value)))
-  state = jax.vmap(lambda k: a2c.init_state(agent, opt, k))(
-      jax.random.split(jax.random.PRNGKey(0), _SEEDS.value))
-  t1 = time.time()
-  compiled = train.lower(state).compile()
-  t_compile = time.time() - t1
-  state, _ = compiled(state)
-  state, per_call = _time_calls(compiled, state, _CALLS.value)
-  profile = _profiled(compiled, state, f'{_STEPS.value} updates')
+  names = (['adam', 'optim4rl'] if _A2C_OPT.value == 'both' else
+           [_A2C_OPT.value])
+  runs = {}
+  for name in names:
+    opt, fields = _a2c_optimizer(name)
+    train = jax.jit(jax.vmap(a2c.make_train(agent, opt, _STEPS.value)))
+    state = jax.vmap(lambda k, opt=opt: a2c.init_state(agent, opt, k))(
+        jax.random.split(jax.random.PRNGKey(0), _SEEDS.value))
+    t1 = time.time()
+    compiled = train.lower(state).compile()
+    t_compile = time.time() - t1
+    state = jax.block_until_ready(compiled(state)[0])  # warm, not timed
+    runs[name] = dict(compiled=compiled, state=state, fields=fields,
+                      compile_seconds=t_compile, seconds=[])
+  # One call of each in turn (a single optimizer: all its calls at once).
+  for _ in range(_CALLS.value if len(runs) > 1 else 1):
+    for run in runs.values():
+      run['state'], seconds = _time_calls(
+          run['compiled'], run['state'], 1 if len(runs) > 1 else _CALLS.value)
+      run['seconds'].append(seconds)
   steps = _SEEDS.value * _ENVS.value * _ROLLOUT.value * _STEPS.value
-  return {'mode': 'a2c', 'env': _ENV.value, 'envs': _ENVS.value,
-          'seeds': _SEEDS.value, 'optimizer': _A2C_OPT.value,
-          **({} if _A2C_OPT.value == 'adam' else
-             {'impl': lo.implementation, 'fold_vmap': _fold()}),
-          'rollout': _ROLLOUT.value, 'updates_per_call': _STEPS.value,
-          'env_steps_per_second': steps / per_call,
-          'compile_seconds': t_compile, 'peak_rss_gib': _peak_rss_gib(),
-          **({'profile': profile} if profile else {})}
+
+  def row(name):
+    run = runs[name]
+    return {'optimizer': name, **run['fields'],
+            'env_steps_per_second': steps / float(np.median(run['seconds'])),
+            'compile_seconds': run['compile_seconds']}
+
+  common = {'mode': 'a2c', 'env': _ENV.value, 'envs': _ENVS.value,
+            'seeds': _SEEDS.value, 'rollout': _ROLLOUT.value,
+            'updates_per_call': _STEPS.value}
+  if len(runs) == 1:
+    run = runs[names[0]]
+    profile = _profiled(run['compiled'], run['state'],
+                        f'{_STEPS.value} updates')
+    return {**common, **row(names[0]), 'peak_rss_gib': _peak_rss_gib(),
+            **({'profile': profile} if profile else {})}
+  ratios = [b / a for a, b in zip(runs['adam']['seconds'],
+                                  runs['optim4rl']['seconds'])]
+  print(f'A2C, {len(ratios)} rounds of one call each: learned / Adam time '
+        f'per round {", ".join(f"{r:.2f}" for r in ratios)}')
+  return {**common, 'optimizer': 'both', 'rows': [row(n) for n in names],
+          'time_ratio_median': float(np.median(ratios)),
+          'time_ratios': ratios, 'peak_rss_gib': _peak_rss_gib()}
 
 
 def random_policy() -> dict:
