@@ -68,8 +68,10 @@ _STEPS = flags.DEFINE_integer('steps_per_call', 5,
 _CALLS = flags.DEFINE_integer('calls', 3, 'Timed calls after the first.')
 _REMAT = flags.DEFINE_bool('remat', True, 'Meta: jax.checkpoint inner steps.')
 _SECOND = flags.DEFINE_bool('second_order', True, 'Meta: full meta-gradient.')
-_HIDDEN = flags.DEFINE_integer('cell_hidden', 8, 'Cell GRU hidden size.')
-_MLP = flags.DEFINE_list('cell_mlp', ['16', '16'], 'Cell MLP widths.')
+_HIDDEN = flags.DEFINE_integer('cell_hidden', 8,
+                               'Meta and A2C: cell GRU hidden size.')
+_MLP = flags.DEFINE_list('cell_mlp', ['16', '16'],
+                         'Meta and A2C: cell MLP widths (empty: none).')
 _RESET_MODE = flags.DEFINE_enum('reset_mode', 'first', ['first', 'sample'],
                                 'Brax envs: auto-reset mode.')
 _OUT = flags.DEFINE_string('out', '', 'Append the JSON line to this file.')
@@ -212,10 +214,13 @@ def _a2c_optimizer(name: str):
   """(optax transformation, its row's extra fields) for --a2c_optimizer."""
   if name == 'adam':
     return optax.adam(1e-3), {}
+  mlp = tuple(int(m) for m in _MLP.value if m)
   lo = lopt.learned_optimizer(learning_rate=1e-3, implementation=_IMPL.value,
-                              fold_vmap=_fold())
+                              fold_vmap=_fold(), hidden_size=_HIDDEN.value,
+                              mlp_dims=mlp)
   return (lo.opt_fn(lo.init(jax.random.PRNGKey(0))),
-          {'impl': lo.implementation, 'fold_vmap': _fold()})
+          {'impl': lo.implementation, 'fold_vmap': _fold(),
+           'cell_hidden': _HIDDEN.value, 'cell_mlp': list(mlp)})
 
 
 def bench_a2c() -> dict:
