@@ -132,12 +132,14 @@ def test_fused_gradient_is_the_same_every_call():
       np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize('batch', [None, 3])
-def test_the_state_is_written_in_place_and_kept_where_still_read(batch):
+@pytest.mark.parametrize('name,batch', [
+    ('optim4rl', None), ('optim4rl', 3),
+    ('optim4rl_andrychowicz_moments', 3),  # a second input before the state
+    ('l2lgd2', None)])                      # one path
+def test_the_state_is_written_in_place_and_kept_where_still_read(name, batch):
   # Undifferentiated, the kernel writes each new state over the old one:
   # in a scan's body (one seed, or a batch folded under vmap) XLA copies
   # no state, and the steps equal the Haiku module's.
-  name = 'optim4rl'
   config, cell, mp, g, state = _setup(name, batch or 1, 300, seed=2)
   fused = fast_cells.make(config, 'fused', cell, fold=True).apply
   plain = cell.apply
@@ -145,13 +147,13 @@ def test_the_state_is_written_in_place_and_kept_where_still_read(batch):
     fused = jax.vmap(fused, in_axes=(None, 0, 0))
     plain = jax.vmap(plain, in_axes=(None, 0, 0))
   else:
-    g, state = g[0], tuple(h[0] for h in state)
+    g, state = jax.tree.map(lambda x: x[0], (g, state))
 
   def run(fn, state):
     def body(h, scale):
-      d, h = fn(mp, g * scale, h)
+      d, h = fn(mp, jax.tree.map(lambda x: x * scale, g), h)
       return h, d
-    return jax.lax.scan(body, state, jnp.array([1., -0.5, 2.]))
+    return jax.lax.scan(body, state, jnp.array([1., 0.5, 2.]))
 
   # The state donated: no copy of it anywhere, in the loop or before it.
   loop = jax.jit(functools.partial(run, fused), donate_argnums=0)
