@@ -175,6 +175,13 @@ def _per_agent_finite(params) -> Array:
 # First-order (`second_order=False`) it keeps the inner gradient too (4
 # bytes a coordinate): the backward then needs only its value, not the
 # agent's loss and its gradient computed again.
+# K up to this (the paper's 4) runs its inner updates unrolled, not as a
+# loop: what the backward keeps of each update is then its own buffer,
+# where a loop stacks it into [K, ...] arrays that are zero-filled and
+# written slice by slice every meta-iteration (the recurrent state alone is
+# 20 MB at 64 agents). Longer K stays a loop, whose program (and compile
+# time: about 1 s more at K = 4) does not grow with K.
+MAX_UNROLLED = 4
 ROLLOUT = 'lopt_inner_rollout'
 INNER_GRADS = 'lopt_inner_grads'
 REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
@@ -222,6 +229,8 @@ def inner_unroll(agent, opt: optax.GradientTransformation,
       all but the rollout's trajectory and the fused kernel's direction
       (`REMAT_POLICY`), and first-order the inner gradient
       (`FIRST_ORDER_REMAT_POLICY`).
+
+  K up to `MAX_UNROLLED` is unrolled (same values, no stacked buffers).
   """
   def update(carry, k):
     params, opt_state, actor = carry
@@ -240,7 +249,7 @@ def inner_unroll(agent, opt: optax.GradientTransformation,
     update = jax.checkpoint(update, policy=(
         REMAT_POLICY if second_order else FIRST_ORDER_REMAT_POLICY))
   return jax.lax.scan(update, (state.params, state.opt_state, state.actor),
-                      keys)
+                      keys, unroll=len(keys) <= MAX_UNROLLED)
 
 
 def make_agent_meta_loss(task: Task,

@@ -318,6 +318,27 @@ def test_agent_groups_give_the_same_meta_step():
     _trainer(agent_groups=4)
 
 
+def test_inner_updates_unrolled_or_in_a_loop_give_the_same_meta_step(
+    monkeypatch):
+  # K <= meta.MAX_UNROLLED runs the inner updates unrolled (no stacked
+  # buffers for the backward); as a loop, the same meta-step.
+  assert K <= meta.MAX_UNROLLED
+  state = _trainer().init(jax.random.PRNGKey(8))
+  unrolled, m_unrolled = _jitted_step()(state)
+  program = _jitted_step().lower(state).as_text()
+  monkeypatch.setattr(meta, 'MAX_UNROLLED', 0)
+  step = jax.jit(_trainer().step)
+  # Another program: K updates in one loop body, not K bodies.
+  looped_program = step.lower(state).as_text()
+  assert looped_program.count('stablehlo.while') != program.count(
+      'stablehlo.while')
+  looped, m_looped = step(state)
+  np.testing.assert_allclose(m_unrolled['grad_norm'], m_looped['grad_norm'],
+                             rtol=1e-4)
+  for x, y in zip(jax.tree.leaves(unrolled), jax.tree.leaves(looped)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize('second_order', [True, False])
 def test_remat_keeps_the_meta_step(second_order):
   # inner_unroll recomputes each update on the backward pass but keeps the
