@@ -22,7 +22,9 @@ content hash of every existing file a config names. A miss compiles as
 `jax.jit` would and writes the entry (atomically: a crash leaves no partial
 entry); a corrupt entry is a miss that is rewritten; a program that cannot
 be serialized, or a folder that cannot be written, costs the entry, not the
-run. The folder keeps the `max_entries` most recently used entries (no cap
+run. So does a program that JAX's persistent compilation cache supplied:
+XLA:CPU serializes such an executable without its kernels' code, and its
+entry would fail when run in another process. The folder keeps the `max_entries` most recently used entries (no cap
 on their size: a few MB each for this project's CPU programs).
 
 Loading an entry unpickles it, which can run code: the folder is created
@@ -54,6 +56,23 @@ import numpy as np
 
 FORMAT = 1
 _code_stamp: Optional[dict] = None  # taken at the first key
+
+# Hits of JAX's persistent compilation cache in this process. XLA:CPU
+# serializes an executable that it loaded from that cache without its
+# kernels' code: written here, the entry would load in a new process and
+# fail when run ('Function reduce_add_fusion not found'). A program
+# compiled during such a hit runs but is not written (`load_or_compile`).
+_PERSISTENT_HIT = '/jax/compilation_cache/cache_hits'
+_persistent_hits = [0]
+
+
+def _count_persistent_hit(event: str, **kwargs) -> None:
+  del kwargs
+  if event == _PERSISTENT_HIT:
+    _persistent_hits[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_persistent_hit)
 
 
 def _installed_dirs() -> tuple:
@@ -406,7 +425,10 @@ class ExecutableCache:
         return compiled, 'hit'
       except Exception as e:  # pylint: disable=broad-except
         status = f'miss (unreadable entry, rewritten: {type(e).__name__}: {e})'
+    hits = _persistent_hits[0]
     compiled = jitted().lower(*args).compile()
+    if _persistent_hits[0] != hits:
+      return compiled, "not cached (from JAX's compilation cache)"
     try:
       payload, in_tree, out_tree = serialize_executable.serialize(compiled)
       data = pickle.dumps({'key': key, 'payload': payload,

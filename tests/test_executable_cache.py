@@ -4,6 +4,9 @@ rewritten. (Across processes: tests/test_meta_resume.py, whose resumed
 launcher runs load the meta-training programs and end bitwise equal.)"""
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -117,3 +120,48 @@ def test_files_named_in_the_context_are_stamped(tmp_path):
   path.write_bytes(b'123')
   assert executable_cache.file_stamps(cfg) != before
   assert executable_cache.file_stamps({'a': 'no/such/file'}) == {}
+
+
+def test_a_program_from_jaxs_compilation_cache_is_run_not_written(tmp_path):
+  # XLA:CPU serializes an executable that JAX's persistent compilation cache
+  # supplied without its kernels' code; loaded in a new process, that entry
+  # failed when run ('Function ... not found'). Each step is its own
+  # process, as the caches are only read across processes.
+  script = textwrap.dedent("""
+      import sys
+      import jax
+      import jax.numpy as jnp
+      from lopt import executable_cache
+      jax.config.update('jax_compilation_cache_dir', sys.argv[1])
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.)
+      jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+      def f(x):
+        return jnp.sum(jnp.broadcast_to(x[1:6], (4, 5)) * 3.) + jnp.sum(
+            jnp.tanh(x[:3]))
+      x = jnp.arange(20.)
+      if sys.argv[3] == 'jit':  # fills JAX's cache only
+        print(float(jax.jit(f)(x)))
+      else:
+        run = executable_cache.ExecutableCache(sys.argv[2]).wrap(
+            'f', lambda: jax.jit(f))
+        print(float(run(x)), run.status)
+  """)
+  def step(what):
+    out = subprocess.run(
+        [sys.executable, '-c', script, str(tmp_path / 'jax'),
+         str(tmp_path / 'exe'), what], capture_output=True, text=True,
+        check=False, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+  want = step('jit')[0]
+  value, *status = step('cache')  # JAX's cache hit: run, not written
+  assert value == want
+  assert ' '.join(status) == "not cached (from JAX's compilation cache)"
+  assert not _entries(tmp_path / 'exe')
+  jax_entries = os.listdir(tmp_path / 'jax')
+  for name in jax_entries:  # compiled here: written, and loads elsewhere
+    os.remove(tmp_path / 'jax' / name)
+  assert step('cache')[1:] == ['miss']
+  assert len(_entries(tmp_path / 'exe')) == 1
+  assert step('cache') == [want, 'hit']
