@@ -24,8 +24,9 @@ entry); a corrupt entry is a miss that is rewritten; a program that cannot
 be serialized, or a folder that cannot be written, costs the entry, not the
 run. So does a program that JAX's persistent compilation cache supplied:
 XLA:CPU serializes such an executable without its kernels' code, and its
-entry would fail when run in another process. The folder keeps the `max_entries` most recently used entries (no cap
-on their size: a few MB each for this project's CPU programs).
+entry would fail when run in another process. The folder keeps the
+`max_entries` most recently used entries (no cap on their size: a few MB
+each for this project's CPU programs).
 
 Loading an entry unpickles it, which can run code: the folder is created
 private (0700), and one that another user owns or others may write is not
