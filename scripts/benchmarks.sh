@@ -15,3 +15,10 @@ b --mode=meta --env=small_dense_short --agents=64 --nosecond_order
 b --mode=meta --env=small_dense_short --agents=64 --cell_hidden=1 --cell_mlp=
 b --mode=meta --env=small_dense_short --agents=512 --steps_per_call=2 --calls=1
 b --mode=meta --env=catch --agents=512 --steps_per_call=1 --calls=1
+# The learned optimizer's cost (issue 10): the reference cell shape, A2C
+# with Adam alternated in one process, one update against optax.adam.
+b --mode=meta --env=small_dense_short --agents=64 --cell_mlp= --nosecond_order
+b --mode=a2c --env=catch --envs=16 --seeds=5 --steps_per_call=50 --calls=20 \
+  --a2c_optimizer=both
+b --mode=opt --impls=fused --cells=optim4rl --shapes=16x16 \
+  --coords=70420,1e6 --bwd_max_coords=1e6 --repeats=11
