@@ -110,6 +110,11 @@ _PROFILE = flags.DEFINE_string(
     'op and by op kind (self time, share of all op time) to the figures.')
 
 
+def _mlp_dims() -> tuple:
+  """--cell_mlp as the cell's MLP widths (empty: no MLP)."""
+  return tuple(int(m) for m in _MLP.value if m)
+
+
 def _fold() -> bool:
   """--fold_vmap, or lopt.learned_optimizer's default for --impl."""
   return _IMPL.value != 'fast' if _FOLD.value is None else _FOLD.value
@@ -132,7 +137,7 @@ def bench_meta() -> dict:
   agent = a2c.make_a2c(env, networks.paper_network(_ENV.value),
                        a2c.A2CConfig(num_envs=1, rollout_len=_ROLLOUT.value))
   lo = lopt.learned_optimizer(cell='optim4rl', hidden_size=_HIDDEN.value,
-                              mlp_dims=tuple(int(m) for m in _MLP.value if m),
+                              mlp_dims=_mlp_dims(),
                               implementation=_IMPL.value,
                               fold_vmap=_fold())
   trainer = meta.make_meta_trainer(
@@ -214,7 +219,7 @@ def _a2c_optimizer(name: str):
   """(optax transformation, its row's extra fields) for --a2c_optimizer."""
   if name == 'adam':
     return optax.adam(1e-3), {}
-  mlp = tuple(int(m) for m in _MLP.value if m)
+  mlp = _mlp_dims()
   lo = lopt.learned_optimizer(learning_rate=1e-3, implementation=_IMPL.value,
                               fold_vmap=_fold(), hidden_size=_HIDDEN.value,
                               mlp_dims=mlp)
@@ -242,11 +247,12 @@ def bench_a2c() -> dict:
     state = jax.block_until_ready(compiled(state)[0])  # warm, not timed
     runs[name] = dict(compiled=compiled, state=state, fields=fields,
                       compile_seconds=t_compile, seconds=[])
-  # One call of each in turn (a single optimizer: all its calls at once).
-  for _ in range(_CALLS.value if len(runs) > 1 else 1):
+  # Several optimizers: one call of each in turn; one: all its calls at once.
+  rounds, calls = (_CALLS.value, 1) if len(runs) > 1 else (1, _CALLS.value)
+  for _ in range(rounds):
     for run in runs.values():
-      run['state'], seconds = _time_calls(
-          run['compiled'], run['state'], 1 if len(runs) > 1 else _CALLS.value)
+      run['state'], seconds = _time_calls(run['compiled'], run['state'],
+                                          calls)
       run['seconds'].append(seconds)
   steps = _SEEDS.value * _ENVS.value * _ROLLOUT.value * _STEPS.value
 

@@ -166,6 +166,14 @@ def _per_agent_finite(params) -> Array:
   return jnp.all(jnp.stack(leaves), axis=0)
 
 
+# K up to this (the paper's 4) runs its inner updates unrolled, not as a
+# loop: what the backward keeps of each update is then its own buffer,
+# where a loop stacks it into [K, ...] arrays that are zero-filled and
+# written slice by slice every meta-iteration (the recurrent state alone is
+# 20 MB at 64 agents). Longer K stays a loop, whose program (and compile
+# time: about 1 s more at K = 4) does not grow with K.
+MAX_UNROLLED = 4
+
 # What `inner_unroll` keeps of an update for the backward pass when it
 # recomputes the rest (`remat`): the rollout's trajectory (small: a few
 # steps of observations; its loop would otherwise run again) and the fused
@@ -175,13 +183,6 @@ def _per_agent_finite(params) -> Array:
 # First-order (`second_order=False`) it keeps the inner gradient too (4
 # bytes a coordinate): the backward then needs only its value, not the
 # agent's loss and its gradient computed again.
-# K up to this (the paper's 4) runs its inner updates unrolled, not as a
-# loop: what the backward keeps of each update is then its own buffer,
-# where a loop stacks it into [K, ...] arrays that are zero-filled and
-# written slice by slice every meta-iteration (the recurrent state alone is
-# 20 MB at 64 agents). Longer K stays a loop, whose program (and compile
-# time: about 1 s more at K = 4) does not grow with K.
-MAX_UNROLLED = 4
 ROLLOUT = 'lopt_inner_rollout'
 INNER_GRADS = 'lopt_inner_grads'
 REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
