@@ -12,7 +12,7 @@ second run of the same config skips compilation; `--compilation_cache_dir=`
 whole compiled programs of meta-training and train.py in
 `<compilation_cache_dir>/executables` (`lopt.executable_cache`, keyed on
 the config, the code and the machine): a second run of the same config then
-traces nothing either: its first meta-iteration comes after about 3 s
+traces nothing either: its first meta-iteration comes after about 1 s
 instead of 10 (README, "The executable cache").
 
 `--fast_cpu_compile` (on by default) runs XLA:CPU's LLVM at optimisation

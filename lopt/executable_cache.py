@@ -22,9 +22,10 @@ content hash of every existing file a config names. A miss compiles as
 `jax.jit` would and writes the entry (atomically: a crash leaves no partial
 entry); a corrupt entry is a miss that is rewritten; a program that cannot
 be serialized, or a folder that cannot be written, costs the entry, not the
-run. So does a program that JAX's persistent compilation cache supplied:
-XLA:CPU serializes such an executable without its kernels' code, and its
-entry would fail when run in another process. The folder keeps the
+run. A miss is compiled with JAX's persistent compilation cache off: XLA:CPU
+serializes an executable loaded from that cache without its kernels' code,
+and its entry would fail when run in another process (and a miss is
+written, so it needs a compile of its own anyway). The folder keeps the
 `max_entries` most recently used entries (no cap on their size: a few MB
 each for this project's CPU programs).
 
@@ -61,8 +62,10 @@ _code_stamp: Optional[dict] = None  # taken at the first key
 # Hits of JAX's persistent compilation cache in this process. XLA:CPU
 # serializes an executable that it loaded from that cache without its
 # kernels' code: written here, the entry would load in a new process and
-# fail when run ('Function reduce_add_fusion not found'). A program
-# compiled during such a hit runs but is not written (`load_or_compile`).
+# fail when run ('Function reduce_add_fusion not found'). A miss is
+# compiled without that cache (`_compile_without_jax_cache`); where that
+# cannot be done, a program compiled during such a hit runs but is not
+# written.
 _PERSISTENT_HIT = '/jax/compilation_cache/cache_hits'
 _persistent_hits = [0]
 
@@ -312,6 +315,33 @@ class CachedFunction:
     return compiled(*args)
 
 
+def _compile_without_jax_cache(lowered):
+  """`lowered` compiled by XLA with JAX's persistent compilation cache off,
+  so that its executable carries its kernels' code and can be serialized.
+
+  JAX decides once per process whether that cache is used
+  (`compilation_cache.is_cache_used`), so the decision is reset before this
+  compile and again after it, when the cache's own setting is back. JAX
+  also keeps the executables of this process in memory, by program and
+  compiler options, and would hand out one it had loaded from its cache:
+  an option set explicitly to its default value (no change to the code)
+  makes a key of its own. Raises if this JAX has no such reset (the caller
+  then compiles as usual)."""
+  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
+  from jax._src import config as jax_config  # pylint: disable=g-import-not-at-top
+  hits = _persistent_hits[0]
+  try:
+    with jax_config.enable_compilation_cache(False):
+      compilation_cache.reset_cache()
+      compiled = lowered.compile(
+          compiler_options={'xla_embed_ir_in_executable': False})
+  finally:
+    compilation_cache.reset_cache()
+  if _persistent_hits[0] != hits:
+    raise RuntimeError("JAX's compilation cache answered with it off")
+  return compiled
+
+
 def _load(path: str, raise_errors: bool = False):
   """(key, compiled program) of the entry at `path`; None if unreadable
   (unless `raise_errors`)."""
@@ -426,10 +456,17 @@ class ExecutableCache:
         return compiled, 'hit'
       except Exception as e:  # pylint: disable=broad-except
         status = f'miss (unreadable entry, rewritten: {type(e).__name__}: {e})'
-    hits = _persistent_hits[0]
-    compiled = jitted().lower(*args).compile()
-    if _persistent_hits[0] != hits:
-      return compiled, "not cached (from JAX's compilation cache)"
+    lowered = jitted().lower(*args)
+    try:
+      compiled = _compile_without_jax_cache(lowered)
+    except Exception as e:  # pylint: disable=broad-except
+      # No way to keep JAX's cache out here: compiled with it, and written
+      # only if it did not supply the program.
+      hits = _persistent_hits[0]
+      compiled = lowered.compile()
+      if _persistent_hits[0] != hits:
+        return compiled, ("not cached (from JAX's compilation cache; "
+                          f'compiling without it: {type(e).__name__}: {e})')
     try:
       payload, in_tree, out_tree = serialize_executable.serialize(compiled)
       data = pickle.dumps({'key': key, 'payload': payload,

@@ -122,12 +122,14 @@ def test_files_named_in_the_context_are_stamped(tmp_path):
   assert executable_cache.file_stamps({'a': 'no/such/file'}) == {}
 
 
-def test_a_program_from_jaxs_compilation_cache_is_run_not_written(tmp_path):
+def test_a_miss_is_compiled_without_jaxs_compilation_cache(tmp_path):
   # XLA:CPU serializes an executable that JAX's persistent compilation cache
   # supplied without its kernels' code; loaded in a new process, that entry
-  # failed when run ('Function ... not found'). Each step is its own
+  # failed when run ('Function ... not found'). A miss is compiled with
+  # that cache off, then written. Each step is its own
   # process, as the caches are only read across processes.
   script = textwrap.dedent("""
+      import os
       import sys
       import jax
       import jax.numpy as jnp
@@ -142,26 +144,36 @@ def test_a_program_from_jaxs_compilation_cache_is_run_not_written(tmp_path):
       if sys.argv[3] == 'jit':  # fills JAX's cache only
         print(float(jax.jit(f)(x)))
       else:
+        if sys.argv[3] == 'jit+cache':  # loaded from JAX's cache first
+          jax.block_until_ready(jax.jit(f)(x))
         run = executable_cache.ExecutableCache(sys.argv[2]).wrap(
             'f', lambda: jax.jit(f))
-        print(float(run(x)), run.status)
+        value = float(run(x))
+        # JAX's cache is in use again afterwards: it writes a new program
+        # (one for each process).
+        before = len(os.listdir(sys.argv[1]))
+        jax.block_until_ready(jax.jit(lambda y: y * float(sys.argv[4]))(x))
+        assert len(os.listdir(sys.argv[1])) > before
+        print(value, run.status)
   """)
+  processes = []
+
   def step(what):
+    processes.append(what)
     out = subprocess.run(
         [sys.executable, '-c', script, str(tmp_path / 'jax'),
-         str(tmp_path / 'exe'), what], capture_output=True, text=True,
+         str(tmp_path / 'exe'), what, str(len(processes))],
+        capture_output=True, text=True,
         check=False, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()
 
   want = step('jit')[0]
-  value, *status = step('cache')  # JAX's cache hit: run, not written
-  assert value == want
-  assert ' '.join(status) == "not cached (from JAX's compilation cache)"
-  assert not _entries(tmp_path / 'exe')
-  jax_entries = os.listdir(tmp_path / 'jax')
-  for name in jax_entries:  # compiled here: written, and loads elsewhere
-    os.remove(tmp_path / 'jax' / name)
+  # JAX's cache holds the program: compiled without it, and written.
   assert step('cache')[1:] == ['miss']
   assert len(_entries(tmp_path / 'exe')) == 1
+  assert step('cache') == [want, 'hit']  # runs in another process
+  # The same, after this process got the program from JAX's cache.
+  os.remove(tmp_path / 'exe' / _entries(tmp_path / 'exe')[0])
+  assert step('jit+cache') == [want, 'miss']
   assert step('cache') == [want, 'hit']
