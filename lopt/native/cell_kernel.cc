@@ -287,51 +287,85 @@ LOPT_INLINE void dense_transposed(const float* w, int ld, int k_size, int m,
   }
 }
 
+// keep(v): v's R vectors stay in registers from here on, as an empty asm
+// statement "changes" them: the compiler may no longer load them again from
+// memory at each use. GCC otherwise reloads the operands of `outer_rows`'
+// FMAs (two loads an FMA: twice its FMA time). One statement for all R:
+// one statement each measured slower.
+#if (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__x86_64__) || defined(__aarch64__))
+#if defined(__x86_64__)
+#define LOPT_REG(x) "+v"(x)
+#else
+#define LOPT_REG(x) "+w"(x)
+#endif
+template <int R>
+LOPT_INLINE void keep(V (&v)[R]) {
+  static_assert(R == 1 || R == 2 || R == 4, "keep: 1, 2 or 4 vectors");
+  if constexpr (R == 4)
+    asm("" : LOPT_REG(v[0]), LOPT_REG(v[1]), LOPT_REG(v[2]), LOPT_REG(v[3]));
+  else if constexpr (R == 2)
+    asm("" : LOPT_REG(v[0]), LOPT_REG(v[1]));
+  else
+    asm("" : LOPT_REG(v[0]));
+}
+#else
+template <int R>
+LOPT_INLINE void keep(V (&)[R]) {}
+#endif
+
+// outer_accumulate's rows k..k+R-1: a block of R x 4 sums stays in
+// registers over the tiles, with each tile's R inputs and 4 cotangents
+// loaded once (R + 4 loads for 4R FMAs); the last m % 4 columns one at a
+// time.
+template <int R>
+LOPT_INLINE void outer_rows(V* acc, int ld, int k, int m, const V* in,
+                            const V* g, int64_t stride, int tiles) {
+  int j = 0;
+  for (; j + 4 <= m; j += 4) {
+    V a[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) a[r][c] = acc[(k + r) * ld + j + c];
+    for (int t = 0; t < tiles; ++t) {
+      const V* it = in + t * stride + k;
+      const V* gt = g + t * stride + j;
+      V i[R];
+      for (int r = 0; r < R; ++r) i[r] = it[r];
+      keep(i);
+      for (int c = 0; c < 4; ++c) {
+        V gc[1] = {gt[c]};
+        keep(gc);
+        for (int r = 0; r < R; ++r) a[r][c] += i[r] * gc[0];
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 4; ++c) acc[(k + r) * ld + j + c] = a[r][c];
+  }
+  for (; j < m; ++j) {
+    V a[R];
+    for (int r = 0; r < R; ++r) a[r] = acc[(k + r) * ld + j];
+    for (int t = 0; t < tiles; ++t) {
+      V gc = g[t * stride + j];
+      for (int r = 0; r < R; ++r) a[r] += in[t * stride + k + r] * gc;
+    }
+    for (int r = 0; r < R; ++r) acc[(k + r) * ld + j] = a[r];
+  }
+}
+
 // acc[k * ld + j] += sum_t in_t[k] * g_t[j] (lane-wise) over `tiles`
 // tiles, tile t's vectors at `in + t * stride` and `g + t * stride`: a
-// layer's weight cotangent. A 4 x 4 block of sums stays in registers over
-// the tiles, so each FMA costs half a load instead of a load and a store.
+// layer's weight cotangent, 4 rows at a time, then 2, then 1.
 LOPT_INLINE void outer_accumulate(V* acc, int ld, int k_size, int m,
                                   const V* in, const V* g, int64_t stride,
                                   int tiles) {
   int k = 0;
-  for (; k + 4 <= k_size; k += 4) {
-    int j = 0;
-    for (; j + 4 <= m; j += 4) {
-      V a[4][4];
-      for (int r = 0; r < 4; ++r)
-        for (int c = 0; c < 4; ++c) a[r][c] = acc[(k + r) * ld + j + c];
-      for (int t = 0; t < tiles; ++t) {
-        const V* it = in + t * stride + k;
-        const V* gt = g + t * stride + j;
-        V i0 = it[0], i1 = it[1], i2 = it[2], i3 = it[3];
-        for (int c = 0; c < 4; ++c) {
-          V gc = gt[c];
-          a[0][c] += i0 * gc; a[1][c] += i1 * gc;
-          a[2][c] += i2 * gc; a[3][c] += i3 * gc;
-        }
-      }
-      for (int r = 0; r < 4; ++r)
-        for (int c = 0; c < 4; ++c) acc[(k + r) * ld + j + c] = a[r][c];
-    }
-    for (; j < m; ++j) {
-      V a[4];
-      for (int r = 0; r < 4; ++r) a[r] = acc[(k + r) * ld + j];
-      for (int t = 0; t < tiles; ++t) {
-        V gc = g[t * stride + j];
-        for (int r = 0; r < 4; ++r) a[r] += in[t * stride + k + r] * gc;
-      }
-      for (int r = 0; r < 4; ++r) acc[(k + r) * ld + j] = a[r];
-    }
+  for (; k + 4 <= k_size; k += 4)
+    outer_rows<4>(acc, ld, k, m, in, g, stride, tiles);
+  if (k + 2 <= k_size) {
+    outer_rows<2>(acc, ld, k, m, in, g, stride, tiles);
+    k += 2;
   }
-  for (; k < k_size; ++k) {
-    for (int j = 0; j < m; ++j) {
-      V a = acc[k * ld + j];
-      for (int t = 0; t < tiles; ++t)
-        a += in[t * stride + k] * g[t * stride + j];
-      acc[k * ld + j] = a;
-    }
-  }
+  if (k < k_size) outer_rows<1>(acc, ld, k, m, in, g, stride, tiles);
 }
 
 // acc[j] += sum_t g_t[j]: a bias's cotangent.
