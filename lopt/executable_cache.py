@@ -42,6 +42,7 @@ compiles as plain jit.
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import platform
@@ -330,6 +331,10 @@ def _compile_without_jax_cache(lowered):
   from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
   from jax._src import config as jax_config  # pylint: disable=g-import-not-at-top
   hits = _persistent_hits[0]
+  # The resets log at INFO ('Resetting cache at ...'): not news to a user.
+  log = logging.getLogger(compilation_cache.__name__)
+  level = log.level
+  log.setLevel(max(level, logging.WARNING))
   try:
     with jax_config.enable_compilation_cache(False):
       compilation_cache.reset_cache()
@@ -337,6 +342,7 @@ def _compile_without_jax_cache(lowered):
           compiler_options={'xla_embed_ir_in_executable': False})
   finally:
     compilation_cache.reset_cache()
+    log.setLevel(level)
   if _persistent_hits[0] != hits:
     raise RuntimeError("JAX's compilation cache answered with it off")
   return compiled
