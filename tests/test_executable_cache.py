@@ -111,6 +111,32 @@ def test_off_unserializable_and_pruned(tmp_path, monkeypatch):
   assert not os.listdir(shared)
 
 
+def test_without_jaxs_internals_a_miss_compiles_as_jit(tmp_path,
+                                                       monkeypatch):
+  # `_compile_without_jax_cache` uses JAX internals; where they are gone, a
+  # miss compiles with JAX's cache, and is written unless that cache
+  # supplied it (its entry would fail in another process).
+  def gone(lowered):
+    raise ImportError('no compilation_cache.reset_cache')
+  monkeypatch.setattr(executable_cache, '_compile_without_jax_cache', gone)
+  traces = []
+  f = executable_cache.ExecutableCache(str(tmp_path)).wrap(
+      'f', _traced_fn(traces))
+  np.testing.assert_array_equal(f(jnp.ones(2), jnp.ones(2))[0], [3., 3.])
+  assert f.status == 'miss' and len(_entries(tmp_path)) == 1
+  compile_lowered = jax.stages.Lowered.compile
+
+  def from_jax_cache(self, *args, **kwargs):  # as a hit of JAX's cache
+    jax.monitoring.record_event('/jax/compilation_cache/cache_hits')
+    return compile_lowered(self, *args, **kwargs)
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', from_jax_cache)
+  np.testing.assert_array_equal(f(jnp.ones(3), jnp.ones(3))[0], [3.] * 3)
+  assert f.status == (
+      "not cached (from JAX's compilation cache; compiling without it: "
+      'ImportError: no compilation_cache.reset_cache)')
+  assert len(_entries(tmp_path)) == 1
+
+
 def test_files_named_in_the_context_are_stamped(tmp_path):
   path = tmp_path / 'meta_params.npz'
   path.write_bytes(b'12')
