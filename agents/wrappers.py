@@ -17,7 +17,7 @@ inside its loss only, never here. A rollout adds these up over steps and envs
 with `EpisodeCount`, whose fields are the rollout metrics `return_sum` (summed
 returns of the episodes that ended) and `episodes` (how many ended) that
 lopt.meta and the launchers read. Used by A2C, PPO, the random-policy floor
-(launchers/common.py) and the peer check's policy evaluation.
+(launchers/lib/common.py) and the peer check's policy evaluation.
 """
 
 from typing import Any, Dict, NamedTuple, Tuple

@@ -85,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.meta = ml_collections.ConfigDict()
   # Start from this file's meta-params (a lopt .npz of the same cell as
-  # `optimizer`, e.g. launchers/variant.py --adam_start) instead of the
+  # `optimizer`, e.g. launchers/studies/variant.py --adam_start) instead of the
   # cell's init; '' = the init from `seed`.
   config.meta.init_path = ''
   # Meta-optimizer (Adam) learning rate.

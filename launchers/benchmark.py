@@ -45,10 +45,10 @@ from agents import a2c
 from agents import brax_envs
 from agents import environments
 from agents import networks
-from launchers import common
-from launchers import runtime
+from launchers.lib import common
+from launchers.lib import runtime
 import lopt
-from lopt import benchmarking
+from launchers.lib import benchmarking
 from lopt import meta
 
 _MODE = flags.DEFINE_enum('mode', 'meta',
@@ -84,13 +84,13 @@ _CELLS = flags.DEFINE_list('cells', ['optim4rl', 'l2lgd2', 'linear'],
 _SHAPES = flags.DEFINE_list('shapes', ['16x16', 'none'],
                             "Opt: MLP shapes ('16x16' default, 'none' = no "
                             'MLP, the reference code cell shape).')
-_IMPLS = flags.DEFINE_list('impls', ['haiku', 'fast', 'fused'],
+_IMPLS = flags.DEFINE_list('impls', ['haiku', 'fused'],
                            'Opt: cell implementations to time.')
 _GROUPS = flags.DEFINE_integer('agent_groups', 1,
                                'Meta: sequential agent groups (memory).')
-_IMPL = flags.DEFINE_enum('impl', 'auto', ['auto', 'fast', 'fused', 'haiku'],
+_IMPL = flags.DEFINE_enum('impl', 'auto', ['auto', 'fused', 'haiku'],
                           "Meta and A2C: the cell's implementation "
-                          "(lopt.fast_cells; 'auto' is the library's default: "
+                          "(lopt.cell_runtime.dispatch; 'auto' is the library's default: "
                           "'fused' on one CPU device).")
 _SEEDS = flags.DEFINE_integer('seeds', 1, 'A2C: seeds trained at once (vmap).')
 _A2C_OPT = flags.DEFINE_enum(
@@ -101,8 +101,8 @@ _A2C_OPT = flags.DEFINE_enum(
     '(median), so that the machine\'s drift between runs cancels.')
 _FOLD = flags.DEFINE_bool(
     'fold_vmap', None, "Meta and A2C: run the cell once on the population's "
-    'coordinates laid end to end (lopt.fast_cells.fold_vmap); unset: the '
-    "library's default (off for --impl=fast, else on).")
+    'coordinates laid end to end (lopt.cell_runtime.dispatch.fold_vmap); unset: on (the '
+    "library's default).")
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Opt: timed calls (median).')
 _PROFILE = flags.DEFINE_string(
     'profile_dir', '', 'Meta and A2C: after the timed calls, trace one more '
@@ -117,7 +117,7 @@ def _mlp_dims() -> tuple:
 
 def _fold() -> bool:
   """--fold_vmap, or lopt.learned_optimizer's default for --impl."""
-  return _IMPL.value != 'fast' if _FOLD.value is None else _FOLD.value
+  return True if _FOLD.value is None else _FOLD.value
 
 
 def _peak_rss_gib() -> float:

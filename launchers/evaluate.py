@@ -13,14 +13,14 @@ configs/ppo_brax.py (the CPU-scale variant unless --config.paper_scale),
 gridworlds and Catch with the A2C configs. Writes results.csv and results.md
 (final return mean, standard error, std, seeds, ratio to Adam) and one PNG of
 learning curves per env into --workdir. The work is
-`launchers.comparison.evaluate`; this file is its command line.
+`launchers.lib.comparison.evaluate`; this file is its command line.
 """
 
 from absl import app
 from absl import flags
 
-from launchers import comparison
-from launchers import runtime
+from launchers.lib import comparison
+from launchers.lib import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/evaluate.py',

@@ -18,7 +18,7 @@ Writes into --workdir: config.json (at start), metrics.csv (one row per
 meta-iteration), meta_training.png, checkpoints/, and meta_params.npz (the
 frozen meta-params, loadable by train.py with --config.optimizer.name=learned
 --config.optimizer.meta_params_path=...). The work is
-`launchers.meta_training.meta_train`; this file is its command line.
+`launchers.lib.meta_training.meta_train`; this file is its command line.
 """
 
 import os
@@ -27,8 +27,8 @@ import signal
 from absl import app
 from absl import flags
 
-from launchers import meta_training
-from launchers import runtime
+from launchers.lib import meta_training
+from launchers.lib import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')

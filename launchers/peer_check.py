@@ -6,14 +6,14 @@ r"""Peer check: our PPO + Adam against Brax's own PPO trainer, side by side.
 Same Brax task, settings and env-step budget on both sides; reports env steps
 per second after compilation and the return of each side's policy, measured
 the same way. Writes results.csv, curves.csv, results.md and returns.png into
---workdir. The work, and what is measured how, is in launchers/peer.py.
+--workdir. The work, and what is measured how, is in launchers/lib/peer.py.
 """
 
 from absl import app
 from absl import flags
 
-from launchers import peer
-from launchers import runtime
+from launchers.lib import peer
+from launchers.lib import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -3,7 +3,7 @@ r"""The main job: meta-train Optim4RL on Catch, then compare it with Adam.
     python -m launchers.quickstart --config=configs/quickstart.py \
         --workdir=runs/quickstart
 
-1. Meta-trains the learned optimizer (launchers/meta_training.py, resumable).
+1. Meta-trains the learned optimizer (launchers/lib/meta_training.py, resumable).
 2. Trains fresh A2C agents on Catch, several seeds each, with the
    meta-learned optimizer, the baselines (Adam) and, optionally, the same cell
    with its initial meta-params.
@@ -18,11 +18,11 @@ import time
 from absl import app
 from absl import flags
 
-from launchers import common
-from launchers import comparison
-from launchers import meta_training
-from launchers import training
-from launchers import runtime
+from launchers.lib import common
+from launchers.lib import comparison
+from launchers.lib import meta_training
+from launchers.lib import training
+from launchers.lib import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',

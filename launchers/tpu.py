@@ -28,10 +28,10 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from launchers import meta_training
-from launchers import multihost
-from launchers import runtime
-from launchers import training
+from launchers.lib import meta_training
+from launchers.lib import multihost
+from launchers.lib import runtime
+from launchers.lib import training
 from ml_collections import config_flags
 
 JOBS = ('meta_train', 'train')

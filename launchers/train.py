@@ -12,7 +12,7 @@ r"""Trains A2C or PPO agents with a named optax or a learned optimizer.
 Several seeds train at once (`--config.num_seeds=N`, vmapped). Writes
 `returns.csv` (mean episode return per logging chunk, per seed),
 `learning_curve.png` and `summary.json` into --workdir. The work is
-`launchers.training.train`; this file is its command line.
+`launchers.lib.training.train`; this file is its command line.
 """
 
 import os
@@ -21,8 +21,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from launchers import training
-from launchers import runtime
+from launchers.lib import training
+from launchers.lib import runtime
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')

@@ -14,7 +14,6 @@ cell fit to Adam) load on first use.
 import importlib
 
 from lopt import cells
-from lopt import host_memory
 from lopt import meta
 from lopt import meta_losses
 from lopt import optimizer
@@ -50,7 +49,6 @@ __all__ = [
     'cells',
     'checkpointing',
     'direction_state',
-    'host_memory',
     'imitation',
     'learned_optimizer',
     'load',

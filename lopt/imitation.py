@@ -1,7 +1,7 @@
 """A cell's meta-params set to imitate Adam: a start for meta-training.
 
 Meta-training starts from the cell's random init, whose step is sign-like
-(about as long on noise as on signal: launchers/step_profile.py). Adam's is
+(about as long on noise as on signal: launchers/studies/step_profile.py). Adam's is
 not: `m / sqrt(v)` shrinks where the gradient is noise. With the moments as
 the cell's inputs (`CellConfig.grad_ema` for the sign path's `m`,
 `CellConfig.second_moment` for the magnitude path's `s`), Optim4RL's

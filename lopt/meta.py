@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt import fast_cells
+from lopt.cell_runtime import dispatch as fast_cells
 from lopt import meta_losses
 from lopt import optimizer as optimizer_lib
 

@@ -53,7 +53,7 @@ import numpy as np
 import optax
 
 from lopt import cells
-from lopt import fast_cells
+from lopt.cell_runtime import dispatch as fast_cells
 
 Array = jax.Array
 MetaParams = Any
@@ -89,7 +89,7 @@ class LearnedOptimizer(NamedTuple):
     num_meta_params: scalars in the meta-params.
     cell: the cell's Haiku transform (built once).
     implementation: 'fused', 'haiku' or 'fast', as resolved (see
-      `lopt.fast_cells`).
+      `lopt.cell_runtime.dispatch`).
   """
   name: str
   config: cells.CellConfig
@@ -264,11 +264,11 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
     implementation: how the cell runs; all give the same updates to float
       tolerance. 'auto' (the default): 'fused' on a single CPU device where
       its kernel builds, else 'haiku' (`fast_cells.resolve`). 'fused'
-      (`lopt.fused_cell`: the whole step, features, each path's GRU and
+      (`lopt.cell_runtime.fused`: the whole step, features, each path's GRU and
       MLP and the direction, in one C++ kernel through XLA's FFI,
       reverse-mode differentiable; XLA:CPU only;
       state `[N, hidden]`), 'haiku' (the plain Haiku module, state
-      `[N, hidden]`; any backend) or 'fast' (`lopt.fast_cells`:
+      `[N, hidden]`; any backend) or 'fast' (`lopt.cell_runtime.dispatch`:
       coordinate-minor XLA ops, state `[hidden, N]`; faster than 'haiku' on
       one large flat vector, slower under vmap). README, "The learned
       optimizer's cost".

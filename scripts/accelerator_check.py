@@ -3,7 +3,7 @@
 On an accelerator `learned_optimizer()` ('auto') must pick the Haiku module
 and 'fused' must be refused by name; the contract of a learned optimizer is
 checked on the backend, then one update of the default cell is timed
-against optax.adam ('haiku' and 'fast'; forward, and forward+backward w.r.t.
+against optax.adam (the Haiku module; forward, and forward+backward w.r.t.
 the meta-params). Prints a line per row and writes $OUT/accelerator_check.json
 (or /tmp). Usage: python scripts/accelerator_check.py
 """
@@ -13,7 +13,7 @@ import os
 import jax
 
 import lopt
-from lopt import benchmarking
+from launchers.lib import benchmarking
 
 SIZES = ((1e5, False), (1e6, False), (1e6, True), (1e7, False), (1e7, True))
 
@@ -33,7 +33,7 @@ def main():
   peak = benchmarking.matmul_peak_gflops(n=8192, repeats=10)
   out['matmul_peak_gflops'] = peak
   out['rows'] = []
-  for impl in ('haiku', 'fast'):
+  for impl in ('haiku',):
     cell = lopt.learned_optimizer(implementation=impl)
     for n, backward in SIZES:
       n = int(n)

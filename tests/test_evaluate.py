@@ -1,4 +1,4 @@
-"""launchers/comparison.py (evaluate.py's job): specs, table, plots."""
+"""launchers/lib/comparison.py (evaluate.py's job): specs, table, plots."""
 
 import csv
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import evaluate as evaluate_config
-from launchers import comparison
+from launchers.lib import comparison
 import lopt
 
 
@@ -175,7 +175,7 @@ def test_bad_per_env_fields(field, spec, match):
 def test_random_policy_on_a_continuous_env():
   import jax  # pylint: disable=g-import-not-at-top
   from agents import environments  # pylint: disable=g-import-not-at-top
-  from launchers import common  # pylint: disable=g-import-not-at-top
+  from launchers.lib import common  # pylint: disable=g-import-not-at-top
   env = environments.make('inverted_pendulum', episode_length=1000)
   mean, episodes = jax.jit(
       lambda k: common.random_policy_return(env, k, 4, 200))(
@@ -239,7 +239,7 @@ def test_heldout_suite_plans_every_task_with_its_own_learning_rate():
 
 
 def test_final_return_falls_back_to_the_latest_chunk_that_ended_an_episode():
-  from launchers import training  # pylint: disable=g-import-not-at-top
+  from launchers.lib import training  # pylint: disable=g-import-not-at-top
   nan = float('nan')
   # 20 chunks x 3 seeds: the tail is the last 2 chunks.
   returns = np.full((20, 3), nan)

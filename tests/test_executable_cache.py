@@ -1,4 +1,4 @@
-"""lopt.executable_cache: a hit traces nothing and equals the compiled
+"""launchers.lib.executable_cache: a hit traces nothing and equals the compiled
 program; any change of context, shapes or files misses; a bad entry is
 rewritten. (Across processes: tests/test_meta_resume.py, whose resumed
 launcher runs load the meta-training programs and end bitwise equal.)"""
@@ -14,7 +14,7 @@ from jax.experimental import serialize_executable
 import numpy as np
 import pytest
 
-from lopt import executable_cache
+from launchers.lib import executable_cache
 
 
 def _traced_fn(traces):
@@ -159,7 +159,7 @@ def test_a_miss_is_compiled_without_jaxs_compilation_cache(tmp_path):
       import sys
       import jax
       import jax.numpy as jnp
-      from lopt import executable_cache
+      from launchers.lib import executable_cache
       jax.config.update('jax_compilation_cache_dir', sys.argv[1])
       jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.)
       jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)

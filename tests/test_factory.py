@@ -11,10 +11,10 @@ from configs import evaluate as evaluate_config
 from configs import meta_catch
 from configs import meta_ppo_brax
 from configs import ppo_brax
-from launchers import common
-from launchers import comparison
-from launchers import meta_training
-from launchers import training
+from launchers.lib import common
+from launchers.lib import comparison
+from launchers.lib import meta_training
+from launchers.lib import training
 
 
 def _tiny_meta_ppo(env_name='inverted_pendulum'):

@@ -1,4 +1,4 @@
-"""The fused kernel (lopt.fused_cell) equals the plain Haiku module, and is
+"""The fused kernel (lopt.cell_runtime.fused) equals the plain Haiku module, and is
 built, cached and refused as its docstring says."""
 
 import functools
@@ -15,8 +15,8 @@ import pytest
 
 import lopt
 from lopt import cells
-from lopt import fast_cells
-from lopt import fused_cell
+from lopt.cell_runtime import dispatch
+from lopt.cell_runtime import fused as fused_cell
 
 # Every cell, each preprocessor (the kernel computes the features and the
 # direction too), each activation the kernel has, Adam's moments as inputs,
@@ -76,7 +76,7 @@ def _fns(name):
   of the fused kernel folded over it; states in Haiku's layout for both."""
   config = cells.CellConfig(**CONFIGS[name])
   cell = cells.make_cell(config)
-  fused = fast_cells.make(config, 'fused', cell, fold=True).apply
+  fused = dispatch.make(config, 'fused', cell, fold=True).apply
   plain = jax.vmap(cell.apply, in_axes=(None, 0, 0))
 
   run_fused = jax.vmap(fused, in_axes=(None, 0, 0))
@@ -141,7 +141,7 @@ def test_the_state_is_written_in_place_and_kept_where_still_read(name, batch):
   # in a scan's body (one seed, or a batch folded under vmap) XLA copies
   # no state, and the steps equal the Haiku module's.
   config, cell, mp, g, state = _setup(name, batch or 1, 300, seed=2)
-  fused = fast_cells.make(config, 'fused', cell, fold=True).apply
+  fused = dispatch.make(config, 'fused', cell, fold=True).apply
   plain = cell.apply
   if batch:
     fused = jax.vmap(fused, in_axes=(None, 0, 0))

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import grad_probe
-from configs import grad_stats as grad_stats_config
-from launchers import gradient_study as launcher
-from lopt import grad_stats
-from lopt import identity_fit
+from launchers.studies.lib import grad_probe
+from launchers.studies.configs import gradients as grad_stats_config
+from launchers.studies.lib import gradient_study as launcher
+from launchers.studies.lib import grad_stats
+from launchers.studies.lib import identity_fit
 
 # Nonzero magnitudes 1e-8, 1e-6, 1e-4, 1e-2, 1: log10 = -8, -6, -4, -2, 0.
 HAND = np.array([0., 1e-8, -1e-6, 1e-4, -1e-2, 1.])

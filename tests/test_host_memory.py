@@ -1,4 +1,4 @@
-"""lopt.host_memory: freed buffers are reused, so repeated calls stop
+"""launchers.lib.host_memory: freed buffers are reused, so repeated calls stop
 faulting in fresh pages (counted, not timed)."""
 
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lopt import host_memory
+from launchers.lib import host_memory
 
 # One process per setting: mallopt acts on the whole process and must come
 # before JAX's first computation (and in a test worker it would slow the
@@ -16,7 +16,7 @@ from lopt import host_memory
 # each call.
 _SCRIPT = """
 import resource, sys
-from lopt import host_memory
+from launchers.lib import host_memory
 if sys.argv[1] == 'on':
   assert host_memory.reuse_freed_memory()
   assert host_memory.reuse_freed_memory()  # idempotent

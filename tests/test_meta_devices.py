@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent('''
     from lopt import meta
     from agents import a2c, environments, networks
     from configs import a2c_catch, ppo_brax
-    from launchers import training
+    from launchers.lib import training
     assert jax.device_count() == 8, jax.devices()
 
     # Meta-training: 8 agents on 1 device vs 1 agent per device.

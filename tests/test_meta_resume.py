@@ -15,8 +15,8 @@ import lopt
 
 from configs import a2c_catch
 from configs import meta_catch
-from launchers import meta_training
-from launchers import training
+from launchers.lib import meta_training
+from launchers.lib import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

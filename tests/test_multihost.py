@@ -48,7 +48,7 @@ CHECK = textwrap.dedent('''
     import sys
     import jax, numpy as np
     import runpy
-    from launchers import meta_training
+    from launchers.lib import meta_training
     from lopt import checkpointing, meta
     cfg = runpy.run_path(sys.argv[1])['get_config']()
     one, two = sys.argv[2], sys.argv[3]
@@ -220,7 +220,7 @@ def test_unreachable_coordinator_and_mismatched_configs(runs):
 def test_two_process_training_equals_one_process(runs):
   """--job=train: 2 processes x 2 devices (2 seeds x 2 env shards)."""
   from configs import a2c_catch  # pylint: disable=g-import-not-at-top
-  from launchers import training  # pylint: disable=g-import-not-at-top
+  from launchers.lib import training  # pylint: disable=g-import-not-at-top
   tmp = runs['tmp']
   overrides = ['--config.num_seeds=2', '--config.num_updates=20',
                '--config.log_every=10']

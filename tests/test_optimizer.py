@@ -10,7 +10,7 @@ import pytest
 
 import lopt
 from lopt import cells
-from lopt import fast_cells
+from lopt.cell_runtime import dispatch
 from lopt import optimizer as optimizer_lib
 
 CELLS = sorted(cells.CELLS)
@@ -152,7 +152,7 @@ def test_inject_hyperparams_changes_the_step_without_recompiling():
   np.testing.assert_allclose(u3, 3. * u1, rtol=1e-5)
   assert update._cache_size() == 1  # pylint: disable=protected-access
   with pytest.raises(ValueError, match='learning_rate: must be'):
-    lo.opt_fn(mp, 'fast')
+    lo.opt_fn(mp, 'high')
 
 
 def test_one_flat_cell_call_for_all_leaves():
@@ -401,9 +401,6 @@ def test_second_moment_feeds_the_magnitude_path_adams_moments(tmp_path):
     m, s = 0.9 * m + 0.1 * g, 0.99 * s + 0.01 * g * g
     inputs = (m / (1 - 0.9**t), s / (1 - 0.99**t))
     d, h_next = cell.apply(mp, inputs, h)
-    chunked = fast_cells.fast_apply(config, mp, inputs,
-                                    tuple(x.T for x in h), chunk=3)
-    np.testing.assert_allclose(chunked[0], d, rtol=2e-5)
     h = h_next
     want.append(-1e-3 * d)
   runs = {}
@@ -412,10 +409,6 @@ def test_second_moment_feeds_the_magnitude_path_adams_moments(tmp_path):
     runs[name] = jax.jit(functools.partial(_updates_over, lo_i))
     np.testing.assert_allclose(runs[name](mp, gs[:, 0]), jnp.stack(want),
                                rtol=2e-5, atol=1e-12, err_msg=name)
-  fast = lopt.learned_optimizer(learning_rate=1e-3, config=config,
-                                implementation='fast').opt_fn(mp)
-  np.testing.assert_allclose(fast.update(gs[0, 0], fast.init(gs[0, 0]))[0],
-                             want[0], rtol=2e-5, atol=1e-12)
   state = lo.opt_fn(mp).init(gs[0, 0])
   moments, cell_state = state[0]  # the (direction, rate) chain's first
   assert moments.second.shape == (7,) and moments.mean.shape == (7,)
@@ -441,7 +434,7 @@ def test_second_moment_feeds_the_magnitude_path_adams_moments(tmp_path):
   with pytest.raises(ValueError, match='grad_ema: scale_by_learned_optimizer '
                      'takes it with second_moment only'):
     optimizer_lib.scale_by_learned_optimizer(
-        fast_cells.make(config, 'haiku'), mp, grad_ema=0.9)
+        dispatch.make(config, 'haiku'), mp, grad_ema=0.9)
   with pytest.raises(ValueError, match=r'inputs: a cell with second_moment '
                      r'takes the pair \(g, s\)'):
     cells.make_apply(config)(mp, jnp.zeros(3), config.initial_state(3))

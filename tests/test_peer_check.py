@@ -1,4 +1,4 @@
-"""launchers/peer.py (peer_check.py's job): Brax mapping, shim, a run."""
+"""launchers/lib/peer.py (peer_check.py's job): Brax mapping, shim, a run."""
 
 import csv
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import peer_check as peer_config
-from launchers import peer
+from launchers.lib import peer
 
 
 def _tiny(env='inverted_pendulum'):

@@ -1,4 +1,4 @@
-"""launchers.runtime: XLA:CPU's compile level is set before JAX's backend
+"""launchers.lib.runtime: XLA:CPU's compile level is set before JAX's backend
 starts, and a level the user gave, an accelerator or --nofast_cpu_compile
 leave XLA_FLAGS as it was."""
 
@@ -14,7 +14,7 @@ import sys
 _SCRIPT = """
 import json, os, sys
 from absl import flags
-from launchers import runtime
+from launchers.lib import runtime
 import jax
 cases = [('default', '', '', []),
          ('user level', '--xla_backend_optimization_level=0', '', []),

@@ -1,4 +1,4 @@
-"""launchers/step_profile.py: how far an optimizer steps at rate 1, by the
+"""launchers/studies/step_profile.py: how far an optimizer steps at rate 1, by the
 gradient's signal-to-noise ratio."""
 
 import functools
@@ -6,8 +6,8 @@ import functools
 import numpy as np
 import pytest
 
-from launchers import step_profile
-from launchers import variant
+from launchers.studies import step_profile
+from launchers.studies import variant
 
 CASES = ((1., 0.), (0., 1.))  # a clean signal, pure noise
 SCALES = (1e-3,)

@@ -1,11 +1,11 @@
-"""The ablation studies (launchers/findings.py): the plan of runs, field
+"""The ablation studies (launchers/studies/findings.py): the plan of runs, field
 errors before anything compiles, and the summary's normalisation by hand."""
 
 import numpy as np
 import pytest
 
-from configs import findings as findings_config
-from launchers import studies
+from launchers.studies.configs import findings as findings_config
+from launchers.studies.lib import ablations as studies
 
 
 def test_plan_covers_every_env_arm_and_seed():

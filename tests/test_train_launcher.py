@@ -10,8 +10,8 @@ import pytest
 import lopt
 from configs import a2c_catch
 from configs import a2c_gridworld
-from launchers import runtime
-from launchers import training
+from launchers.lib import runtime
+from launchers.lib import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,7 +126,7 @@ def test_train_runs_ppo_from_the_brax_config_family(tmp_path):
 def test_config_lr_schedule_reaches_the_optimizer(name):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from launchers import common  # pylint: disable=g-import-not-at-top
+  from launchers.lib import common  # pylint: disable=g-import-not-at-top
   cfg = a2c_catch.get_config()
   cfg.optimizer.name = name
   cfg.optimizer.lr_schedule = 'linear'
@@ -146,7 +146,7 @@ def test_config_lr_schedule_reaches_the_optimizer(name):
 
 def test_meta_training_task_rate_follows_the_config_schedule():
   from configs import meta_catch  # pylint: disable=g-import-not-at-top
-  from launchers import meta_training  # pylint: disable=g-import-not-at-top
+  from launchers.lib import meta_training  # pylint: disable=g-import-not-at-top
   cfg = meta_catch.get_config()
   cfg.tasks.num_agents = 2
   cfg.tasks.lr_schedule = 'cosine'

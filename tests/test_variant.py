@@ -1,4 +1,4 @@
-"""launchers/variant.py: another optimizer's meta-params with a momentum
+"""launchers/studies/variant.py: another optimizer's meta-params with a momentum
 input, written to a file that loads like any meta_train.py output."""
 
 import os
@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import lopt
-from launchers import variant
+from launchers.studies import variant
 
 
 def _leaves(tree):

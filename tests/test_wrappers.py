@@ -11,7 +11,7 @@ from agents import environments
 from agents import networks
 from agents import ppo
 from agents import wrappers
-from launchers import common
+from launchers.lib import common
 
 
 class _Countdown(env_base.Environment):
@@ -142,7 +142,7 @@ def test_agent_rollouts_report_raw_env_returns():
     (5, 2, 1.),  # a nan reward at step 2 ends it with the return it had
 ])
 def test_peer_check_evaluates_each_envs_first_episode(num_steps, nan_at, want):
-  from launchers import peer  # pylint: disable=g-import-not-at-top
+  from launchers.lib import peer  # pylint: disable=g-import-not-at-top
   policy = lambda obs, key: jnp.zeros(obs.shape[0], jnp.int32)
   value = jax.jit(lambda k: peer.evaluate_policy(
       _Countdown(3, nan_at=nan_at), policy, k, 2, num_steps))(

@@ -5,7 +5,7 @@
     >>> opt = lopt.pretrained('optim4rl_gridworlds', learning_rate=1e-3)
 
 Each `<name>.npz` here was written by `launchers/meta_train.py` (through
-`lopt.save`), or by `launchers/variant.py` (another one's meta-params, or an
+`lopt.save`), or by `launchers/studies/variant.py` (another one's meta-params, or an
 untrained cell's, with a momentum input, or Adam's direction); `<name>.md` beside it records the
 config, the exact command, its cost and its measured results. Loading uses
 `np.load(allow_pickle=False)`, so no code from a file is ever executed.

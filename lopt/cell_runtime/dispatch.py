@@ -1,36 +1,21 @@
-"""The cells of `lopt.cells`, laid out the way XLA:CPU runs them fast.
+"""How a cell runs: the dispatcher between the Haiku module and the kernel.
 
 `lopt.cells` defines the maths with Haiku modules on a `[num_coords,
-features]` batch: per path a GRU and an MLP, i.e. many thin matmuls
-(`[N, 2..16] x [2..16, 8..24]`) whose intermediates go through memory. Here
-the same functions of the same meta-params are computed
+features]` batch. `make(config, implementation)` returns how the optimizer
+runs it, `(initial_state, apply)` with `apply(meta_params, g[N], state) ->
+(d[N], state)`:
 
-* coordinate-minor: features are rows of `x[F, N]`, a dense layer is
-  `W^T x` (`[M, K] x [K, N]`), so every elementwise op is a wide vector op
-  and the recurrent state is stored `[hidden, N]`, read and written once;
-* with the paths of a cell batched: Optim4RL's sign and magnitude paths are
-  one batched contraction per layer (`[P, M, K] x [P, K, N]`), halving the
-  number of kernels;
-* in chunks of coordinates (`lax.map` over `[N / chunk]` slices) when N is
-  large, so that a chunk's intermediates stay in cache instead of making a
-  round trip to memory between layers.
+* 'haiku': the plain module itself, with the door's checks; runs anywhere
+  (CPU, GPU, TPU, several devices).
+* 'fused': the whole step (features, both paths, direction) as one C++
+  kernel through XLA's FFI (`lopt.cell_runtime.fused`), forward and a
+  reverse-mode backward; XLA:CPU on one device. Same values and
+  meta-gradients as 'haiku' to float tolerance (tests/test_fused_cell.py).
+* 'auto' (`resolve`): 'fused' where it builds and runs, else 'haiku'.
 
-Measured (README, "The learned optimizer's cost"): about 2x faster forward
-on one flat vector up to ~3e5 coordinates, no faster at 1e6, slower
-backward, and slower under `vmap` over agents, where the batch axis lands
-between a contraction's dims; so `lopt.learned_optimizer` defaults to the
-Haiku module and takes `implementation='fast'` on request.
-
-`make(config, 'fast')` returns `(initial_state, apply)` with
-`apply(meta_params, g[N], state) -> (d[N], state)`; its values and its
-gradients w.r.t. the meta-params equal those of `cells.make_cell(config)`
-(state transposed) to float tolerance, for every cell: tests/test_fast_cells.py.
-`make(config, 'haiku')` is the plain module itself, with the door's checks.
-
-`fold_vmap(apply, axis)` (what `lopt.learned_optimizer` uses by default)
-runs either one once on all coordinates of a population under `vmap` with
-shared meta-params, instead of batching the cell's contractions. The fused
-kernel (`lopt.fused_cell`: the whole step in C++) is folded the same way
+`fold_vmap(apply, axis)` runs a cell once on all coordinates of a
+population under `vmap` with shared meta-params, instead of batching the
+cell's contractions; the kernel is folded the same way
 (`fold_coordinates`), its reverse mode being its own backward kernel.
 """
 
@@ -44,14 +29,9 @@ from lopt import cells
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ('fast', 'fused', 'haiku')
+IMPLEMENTATIONS = ('fused', 'haiku')
 # What `learned_optimizer(implementation=...)` also takes: `resolve` picks.
 AUTO = 'auto'
-# Coordinates per chunk of the fast path, and the N from which it chunks.
-# Of 1k, 4k and 16k (forward, 1e6 coordinates, a loaded machine) 16k was
-# among the fastest; not tuned further (README, "The learned optimizer's
-# cost").
-CHUNK = 16384
 # Names of each cell's paths in the Haiku module, in batch order.
 PATHS = {'optim4rl': ('sign_path', 'magnitude_path'), 'l2lgd2': ('path',),
          'linear': ('path',)}
@@ -62,105 +42,6 @@ class Implementation(NamedTuple):
   name: str
   initial_state: Callable[[int], cells.CellState]
   apply: Callable
-
-
-def _stack(meta_params, paths, layer: str, field: str) -> Array:
-  return jnp.stack([meta_params[f'{p}/{layer}'][field] for p in paths])
-
-
-def _dense(w: Array, x: Array, b: Array = None) -> Array:
-  """Batched `W^T x (+ b)`: w `[P, K, M]`, x `[P, K, n]` -> `[P, M, n]`."""
-  y = jnp.einsum('pkm,pkn->pmn', w, x,
-                 precision=jax.lax.Precision.HIGHEST)
-  return y if b is None else y + b[:, :, None]
-
-
-def _paths(config: cells.CellConfig, meta_params, inputs: Tuple[Array, ...],
-           h: Array) -> Tuple[Array, Array]:
-  """GRU then MLP of every path on its features (`_x(config, inputs)`,
-  `[P, F, n]`), h `[P, H, n]`.
-
-  Returns (MLP outputs `[P, outputs, n]`, new h `[P, H, n]`), the same
-  maths as `hk.GRU` and `hk.nets.MLP` in `cells._Path`.
-  """
-  x = _x(config, inputs)
-  paths = PATHS[config.cell]
-  size = config.hidden_size
-  w_i = _stack(meta_params, paths, 'gru', 'w_i')     # [P, F, 3H]
-  w_h = _stack(meta_params, paths, 'gru', 'w_h')     # [P, H, 3H]
-  b = _stack(meta_params, paths, 'gru', 'b')         # [P, 3H]
-  gates_x = _dense(w_i, x)                           # [P, 3H, n]
-  zr = jax.nn.sigmoid(gates_x[:, :2 * size] +
-                      _dense(w_h[:, :, :2 * size], h, b[:, :2 * size]))
-  z, r = zr[:, :size], zr[:, size:]
-  a = jnp.tanh(gates_x[:, 2 * size:] +
-               _dense(w_h[:, :, 2 * size:], r * h, b[:, 2 * size:]))
-  h = (1. - z) * h + z * a
-  act = cells.ACTIVATIONS[config.activation]
-  out = h
-  num_layers = len(config.mlp_dims) + 1
-  for i in range(num_layers):
-    layer = f'mlp/~/linear_{i}'
-    out = _dense(_stack(meta_params, paths, layer, 'w'), out,
-                 _stack(meta_params, paths, layer, 'b'))
-    if i < num_layers - 1:
-      out = act(out)
-  return out, h
-
-
-def _features(config: cells.CellConfig, g: Array, s: Array = None) -> Array:
-  """Each path's input features, `[P, ..., n, F]` for `g[..., n]`."""
-  if config.cell == 'optim4rl':  # the magnitude path sees g^2 (or s)
-    return jnp.stack([config.features(g),
-                      config.features(g * g if s is None else s)])
-  return config.features(g)[None]
-
-
-def _x(config: cells.CellConfig, inputs: Tuple[Array, ...]) -> Array:
-  """The paths' input features `[P, F, n]` of inputs `(g[n],)` or
-  `(g[n], s[n])`, rows over the coordinates."""
-  return jnp.swapaxes(_features(config, *inputs), -1, -2)
-
-
-def _direction(config: cells.CellConfig, out: Array, g: Array) -> Array:
-  """The cell's output from its paths' MLP outputs (see `lopt.cells`)."""
-  if config.cell == 'optim4rl':
-    m = jnp.sign(g) * jnp.exp(out[0, 0])
-    v = jnp.exp(out[1, 0])
-    return m / jnp.sqrt(v + config.update_eps)
-  if config.cell == 'l2lgd2':
-    return jnp.exp(out[0, 0]) * g
-  return jnp.exp(out[0, 0]) * g + jnp.exp(out[0, 1]) * out[0, 2]
-
-
-def _step(config: cells.CellConfig, meta_params, inputs: Tuple[Array, ...],
-          h: Array) -> Tuple[Array, Array]:
-  """One step on n coordinates, inputs `(g[n],)` or `(g[n], s[n])`, state
-  `h[P, H, n]`."""
-  out, h = _paths(config, meta_params, inputs, h)
-  return _direction(config, out, inputs[0]), h
-
-
-def fast_apply(config: cells.CellConfig, meta_params, inputs,
-               state: cells.CellState, chunk: int = CHUNK):
-  """The cell on `g[N]` (or `(g[N], s[N])`) with state `([H, N], ...)`,
-  chunked when N > chunk."""
-  inputs = cells.split_inputs(config, inputs)
-  h = jnp.stack(state)                               # [P, H, N]
-  n = inputs[0].shape[0]
-  if n <= chunk:
-    d, h = _step(config, meta_params, inputs, h)
-    return d, tuple(h)
-  num_chunks = -(-n // chunk)
-  pad = num_chunks * chunk - n
-  x_c = tuple(jnp.pad(x, (0, pad)).reshape(num_chunks, chunk)
-              for x in inputs)
-  h_c = jnp.pad(h, ((0, 0), (0, 0), (0, pad))).reshape(
-      h.shape[0], h.shape[1], num_chunks, chunk).transpose(2, 0, 1, 3)
-  d, h = jax.lax.map(lambda a: _step(config, meta_params, *a), (x_c, h_c))
-  d = d.reshape(-1)[:n]
-  h = h.transpose(1, 2, 0, 3).reshape(h.shape[1], h.shape[2], -1)[:, :, :n]
-  return d, tuple(h)
 
 
 # The name (`jax.ad_checkpoint.checkpoint_name`) of the fused kernel's
@@ -175,14 +56,14 @@ def make_fused_apply(config: cells.CellConfig, fold: bool = False
                      ) -> Callable:
   """`apply(meta_params, g[N], state)` with the state in the Haiku module's
   layout (`[N, hidden]` per GRU), the whole step (features, paths,
-  direction) in one fused kernel (`lopt.fused_cell`), which tiles the
+  direction) in one fused kernel (`lopt.cell_runtime.fused`), which tiles the
   coordinates itself.
 
   With `fold`, the kernel is folded under `vmap` (`fold_coordinates`: a
   population's coordinates end to end, one call); its reverse pass is the
   kernel's backward, which recomputes the forward of each tile inside it.
   """
-  from lopt import fused_cell  # pylint: disable=g-import-not-at-top
+  from lopt.cell_runtime import fused as fused_cell  # pylint: disable=g-import-not-at-top
   kernel = fused_cell.make_step(config)
   if fold:  # params [P, S] shared; inputs [N]; states [N, H]; d [N]
     kernel = fold_coordinates(
@@ -264,7 +145,7 @@ def fold_coordinates(fn: Callable, in_axes: Tuple, out_axes: Tuple,
   leading axes as more coordinates) the batch axes stay where they are and
   `fn` sees `[B, N, ...]`: the same memory as the merged `[B * N, ...]`, but
   without the reshape, so a kernel that writes its state in place
-  (`lopt.fused_cell`) still does under `vmap`; XLA copies an in-place
+  (`lopt.cell_runtime.fused`) still does under `vmap`; XLA copies an in-place
   operand that is a reshape of a loop's carry.
 
   `fn_kept`, if given, is `fn` for where the arguments are kept for the
@@ -360,7 +241,7 @@ def resolve(implementation: str, config: cells.CellConfig = None) -> str:
   `jax.distributed` call it after `jax.distributed.initialize`.
   """
   if implementation == AUTO:
-    from lopt import fused_cell  # pylint: disable=g-import-not-at-top
+    from lopt.cell_runtime import fused as fused_cell  # pylint: disable=g-import-not-at-top
     runs = config is None or fused_cell.supports(config)
     return ('fused' if runs and jax.device_count() == 1
             and fused_cell.available() else 'haiku')
@@ -370,16 +251,15 @@ def resolve(implementation: str, config: cells.CellConfig = None) -> str:
   return implementation
 
 
-def make(config: cells.CellConfig, implementation: str = 'fast',
+def make(config: cells.CellConfig, implementation: str = AUTO,
          cell=None, fold: bool = False) -> Implementation:
   """The cell's step as the optimizer runs it.
 
   Args:
     config: the cell architecture.
-    implementation: 'fast' (this module; state `[hidden, N]` per GRU),
-      'fused' (the paths in one kernel, `lopt.fused_cell`; XLA:CPU only;
-      state `[N, hidden]`), 'haiku' (the plain module; state
-      `[N, hidden]`) or 'auto' (`resolve`).
+    implementation: 'fused' (the whole step in one kernel,
+      `lopt.cell_runtime.fused`; XLA:CPU only), 'haiku' (the plain module)
+      or 'auto' (`resolve`). Both keep the state `[N, hidden]` per GRU.
     cell: the Haiku transform, if already built.
     fold: under `vmap` with shared meta-params, run once on the batch's
       coordinates laid end to end (`fold_vmap`).
@@ -397,15 +277,4 @@ def make(config: cells.CellConfig, implementation: str = 'fast',
       return step(meta_params, g, state)
 
     return Implementation('fused', config.initial_state, fused)
-  num_grus = cells.NUM_GRUS[config.cell]
-
-  def initial_state(num_coords: int) -> cells.CellState:
-    return tuple(jnp.zeros((config.hidden_size, num_coords), jnp.float32)
-                 for _ in range(num_grus))
-
-  def apply(meta_params, g, state):
-    cells.check_inputs(config, g, state, coordinate_axis=1)
-    return fast_apply(config, meta_params, g, state)
-
-  return Implementation('fast', initial_state,
-                        fold_vmap(apply, 1) if fold else apply)
+  raise AssertionError(implementation)  # resolve() allows no other

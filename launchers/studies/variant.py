@@ -9,9 +9,9 @@ differs. The file loads anywhere a meta_train.py output does
 (`lopt.load`, `--config.optimizer.meta_params_path=`, evaluate's
 `path.npz:LR` specs).
 
-    python -m launchers.variant --source=untrained --grad_ema=0.9 \
+    python -m launchers.studies.variant --source=untrained --grad_ema=0.9 \
         --out=lopt/pretrained/optim4rl_untrained_ema.npz
-    python -m launchers.variant --source=optim4rl_ant_ppo --grad_ema=0.9 \
+    python -m launchers.studies.variant --source=optim4rl_ant_ppo --grad_ema=0.9 \
         --out=runs/variants/optim4rl_ant_ppo_ema.npz
 
 --source: a shipped name (`lopt.pretrained_lib.names()`), a .npz path, or
@@ -23,7 +23,7 @@ differs. The file loads anywhere a meta_train.py output does
 that the cell's direction is Adam's (`lopt.imitation.adam_start`, closed
 form), a start for meta-training:
 
-    python -m launchers.variant --source=untrained --grad_ema=0.9 \
+    python -m launchers.studies.variant --source=untrained --grad_ema=0.9 \
         --second_moment=0.999 --adam_start --out=runs/variants/adam_start.npz
 """
 

@@ -1,4 +1,5 @@
-"""The fast cell equals the plain Haiku module: values, state, meta-gradient."""
+"""lopt.cell_runtime.dispatch: the fused kernel as the optimizer runs it equals
+the plain Haiku module over steps, folded vmaps equal plain ones, names checked."""
 
 import functools
 
@@ -9,8 +10,8 @@ import pytest
 
 import lopt
 from lopt import cells
-from lopt import fast_cells
-from lopt import fused_cell
+from lopt.cell_runtime import dispatch
+from lopt.cell_runtime import fused as fused_cell
 from lopt import meta
 
 CONFIGS = {
@@ -41,70 +42,17 @@ def _inputs(config, n, key):
   return cell, mp, g, state
 
 
-@functools.lru_cache(maxsize=None)
-def _fns(name, chunk):
-  config = cells.CellConfig(**CONFIGS[name])
-  cell = cells.make_cell(config)
-  plain = jax.jit(cell.apply)
-  fast = jax.jit(lambda mp, g, s: fast_cells.fast_apply(config, mp, g, s,
-                                                        chunk=chunk))
-  w = lambda n: jnp.cos(jnp.arange(n, dtype=jnp.float32))
-
-  def plain_loss(mp, g, s):
-    d, h = cell.apply(mp, g, s)
-    return jnp.sum(d * w(g.shape[0])) + sum(jnp.sum(x ** 2) for x in h)
-
-  def fast_loss(mp, g, s):
-    d, h = fast_apply_t(mp, g, s)
-    return jnp.sum(d * w(g.shape[0])) + sum(jnp.sum(x ** 2) for x in h)
-
-  def fast_apply_t(mp, g, s):
-    return fast_cells.fast_apply(config, mp, g, tuple(x.T for x in s),
-                                 chunk=chunk)
-
-  return (config, plain, fast, jax.jit(jax.grad(plain_loss)),
-          jax.jit(jax.grad(fast_loss)))
-
-
-# Every config unchunked; two also in chunks of 128 (300 = 2 x 128 + 44:
-# padding and the lax.map path).
-CASES = ([(name, 300, 4096) for name in sorted(CONFIGS)] +
-         [('optim4rl', 300, 128), ('linear', 300, 128)])
-
-
-@pytest.mark.parametrize('name,n,chunk', CASES)
-def test_fast_path_equals_the_haiku_module(name, n, chunk):
-  config, plain, fast, plain_grad, fast_grad = _fns(name, chunk)
-  _, mp, g, state = _inputs(config, n, jax.random.PRNGKey(n + chunk))
-  d0, h0 = plain(mp, g, state)
-  d1, h1 = fast(mp, g, tuple(x.T for x in state))
-  # The direction spans many decades: compare relative to each coordinate;
-  # LinearOptim's sum of two terms may cancel, so its check is relative to
-  # the largest term.
-  atol = 1e-6 * float(jnp.abs(d0).max()) if config.cell == 'linear' else 0.
-  np.testing.assert_allclose(d1, d0, rtol=2e-5, atol=atol)
-  for a, b in zip(h0, h1):
-    np.testing.assert_allclose(b.T, a, rtol=1e-5, atol=1e-6)
-  g0 = plain_grad(mp, g, state)
-  g1 = fast_grad(mp, g, state)
-  for key in g0:
-    for field in g0[key]:
-      np.testing.assert_allclose(g1[key][field], g0[key][field], rtol=1e-4,
-                                 atol=1e-4 * float(jnp.abs(g0[key][field]).max()),
-                                 err_msg=f'{key}/{field}')
-
-
-@pytest.mark.parametrize('implementation', ['fast', 'fused'])
-def test_optimizer_implementations_agree_over_steps(implementation):
-  lo_fast = lopt.learned_optimizer(cell='optim4rl',
+def test_optimizer_implementations_agree_over_steps():
+  implementation = 'fused'
+  lo_kernel = lopt.learned_optimizer(cell='optim4rl',
                                    implementation=implementation)
   lo_plain = lopt.learned_optimizer(cell='optim4rl', implementation='haiku')
-  mp = lo_fast.init(jax.random.PRNGKey(0))
+  mp = lo_kernel.init(jax.random.PRNGKey(0))
   params = {'w': jnp.ones((40, 30)), 'b': jnp.zeros(30)}
   grads = jax.tree.map(lambda p: 1e-3 * jnp.cos(jnp.arange(p.size).reshape(
       p.shape) * 1.0), params)
   out = []
-  for lo in (lo_fast, lo_plain):
+  for lo in (lo_kernel, lo_plain):
     opt = lo.opt_fn(mp, 1e-2)
     state = opt.init(params)
     ups = []
@@ -115,20 +63,20 @@ def test_optimizer_implementations_agree_over_steps(implementation):
   for a, b in zip(jax.tree.leaves(out[0][0]), jax.tree.leaves(out[1][0])):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-12)
   for a, b in zip(out[0][1], out[1][1]):
-    assert b.shape == (1230, 8)  # Haiku's layout; 'fast' transposes it
-    assert a.shape == ((8, 1230) if implementation == 'fast' else (1230, 8))
-    np.testing.assert_allclose(a.T if implementation == 'fast' else a, b,
-                               rtol=1e-5, atol=1e-6)
+    assert a.shape == b.shape == (1230, 8)  # Haiku's layout for both
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_implementation_and_state_shapes_are_named():
   with pytest.raises(ValueError, match="implementation: unknown 'cuda'"):
     lopt.learned_optimizer(implementation='cuda')
-  lo = lopt.learned_optimizer(cell='optim4rl', implementation='fast')
+  with pytest.raises(ValueError, match="implementation: unknown 'fast'"):
+    lopt.learned_optimizer(implementation='fast')
+  lo = lopt.learned_optimizer(cell='optim4rl', implementation='haiku')
   mp = lo.init(jax.random.PRNGKey(0))
   opt = lo.direction_fn(mp)
   state = opt.init(jnp.zeros(5))
-  impl = fast_cells.make(lo.config, 'fast')
+  impl = dispatch.make(lo.config, 'haiku')
   with pytest.raises(AssertionError, match='rank'):
     impl.apply(mp, jnp.zeros((5, 1)), state.cell_state)
   bad = state._replace(cell_state=(jnp.zeros((5, 8)), jnp.zeros((5, 8))))
@@ -142,15 +90,15 @@ def _max_diff(a, b):
 
 
 @pytest.mark.parametrize('implementation,axis',
-                         [('haiku', 0), ('fast', 1), ('fused', 0)])
+                         [('haiku', 0), ('fused', 0)])
 def test_folded_vmap_equals_the_plain_vmap(implementation, axis):
   # The population's coordinates laid end to end: the same values, state
   # and gradients (meta-params, g, state) as vmapping the cell, also nested,
   # with an unbatched state, and with per-agent meta-params (plain vmap).
   config = cells.CellConfig(cell='optim4rl', hidden_size=4, mlp_dims=(6,))
   _, mp, _, _ = _inputs(config, 1, jax.random.PRNGKey(0))
-  impl = fast_cells.make(config, implementation)
-  folded = fast_cells.fold_vmap(impl.apply, axis)
+  impl = dispatch.make(config, implementation)
+  folded = dispatch.fold_vmap(impl.apply, axis)
   b, n = 3, 37
   g = 1e-3 * jax.random.normal(jax.random.PRNGKey(1), (b, n))
   state = tuple(0.3 * jax.random.normal(jax.random.PRNGKey(2 + i), (b,) + x.shape)
@@ -169,8 +117,6 @@ def test_folded_vmap_equals_the_plain_vmap(implementation, axis):
   for x, y in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(y, x, rtol=1e-4,
                                atol=1e-5 * float(jnp.abs(x).max()) + 1e-12)
-  if implementation == 'fast':  # the rest is the same for every layout
-    return
   nested = lambda fn: jax.vmap(shared(fn), in_axes=(None, 0, 0))
   g2, s2 = jnp.stack([g, -2. * g]), jax.tree.map(
       lambda x: jnp.stack([x, 0.5 * x]), state)

@@ -1,9 +1,9 @@
 r"""The paper's ablations at this machine's scale: optimizer structure
 (Optim4RL, L2LGD2, LinearOptim, the 2024 variant) and pipeline training.
 
-    python -m launchers.findings --config=configs/findings.py \
+    python -m launchers.studies.findings --config=launchers/studies/configs/findings.py \
         --workdir=docs/results/findings
-    python -m launchers.findings --config=configs/findings.py \
+    python -m launchers.studies.findings --config=launchers/studies/configs/findings.py \
         --config.run=pipeline --config.seeds=5
 
 Meta-trains every (env, arm, seed) of the chosen studies in its own
@@ -11,7 +11,7 @@ resumable folder under `config.runs_dir`, tests each resulting optimizer on
 fresh agents beside Adam and the untrained cell, and writes runs.csv,
 summary.csv, summary.md and PNGs into --workdir. Rerunning the command
 resumes: finished runs are read back. SIGTERM stops after saving the current
-meta-training checkpoint. The work is `launchers.studies.run_studies`.
+meta-training checkpoint. The work is `launchers.studies.lib.ablations.run_studies`.
 """
 
 import signal
@@ -19,12 +19,12 @@ import signal
 from absl import app
 from absl import flags
 
-from launchers import meta_training
-from launchers import runtime
-from launchers import studies
+from launchers.lib import meta_training
+from launchers.lib import runtime
+from launchers.studies.lib import ablations as studies
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/findings.py',
+_CONFIG = config_flags.DEFINE_config_file('config', 'launchers/studies/configs/findings.py',
                                           'Config file.')
 _WORKDIR = flags.DEFINE_string('workdir', 'docs/results/findings',
                                'Output directory of the summary.')

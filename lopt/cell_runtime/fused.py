@@ -1,6 +1,6 @@
 """The cell's step as one fused kernel per call on XLA:CPU.
 
-XLA:CPU runs a cell (`lopt.cells`, `lopt.fast_cells`) as a chain of thin
+XLA:CPU runs a cell (`lopt.cells`, `lopt.cell_runtime.dispatch`) as a chain of thin
 matmuls and elementwise kernels, each reading and writing `[N, 8..24]`
 intermediates: at about 3,000 FLOPs and 2.5 kB of memory traffic per
 coordinate it reaches 5-15% of this machine's matmul peak (README, "The
@@ -8,7 +8,7 @@ learned optimizer's cost"). Here a tile of coordinates (one SIMD
 register's worth) goes through the whole step, the preprocessor's
 features, each path's GRU and MLP and the cell's direction, in registers
 and L1, in a small C++ kernel called through XLA's FFI
-(`lopt/native/cell_kernel.cc`): only the gradient (and Optim4RL's second
+(`lopt/cell_runtime/native/cell_kernel.cc`): only the gradient (and Optim4RL's second
 moment), the state and the direction touch memory.
 
 The maths is `lopt.cells` (every cell and preprocessor) with the state in
@@ -36,6 +36,7 @@ import hashlib
 import logging
 import math
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -95,16 +96,27 @@ def flags() -> Tuple[str, ...]:
   return FLAGS + (f"-march={os.environ.get('LOPT_NATIVE_MARCH') or 'native'}",)
 
 
+def cpu_identity() -> list:
+  """The lines of /proc/cpuinfo that name this CPU and its instruction set
+  (what a compiled kernel or program depends on)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      lines = f.read().split('\n\n')[0].splitlines()
+  except OSError:
+    return [platform.processor()]
+  return [ln for ln in lines if ln.split(':')[0].strip() in
+          ('vendor_id', 'model name', 'flags', 'Features', 'CPU part')]
+
+
 def _key(cxx: str) -> str:
   import jaxlib  # pylint: disable=g-import-not-at-top
-  from lopt import executable_cache  # pylint: disable=g-import-not-at-top
   version = subprocess.run([cxx, '--version'], capture_output=True,
                            text=True, check=False).stdout
   h = hashlib.sha256()
   with open(SOURCE, 'rb') as f:
     h.update(f.read())
   for part in (version, ' '.join(flags()), jaxlib.__version__,
-               *executable_cache._cpu()):  # pylint: disable=protected-access
+               *cpu_identity()):
     h.update(part.encode())
   return h.hexdigest()[:20]
 

@@ -1,8 +1,8 @@
-r"""launchers/grad_stats.py: the paper's gradient-statistics and -processing tests.
+r"""launchers/studies/gradients.py: the paper's gradient-statistics and -processing tests.
 
-    python -m launchers.grad_stats --config=configs/grad_stats.py \
+    python -m launchers.studies.gradients --config=launchers/studies/configs/gradients.py \
         --workdir=docs/results/grad_stats
-    python -m launchers.grad_stats --config=configs/grad_stats.py --workdir=runs/gs \
+    python -m launchers.studies.gradients --config=launchers/studies/configs/gradients.py --workdir=runs/gs \
         --config.sources=catch,regression --config.identity.num_steps=3000
 
 Finding 1 trains `num_seeds` learners per source with Adam and records their

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import ppo
-from launchers import common
-from launchers import multihost
-from launchers import runtime
+from launchers.lib import common
+from launchers.lib import multihost
+from launchers.lib import runtime
 import lopt
 from lopt import checkpointing
 from lopt import meta

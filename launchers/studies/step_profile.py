@@ -10,10 +10,10 @@ step compares with Adam's at the same rate, and whether it shrinks where the
 gradient is noise (also within one update: half of its coordinates clean
 signal, half pure noise, the noise half's step over the signal half's).
 
-    python -m launchers.step_profile \
+    python -m launchers.studies.step_profile \
         --optimizers=adam,optim4rl_untrained_ema,optim4rl_ant_ppo,runs/variants/x.npz
 
---optimizers: optax names (launchers.common.OPTAX_OPTIMIZERS), shipped
+--optimizers: optax names (launchers.lib.common.OPTAX_OPTIMIZERS), shipped
 learned optimizers, untrained cells (optim4rl, l2lgd2, linear; init key 0)
 or .npz files. One JSON line per optimizer goes to --json_out if given.
 """
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from launchers import common
+from launchers.lib import common
 
 # (mean, std) of the gradient before `scale`: a clean signal to pure noise.
 CASES = ((1., 0.), (1., 0.3), (1., 1.), (0.3, 1.), (0.1, 1.), (0., 1.))

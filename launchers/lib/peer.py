@@ -43,8 +43,8 @@ import numpy as np
 from agents import brax_envs
 from agents import ppo
 from agents import wrappers
-from launchers import common
-from launchers import training
+from launchers.lib import common
+from launchers.lib import training
 
 
 def install_device_put_replicated_shim() -> bool:

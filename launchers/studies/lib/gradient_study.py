@@ -1,11 +1,11 @@
-r"""The gradient study behind `launchers/grad_stats.py` (its library part).
+r"""The gradient study behind `launchers/studies/gradients.py` (its library part).
 
 Finding 1 (Lan et al., 2023, Sec. 4.1-4.2): agent-gradients span many orders
 of magnitude with tiny absolute values, and their distribution drifts with
 the training stage. For every source (A2C on an env, or a supervised MLP
 regression) `num_seeds` learners train with Adam; the gradients of `window`
-consecutive updates are recorded at each stage (`agents.grad_probe`) and
-summarised (`lopt.grad_stats`). `run` writes
+consecutive updates are recorded at each stage (`launchers.studies.lib.grad_probe`) and
+summarised (`launchers.studies.lib.grad_stats`). `run` writes
 
   grad_stats.csv        per (source, stage): mean and std over seeds of the
                         log10|g| percentiles, spread (decades), zero and
@@ -16,7 +16,7 @@ summarised (`lopt.grad_stats`). `run` writes
   grad_spread.png       p1 / p50 / p99 of log10|g| against training progress
 
 Finding 2: a GRU (hidden 8) + MLP head, coordinate-wise, trained to output
-g from g on the recorded agent gradients (`lopt.identity_fit`), with raw
+g from g on the recorded agent gradients (`launchers.studies.lib.identity_fit`), with raw
 (`identity`) or processed (`log_sign`) input and otherwise the same model,
 loss, data and budget. Writes identity.csv (held-out metrics per run and
 source), identity_summary.csv (mean and std over seeds) and identity.png
@@ -34,11 +34,11 @@ import optax
 from agents import a2c
 from agents import brax_envs
 from agents import environments
-from agents import grad_probe
+from launchers.studies.lib import grad_probe
 from agents import networks
-from launchers import common
-from lopt import grad_stats
-from lopt import identity_fit
+from launchers.lib import common
+from launchers.studies.lib import grad_stats
+from launchers.studies.lib import identity_fit
 
 REGRESSION = 'regression'
 

@@ -1,8 +1,8 @@
-r"""The paper's ablations at this machine's scale (launchers/findings.py).
+r"""The paper's ablations at this machine's scale (launchers/studies/findings.py).
 
-    python -m launchers.findings --config=configs/findings.py \
+    python -m launchers.studies.findings --config=launchers/studies/configs/findings.py \
         --workdir=docs/results/findings
-    python -m launchers.findings --config=configs/findings.py:tiny \
+    python -m launchers.studies.findings --config=launchers/studies/configs/findings.py:tiny \
         --workdir=/tmp/findings            # minutes; checks the plumbing
 
 Every (env, arm) of the studies is meta-trained with `seeds` meta-training
@@ -59,6 +59,6 @@ def get_config(size: str = ''):
     config.eval_seeds = 2
     config.eval_updates = 20
   elif size:
-    raise ValueError(f'configs/findings.py: unknown size {size!r}; '
+    raise ValueError(f'launchers/studies/configs/findings.py: unknown size {size!r}; '
                      "allowed: '' (full) or 'tiny'")
   return config

@@ -1,7 +1,7 @@
 """Ablation studies: meta-train arms x envs x seeds, test each optimizer.
 
-`run_studies(cfg, workdir)` is launchers/findings.py's job (fields in
-configs/findings.py). A *run* is one (env, arm, meta-training seed): it is
+`run_studies(cfg, workdir)` is launchers/studies/findings.py's job (fields in
+launchers/studies/configs/findings.py). A *run* is one (env, arm, meta-training seed): it is
 meta-trained by `meta_training.meta_train` in its own resumable folder, then
 its frozen optimizer trains fresh A2C agents on the same env. Finished runs
 and evaluations are read back from their folders, so the job resumes where it
@@ -22,10 +22,10 @@ import numpy as np
 
 from configs import meta_catch
 from configs import meta_gridworlds
-from launchers import common
-from launchers import comparison
-from launchers import meta_training
-from launchers import training
+from launchers.lib import common
+from launchers.lib import comparison
+from launchers.lib import meta_training
+from launchers.lib import training
 
 
 class Run(NamedTuple):

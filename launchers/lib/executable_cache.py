@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import pickle
-import platform
 import site
 import sys
 import sysconfig
@@ -56,6 +55,8 @@ from typing import Any, Callable, Dict, Optional
 
 import jax
 import numpy as np
+
+from lopt.cell_runtime import fused
 
 FORMAT = 1
 _code_stamp: Optional[dict] = None  # taken at the first key
@@ -174,16 +175,6 @@ def _code() -> dict:
   return _code_stamp
 
 
-def _cpu() -> list:
-  try:
-    with open('/proc/cpuinfo') as f:
-      lines = f.read().split('\n\n')[0].splitlines()
-  except OSError:
-    return [platform.processor()]
-  return [ln for ln in lines if ln.split(':')[0].strip() in
-          ('vendor_id', 'model name', 'flags', 'Features', 'CPU part')]
-
-
 def environment() -> dict:
   import jaxlib  # pylint: disable=g-import-not-at-top
   return {
@@ -196,7 +187,7 @@ def environment() -> dict:
       'devices': [(d.platform, d.device_kind, d.id, d.process_index)
                   for d in jax.devices()],
       'processes': jax.process_count(),
-      'cpu': _cpu(),
+      'cpu': fused.cpu_identity(),
       'cpus': (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
                else os.cpu_count()),
   }

@@ -178,18 +178,16 @@ def update_row(lo: optimizer_lib.LearnedOptimizer, num_coords: int, *,
   compiled, compile_s, cost = _compile(fn, meta_params, g, state,
                                        donate=() if backward else (2,))
   if lo.implementation != 'haiku':
-    # XLA counts one trip of a loop (the fast path's chunks) and nothing
-    # inside a custom call (the fused kernel): take the FLOPs of the same
-    # maths from the plain Haiku implementation instead. The fast path's
-    # bytes are the plain layout's too, not the chunks' (which may stay in
-    # cache): an upper bound. The fused program's bytes are its own ops'
+    # XLA counts nothing inside a custom call (the fused kernel): take the
+    # FLOPs of the same maths from the plain Haiku implementation instead.
+    # The fused program's bytes are its own ops'
     # (as XLA counts them) plus every operand and result of the kernel's
     # calls in it.
     plain = optimizer_lib.learned_optimizer(config=lo.config,
                                             implementation='haiku')
     plain_cost = update_cost(plain, num_coords, backward=backward)
     if lo.implementation == 'fused':
-      from lopt import fused_cell  # pylint: disable=g-import-not-at-top
+      from lopt.cell_runtime import fused as fused_cell  # pylint: disable=g-import-not-at-top
       plain_cost['bytes accessed'] = cost['bytes accessed'] + (
           fused_cell.custom_call_bytes(compiled.as_text()))
     cost = plain_cost

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from launchers import common
-from launchers import multihost
-from launchers import runtime
+from launchers.lib import common
+from launchers.lib import multihost
+from launchers.lib import runtime
 
 
 def num_envs(cfg) -> int:

@@ -10,7 +10,7 @@ second run of the same config skips compilation; `--compilation_cache_dir=`
 
 `--executable_cache` (on by default, with the compile cache) also keeps the
 whole compiled programs of meta-training and train.py in
-`<compilation_cache_dir>/executables` (`lopt.executable_cache`, keyed on
+`<compilation_cache_dir>/executables` (`launchers.lib.executable_cache`, keyed on
 the config, the code and the machine): a second run of the same config then
 traces nothing either: its first meta-iteration comes after about 1 s
 instead of 10 (README, "The executable cache").
@@ -25,7 +25,7 @@ TPU / GPU plugin is installed), since the flag also sets GPU code
 generation.
 
 `--reuse_host_memory` (off by default) makes glibc keep freed memory for the
-next allocation (`lopt.host_memory`): XLA:CPU's large buffers then stop
+next allocation (`launchers.lib.host_memory`): XLA:CPU's large buffers then stop
 paying page faults on every call (a cell update on 1e6 coordinates runs
 1.3x faster), but every thread then allocates from one heap, and XLA's
 multi-threaded compiler takes 3.5-4 s longer on the meta-training program
@@ -43,8 +43,8 @@ from absl import flags
 from absl import logging
 import jax
 
-from lopt import executable_cache as executable_cache_lib
-from lopt import host_memory
+from launchers.lib import executable_cache as executable_cache_lib
+from launchers.lib import host_memory
 
 DEFAULT_CACHE_DIR = (os.environ.get('JAX_COMPILATION_CACHE_DIR') or
                      os.path.join('~', '.cache', 'lopt_rl', 'jax'))
@@ -54,14 +54,14 @@ _CACHE_DIR = flags.DEFINE_string(
     'Folder of the persistent XLA compilation cache; empty turns it off.')
 _REUSE_MEMORY = flags.DEFINE_bool(
     'reuse_host_memory', False,
-    "Keep freed host memory in glibc's heap for reuse (lopt.host_memory): "
+    "Keep freed host memory in glibc's heap for reuse (launchers.lib.host_memory): "
     "XLA:CPU's large buffers then skip page faults on every call (faster "
     'on models of 1e5+ coordinates; compiles slower).')
 _EXEC_CACHE = flags.DEFINE_bool(
     'executable_cache', True,
     'Keep whole compiled programs (meta-training, train.py) in '
     '<compilation_cache_dir>/executables, keyed on the config, the code and '
-    'the machine (lopt.executable_cache): a second run of the same config '
+    'the machine (launchers.lib.executable_cache): a second run of the same config '
     'skips tracing as well as compiling. Off with the compilation cache.')
 _FAST_COMPILE = flags.DEFINE_bool(
     'fast_cpu_compile', True,

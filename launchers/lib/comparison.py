@@ -21,9 +21,9 @@ from agents import environments
 from configs import a2c_catch
 from configs import a2c_gridworld
 from configs import ppo_brax
-from launchers import common
-from launchers import multihost
-from launchers import training
+from launchers.lib import common
+from launchers.lib import multihost
+from launchers.lib import training
 
 
 # The label of the uniform-random policy's rows, and its steps per seed.
