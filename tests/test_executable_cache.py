@@ -203,3 +203,46 @@ def test_a_miss_is_compiled_without_jaxs_compilation_cache(tmp_path):
   os.remove(tmp_path / 'exe' / _entries(tmp_path / 'exe')[0])
   assert step('jit+cache') == [want, 'miss']
   assert step('cache') == [want, 'hit']
+
+
+def test_jax_records_the_persistent_cache_hit_event(tmp_path):
+  # The executable cache's guard against writing a program that JAX's
+  # persistent cache supplied listens for this public monitoring event: if
+  # JAX renames it, the guard is silently off, so this test fails instead.
+  script = textwrap.dedent("""
+      import sys
+      import jax
+      import jax.numpy as jnp
+      from launchers.lib import jax_compat
+      hits = []
+      jax.monitoring.register_event_listener(
+          lambda event, **kw: hits.append(event)
+          if event == jax_compat.PERSISTENT_CACHE_HIT else None)
+      jax.config.update('jax_compilation_cache_dir', sys.argv[1])
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.)
+      jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+      jax.block_until_ready(jax.jit(lambda x: jnp.tanh(x) * 3.)(jnp.ones(7)))
+      print(len(hits))
+  """)
+
+  def hits():
+    out = subprocess.run([sys.executable, '-c', script, str(tmp_path)],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout.split()[-1])
+
+  assert hits() == 0  # compiled and written
+  assert hits() >= 1  # read back in a new process: the event fired
+
+
+def test_jax_internals_are_named_when_missing():
+  from launchers.lib import jax_compat  # pylint: disable=g-import-not-at-top
+  with pytest.raises(jax_compat.JaxInternalsChanged,
+                     match=r'jax\._src\.no_such_module\.thing is not in JAX'):
+    jax_compat._internal('no_such_module', 'thing')  # pylint: disable=protected-access
+  with pytest.raises(jax_compat.JaxInternalsChanged,
+                     match=r'jax\._src\.xla_bridge\.no_such_thing'):
+    jax_compat._internal('xla_bridge', 'no_such_thing')  # pylint: disable=protected-access
+  jax.block_until_ready(jax.numpy.ones(2) + 1.)
+  assert jax_compat.backends_started()

@@ -49,8 +49,11 @@ def _config():
 
 
 def _command(workdir, **extra):
+  # The executable cache is opt-in: on here, so that resuming through it
+  # is checked to stay bitwise equal.
   args = [sys.executable, '-m', 'launchers.meta_train',
-          '--config=configs/meta_catch.py', f'--workdir={workdir}']
+          '--config=configs/meta_catch.py', f'--workdir={workdir}',
+          '--executable_cache']
   for key, value in {**OVERRIDES, **extra}.items():
     args.append(f'--config.{key}={value}')
   return args

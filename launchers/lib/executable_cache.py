@@ -42,7 +42,6 @@ compiles as plain jit.
 
 import hashlib
 import json
-import logging
 import os
 import pickle
 import site
@@ -56,6 +55,7 @@ from typing import Any, Callable, Dict, Optional
 import jax
 import numpy as np
 
+from launchers.lib import jax_compat
 from lopt.cell_runtime import fused
 
 FORMAT = 1
@@ -68,13 +68,12 @@ _code_stamp: Optional[dict] = None  # taken at the first key
 # compiled without that cache (`_compile_without_jax_cache`); where that
 # cannot be done, a program compiled during such a hit runs but is not
 # written.
-_PERSISTENT_HIT = '/jax/compilation_cache/cache_hits'
 _persistent_hits = [0]
 
 
 def _count_persistent_hit(event: str, **kwargs) -> None:
   del kwargs
-  if event == _PERSISTENT_HIT:
+  if event == jax_compat.PERSISTENT_CACHE_HIT:
     _persistent_hits[0] += 1
 
 
@@ -311,29 +310,14 @@ def _compile_without_jax_cache(lowered):
   """`lowered` compiled by XLA with JAX's persistent compilation cache off,
   so that its executable carries its kernels' code and can be serialized.
 
-  JAX decides once per process whether that cache is used
-  (`compilation_cache.is_cache_used`), so the decision is reset before this
-  compile and again after it, when the cache's own setting is back. JAX
-  also keeps the executables of this process in memory, by program and
+  JAX also keeps the executables of this process in memory, by program and
   compiler options, and would hand out one it had loaded from its cache:
   an option set explicitly to its default value (no change to the code)
-  makes a key of its own. Raises if this JAX has no such reset (the caller
-  then compiles as usual)."""
-  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
-  from jax._src import config as jax_config  # pylint: disable=g-import-not-at-top
+  makes a key of its own. Raises if this JAX lacks the internals
+  (`jax_compat.JaxInternalsChanged`; the caller then compiles as usual)."""
   hits = _persistent_hits[0]
-  # The resets log at INFO ('Resetting cache at ...'): not news to a user.
-  log = logging.getLogger(compilation_cache.__name__)
-  level = log.level
-  log.setLevel(max(level, logging.WARNING))
-  try:
-    with jax_config.enable_compilation_cache(False):
-      compilation_cache.reset_cache()
-      compiled = lowered.compile(
-          compiler_options={'xla_embed_ir_in_executable': False})
-  finally:
-    compilation_cache.reset_cache()
-    log.setLevel(level)
+  compiled = jax_compat.compile_without_persistent_cache(
+      lowered, compiler_options={'xla_embed_ir_in_executable': False})
   if _persistent_hits[0] != hits:
     raise RuntimeError("JAX's compilation cache answered with it off")
   return compiled

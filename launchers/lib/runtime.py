@@ -1,36 +1,29 @@
 """Process set-up shared by the launcher apps: XLA:CPU's compile level,
-JAX's persistent compile cache, the executable cache and host memory reuse.
+JAX's persistent compilation cache, and two opt-in runtime tools.
 
-Every app (train, evaluate, meta_train, quickstart, peer_check, grad_stats)
-opens `main` with `start(argv, config)`; benchmark calls `setup()`. Compiled XLA programs are then kept
-on disk in `--compilation_cache_dir` (default: JAX's own
-`JAX_COMPILATION_CACHE_DIR` when set, else `~/.cache/lopt_rl/jax`), so a
-second run of the same config skips compilation; `--compilation_cache_dir=`
-(empty) turns the cache off.
+Every app opens `main` with `start(argv, config)`; benchmark calls
+`setup()`. Flags:
 
-`--executable_cache` (on by default, with the compile cache) also keeps the
-whole compiled programs of meta-training and train.py in
-`<compilation_cache_dir>/executables` (`launchers.lib.executable_cache`, keyed on
-the config, the code and the machine): a second run of the same config then
-traces nothing either: its first meta-iteration comes after about 1 s
-instead of 10 (README, "The executable cache").
+- `--compilation_cache_dir` (on by default): JAX's public persistent
+  compilation cache, in `JAX_COMPILATION_CACHE_DIR` when set, else
+  `~/.cache/lopt_rl/jax`; a second run of the same config skips XLA's
+  compile. Empty turns it off.
+- `--fast_cpu_compile` (on by default): XLA:CPU's LLVM at optimisation level
+  1 instead of 2 (`--xla_backend_optimization_level=1` appended to XLA_FLAGS
+  before JAX starts its backend): compiles faster at the same speed. Not
+  applied where XLA_FLAGS already sets the level, nor where an accelerator
+  may run the job (the flag also sets GPU code generation).
+- `--executable_cache` (opt-in): also keeps the whole compiled programs of
+  meta-training and train.py in `<compilation_cache_dir>/executables`
+  (`launchers.lib.executable_cache`), so a second run of the same config
+  traces nothing either. Its entries are unpickled on load and it uses JAX
+  internals (`launchers.lib.jax_compat`), hence off by default.
+- `--reuse_host_memory` (opt-in): glibc keeps freed memory for the next
+  allocation (`launchers.lib.host_memory`), so XLA:CPU's large buffers stop
+  paying page faults on every call; helps single models of 1e5+
+  coordinates, slows XLA's multi-threaded compiler.
 
-`--fast_cpu_compile` (on by default) runs XLA:CPU's LLVM at optimisation
-level 1 instead of 2 (`--xla_backend_optimization_level=1` appended to
-XLA_FLAGS before JAX starts its backend): meta-training small_dense_short,
-64 agents, compiles in about 3/4 of the time at the same speed (README,
-"Compile time"). It is not applied where XLA_FLAGS already sets the level,
-nor where an accelerator may run the job (JAX_PLATFORMS names one, or a
-TPU / GPU plugin is installed), since the flag also sets GPU code
-generation.
-
-`--reuse_host_memory` (off by default) makes glibc keep freed memory for the
-next allocation (`launchers.lib.host_memory`): XLA:CPU's large buffers then stop
-paying page faults on every call (a cell update on 1e6 coordinates runs
-1.3x faster), but every thread then allocates from one heap, and XLA's
-multi-threaded compiler takes 3.5-4 s longer on the meta-training program
-above. It helps single models of 1e5 coordinates and more; populations of
-small networks do not gain. It is applied before JAX's first computation.
+docs/performance.md has the measured effect of each and the commands.
 """
 
 import importlib.metadata
@@ -44,6 +37,7 @@ from absl import logging
 import jax
 
 from launchers.lib import executable_cache as executable_cache_lib
+from launchers.lib import jax_compat
 from launchers.lib import host_memory
 
 DEFAULT_CACHE_DIR = (os.environ.get('JAX_COMPILATION_CACHE_DIR') or
@@ -58,7 +52,7 @@ _REUSE_MEMORY = flags.DEFINE_bool(
     "XLA:CPU's large buffers then skip page faults on every call (faster "
     'on models of 1e5+ coordinates; compiles slower).')
 _EXEC_CACHE = flags.DEFINE_bool(
-    'executable_cache', True,
+    'executable_cache', False,
     'Keep whole compiled programs (meta-training, train.py) in '
     '<compilation_cache_dir>/executables, keyed on the config, the code and '
     'the machine (launchers.lib.executable_cache): a second run of the same config '
@@ -105,9 +99,12 @@ def configure_compile() -> str:
     return 'XLA_FLAGS sets the level'
   if accelerator_possible():
     return 'accelerator'
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if xla_bridge.backends_are_initialized():
-    return 'too late'
+  try:
+    if jax_compat.backends_started():
+      return 'too late'
+  except jax_compat.JaxInternalsChanged as e:
+    logging.warning('fast_cpu_compile: cannot tell whether JAX has started '
+                    '(%s); setting XLA_FLAGS anyway', e)
   os.environ['XLA_FLAGS'] = ' '.join((current, FAST_COMPILE_FLAG)).strip()
   _compile_level = 'LLVM level 1'
   return _compile_level
