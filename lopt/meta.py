@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt.cell_runtime import dispatch as fast_cells
+from lopt.cell_runtime import dispatch
 from lopt import meta_losses
 from lopt import optimizer as optimizer_lib
 
@@ -186,9 +186,9 @@ MAX_UNROLLED = 4
 ROLLOUT = 'lopt_inner_rollout'
 INNER_GRADS = 'lopt_inner_grads'
 REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
-    ROLLOUT, fast_cells.KERNEL_OUTPUT)
+    ROLLOUT, dispatch.KERNEL_OUTPUT)
 FIRST_ORDER_REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(
-    ROLLOUT, fast_cells.KERNEL_OUTPUT, INNER_GRADS)
+    ROLLOUT, dispatch.KERNEL_OUTPUT, INNER_GRADS)
 
 
 def make_init_agent(task: Task, learned_opt: optimizer_lib.LearnedOptimizer):

@@ -35,6 +35,13 @@ serialization and the launchers rely on, and nothing else):
   `learning_rate=None` uses the default rate given at construction.
 * `direction_fn(meta_params) -> optax.GradientTransformation`: the direction
   alone (`scale_by_learned_optimizer`), for users who chain their own scaling.
+* Non-finite gradients: NaN in, NaN out, as optax's Adam. A coordinate whose
+  gradient is NaN or inf gets a non-finite update, the others are
+  unaffected, and a stateful cell keeps that coordinate non-finite (as
+  Adam's moments do) rather than silently freezing it. To skip such steps
+  instead, wrap the optimizer in `optax.apply_if_finite`.
+* `learning_rate`: a finite real number > 0 or an `optax.Schedule`; anything
+  else (a string, a bool) is refused with an error naming the field.
 
 `lopt.testing.check_learned_optimizer(lo)` checks these properties for any
 learned optimizer; every shipped cell passes it (tests/test_optimizer.py).
@@ -45,6 +52,7 @@ and cast to each leaf's dtype.
 """
 
 import math
+import numbers
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -53,7 +61,7 @@ import numpy as np
 import optax
 
 from lopt import cells
-from lopt.cell_runtime import dispatch as fast_cells
+from lopt.cell_runtime import dispatch
 
 Array = jax.Array
 MetaParams = Any
@@ -66,8 +74,7 @@ class ScaleByLearnedOptimizerState(NamedTuple):
   Attributes:
     count: [] int32, updates done.
     cell_state: the cell's recurrent state, one `[num_coords, hidden_size]`
-      float32 array per GRU (`num_coords` = all parameter scalars), laid
-      out `[hidden_size, num_coords]` by the 'fast' implementation.
+      float32 array per GRU (`num_coords` = all parameter scalars).
   """
   count: Array
   cell_state: cells.CellState
@@ -88,7 +95,7 @@ class LearnedOptimizer(NamedTuple):
       giving the cell's direction `d` (no learning rate, no sign flip).
     num_meta_params: scalars in the meta-params.
     cell: the cell's Haiku transform (built once).
-    implementation: 'fused', 'haiku' or 'fast', as resolved (see
+    implementation: 'fused' or 'haiku', as resolved (see
       `lopt.cell_runtime.dispatch`).
   """
   name: str
@@ -104,17 +111,21 @@ class LearnedOptimizer(NamedTuple):
 
 def check_learning_rate(learning_rate, field='learning_rate'
                         ) -> LearningRate:
-  """A finite float > 0, or a schedule (a callable of the step count)."""
+  """A finite real number > 0 (not a string or a bool), or a schedule (a
+  callable of the step count)."""
   if callable(learning_rate):
     return learning_rate
+  allowed = f'{field}: must be a finite number > 0 or an optax schedule'
+  if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
+      learning_rate, (numbers.Real, np.ndarray, jax.Array)):
+    raise ValueError(f'{allowed}, got {type(learning_rate).__name__} '
+                     f'{learning_rate!r}')
   try:
     lr = float(learning_rate)
   except (TypeError, ValueError) as e:
-    raise ValueError(f'{field}: must be a finite number > 0 or an optax '
-                     f'schedule, got {learning_rate!r}') from e
+    raise ValueError(f'{allowed}, got {learning_rate!r}') from e
   if not lr > 0 or math.isinf(lr):
-    raise ValueError(f'{field}: must be a finite number > 0 or an optax '
-                     f'schedule, got {learning_rate}')
+    raise ValueError(f'{allowed}, got {learning_rate}')
   return lr
 
 
@@ -156,13 +167,13 @@ def _debiased(ema: Array, decay: float, count: Array) -> Array:
 
 
 def scale_by_learned_optimizer(
-    implementation: fast_cells.Implementation,
+    implementation: dispatch.Implementation,
     meta_params: MetaParams, grad_ema: float = 0.,
     second_moment: float = 0.) -> optax.GradientTransformation:
   """The cell's update direction `d` as an optax transformation.
 
   Args:
-    implementation: how the cell runs (`fast_cells.make(config, ...)`): its
+    implementation: how the cell runs (`dispatch.make(config, ...)`): its
       initial state and `apply(meta_params, g[N], state) -> (d[N], state)`.
     meta_params: the cell's weights.
     grad_ema: used with `second_moment` only (otherwise an `optax.ema`
@@ -191,6 +202,11 @@ def scale_by_learned_optimizer(
   def cell_update(inputs, state):
     direction, cell_state = implementation.apply(
         meta_params, inputs, state.cell_state)
+    # NaN in, NaN out: a cell's saturating gates may map a non-finite input
+    # to a finite (and then frozen) update; 0 * x is 0 for finite x and NaN
+    # for NaN or inf, so this changes no finite update.
+    for x in (inputs if isinstance(inputs, tuple) else (inputs,)):
+      direction = direction + 0. * x
     return direction, ScaleByLearnedOptimizerState(
         count=optax.safe_increment(state.count), cell_state=cell_state)
 
@@ -261,22 +277,17 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       cell's direction. None: every `opt_fn` call must give one.
     config: a `cells.CellConfig`; or give its fields as keyword arguments,
       e.g. `learned_optimizer(cell='optim4rl', hidden_size=8)`.
-    implementation: how the cell runs; all give the same updates to float
-      tolerance. 'auto' (the default): 'fused' on a single CPU device where
-      its kernel builds, else 'haiku' (`fast_cells.resolve`). 'fused'
-      (`lopt.cell_runtime.fused`: the whole step, features, each path's GRU and
-      MLP and the direction, in one C++ kernel through XLA's FFI,
-      reverse-mode differentiable; XLA:CPU only;
-      state `[N, hidden]`), 'haiku' (the plain Haiku module, state
-      `[N, hidden]`; any backend) or 'fast' (`lopt.cell_runtime.dispatch`:
-      coordinate-minor XLA ops, state `[hidden, N]`; faster than 'haiku' on
-      one large flat vector, slower under vmap). README, "The learned
-      optimizer's cost".
+    implementation: how the cell runs (`lopt.cell_runtime`); both give the
+      same updates and meta-gradients to float tolerance and keep the state
+      `[N, hidden]` per GRU. 'auto' (the default): 'fused' on a single CPU
+      device where its kernel builds, else 'haiku'. 'fused': the whole step
+      (features, each path's GRU and MLP, the direction) in one C++ kernel
+      through XLA's FFI, reverse-mode differentiable; XLA:CPU only.
+      'haiku': the plain Haiku module; any backend.
     fold_vmap: under `vmap` over agents or seeds with shared meta-params,
       run the cell once on all their coordinates laid end to end
-      (`fast_cells.fold_vmap`): the same values and meta-gradients. None:
-      on for 'haiku' and 'fused' (faster: README, "The population folded
-      into one cell call"), off for 'fast' (slower folded).
+      (`dispatch.fold_vmap`): the same values and meta-gradients, fewer
+      and larger calls. None: on.
     **config_kwargs: `CellConfig` fields, when `config` is None.
 
   Returns:
@@ -289,10 +300,10 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
   default_lr = (None if learning_rate is None
                 else check_learning_rate(learning_rate))
   cell = cells.make_cell(config)
-  implementation = fast_cells.resolve(implementation, config)
+  implementation = dispatch.resolve(implementation, config)
   if fold_vmap is None:
-    fold_vmap = implementation != 'fast'
-  impl = fast_cells.make(config, implementation, cell, fold=fold_vmap)
+    fold_vmap = True
+  impl = dispatch.make(config, implementation, cell, fold=fold_vmap)
 
   def init(key: Array) -> MetaParams:
     return cell.init(key, cells.example_inputs(config),
@@ -317,8 +328,12 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
     if lr is None:
       raise ValueError('learning_rate: this learned optimizer has no default '
                        'rate; pass opt_fn(meta_params, learning_rate=...)')
-    if not isinstance(lr, (jax.Array, np.ndarray)):  # arrays: traced or
-      lr = check_learning_rate(lr)                    # injected rates
+    if isinstance(lr, jax.core.Tracer) or (  # traced or injected rates
+        isinstance(lr, (jax.Array, np.ndarray)) and lr.ndim == 0
+        and jnp.issubdtype(lr.dtype, jnp.floating)):
+      pass
+    else:
+      lr = check_learning_rate(lr)
     return optax.chain(direction_fn(meta_params),
                        optax.scale_by_learning_rate(lr))
 

@@ -119,9 +119,46 @@ def _check_zero_gradient(lo, meta_params, zero_grad_moves: bool):
   assert bool(jnp.all(jnp.isfinite(u2))), 'non-finite 2nd update at g = 0'
 
 
+def check_non_finite_policy(lo: optimizer_lib.LearnedOptimizer,
+                            meta_params) -> None:
+  """Asserts the contract's policy for non-finite gradients: NaN in, NaN out.
+
+  As optax's Adam: a coordinate whose gradient is NaN or inf gets a
+  non-finite update at that step, the other coordinates are unaffected, and
+  the coordinate is never silently frozen afterwards (its later updates are
+  non-finite, or move with its gradient; an exact zero or a constant is a
+  coordinate frozen by a cell that swallowed the NaN).
+  """
+  opt = lo.opt_fn(meta_params, 1e-2)
+  update = jax.jit(opt.update)
+  for bad in (jnp.nan, jnp.inf):
+    g = jnp.linspace(-1e-2, 1e-2, 8).at[3].set(1e-3)
+    u0, state = update(g, opt.init(g))
+    u1, state = update(g.at[3].set(bad), state)
+    assert not bool(jnp.isfinite(u1[3])), (
+        f'non-finite gradients: a {bad} gradient gave a finite update '
+        f'{float(u1[3])}; the policy is NaN in, NaN out')
+    others = np.delete(np.arange(8), 3)
+    assert bool(jnp.all(jnp.isfinite(u1[others]))), (
+        f'non-finite gradients: a {bad} in one coordinate made others '
+        'non-finite')
+    later = []
+    for scale in (1., -3.):
+      u, state = update(scale * g, state)
+      assert bool(jnp.all(jnp.isfinite(u[others]))), (
+          'non-finite gradients: clean coordinates went non-finite later')
+      later.append(float(u[3]))
+    finite = np.isfinite(later)
+    assert not finite.any() or (finite.all() and later[0] != later[1]
+                                and 0. not in later), (
+        f'non-finite gradients: after a {bad} gradient the coordinate is '
+        f'frozen (later updates {later}); it must stay non-finite or move')
+    del u0
+
+
 def check_learned_optimizer(lo: optimizer_lib.LearnedOptimizer, *,
                             zero_grad_moves: bool,
-                            seed: int = 0) -> None:
+                            seed: int = 0, meta_params=None) -> None:
   """Asserts the learned-optimizer contract for `lo`.
 
   Checks: `name` and `num_meta_params`; state structure, shapes and dtypes
@@ -129,22 +166,40 @@ def check_learned_optimizer(lo: optimizer_lib.LearnedOptimizer, *,
   `optax.chain`; `init` reads only shapes and never stores the parameters;
   `vmap` over a population equals a loop; the learning rate scales the
   update linearly; the meta-gradient through two updates is finite and
-  non-zero; and a zero gradient gives a finite update (exactly zero unless
-  `zero_grad_moves`, e.g. LinearOptim's bias term moves at g = 0).
+  non-zero; a zero gradient gives a finite update (exactly zero unless
+  `zero_grad_moves`, e.g. LinearOptim's bias term moves at g = 0); a
+  non-finite gradient gives a non-finite update and never a frozen
+  coordinate (`check_non_finite_policy`); a learning rate of a wrong type
+  or value is refused, naming the field.
 
   Args:
     lo: the learned optimizer.
     zero_grad_moves: whether this cell may move a coordinate whose gradient
       is zero.
     seed: for meta-params and gradients.
+    meta_params: check with these (e.g. a shipped optimizer's); default:
+      `lo.init` moved off its initial values.
   """
   key = jax.random.PRNGKey(seed)
   k_init, k_pert, k1, k2, k3 = jax.random.split(key, 5)
-  meta_params = lo.init(k_init)
-  _check_meta_params(lo, meta_params)
-  meta_params = _perturbed(meta_params, k_pert)
+  _check_meta_params(lo, lo.init(k_init))
+  if meta_params is None:
+    meta_params = _perturbed(lo.init(k_init), k_pert)
   _check_shapes_kept(lo, meta_params)
   _check_init_reads_shapes_only(lo, meta_params, k1)
   _check_vmap_and_lr(lo, meta_params, k2)
   _check_meta_gradient(lo, meta_params, k3)
   _check_zero_gradient(lo, meta_params, zero_grad_moves)
+  check_non_finite_policy(lo, meta_params)
+  _check_learning_rate_refused(lo, meta_params)
+
+
+def _check_learning_rate_refused(lo, meta_params):
+  for bad in ('1e-3', True, -1e-3, float('nan'), [1e-3]):
+    try:
+      lo.opt_fn(meta_params, bad)
+    except (TypeError, ValueError) as e:
+      assert 'learning_rate' in str(e), (
+          f'learning_rate={bad!r} refused without naming the field: {e}')
+    else:
+      raise AssertionError(f'learning_rate={bad!r} was accepted')

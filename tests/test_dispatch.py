@@ -79,7 +79,7 @@ def test_bad_implementation_and_state_shapes_are_named():
   impl = dispatch.make(lo.config, 'haiku')
   with pytest.raises(AssertionError, match='rank'):
     impl.apply(mp, jnp.zeros((5, 1)), state.cell_state)
-  bad = state._replace(cell_state=(jnp.zeros((5, 8)), jnp.zeros((5, 8))))
+  bad = state._replace(cell_state=(jnp.zeros((5, 7)), jnp.zeros((5, 7))))
   with pytest.raises(AssertionError, match='shape'):
     opt.update(jnp.zeros(5), bad)
 

@@ -6,7 +6,7 @@ settings (4 envs x 128 steps, 4 minibatches x 4 epochs, lr 2.5e-4 annealed
 linearly to 0, global-norm clip 0.5) at half their budget: 488 updates
 (249,856 env steps), 4 seeds. A user swaps `optax.adam(schedule, eps=1e-5)`
 for `lopt.pretrained(learning_rate=schedule)`, same schedule, nothing
-retuned. Measured (README Results), on two machines of this kind:
+retuned. Measured (docs/results.md), on two machines of this kind:
 Adam 434 and 319 (its seeds 263-465 on the second: float-level differences
 between machines move single RL runs), the default (optim4rl_from_adam_mix)
 489 and 497, optim4rl_from_adam (the default before it) 500 and 488;

@@ -172,3 +172,20 @@ def test_pretrained_under_inject_hyperparams():
     updates, state = update(jax.grad(loss)(params), state, params)
     params = optax.apply_updates(params, updates)
   assert float(loss(params)) < 0.5 * float(loss(_regression()[0]))
+
+
+@pytest.mark.parametrize('implementation', ['auto', 'haiku'])
+def test_every_shipped_optimizer_keeps_the_non_finite_policy(implementation):
+  # NaN in, NaN out (never a coordinate silently frozen), on the kernel
+  # ('auto' on one CPU device) and on the Haiku module; and a learning rate
+  # of a wrong type is refused naming the field.
+  for name in lopt.pretrained_lib.names():
+    shipped, meta_params = lopt.pretrained_lib.load(name)
+    lo = lopt.learned_optimizer(learning_rate=shipped.learning_rate,
+                                config=shipped.config,
+                                implementation=implementation)
+    lopt.testing.check_non_finite_policy(lo, meta_params)
+  with pytest.raises(ValueError, match='learning_rate: must be a finite'):
+    lopt.pretrained(learning_rate='1e-3')
+  with pytest.raises(ValueError, match='learning_rate: must be a finite'):
+    lopt.pretrained(learning_rate=True)

@@ -113,7 +113,7 @@ def fold_vmap(apply: Callable, coordinate_axis: int) -> Callable:
   same fold: the backward pass is `jax.vjp` of `apply` on the folded
   coordinates, recomputing the forward, and the meta-params' cotangent is
   already the sum over the batch. Values and gradients equal the plain
-  `vmap` to float tolerance (tests/test_fast_cells.py).
+  `vmap` to float tolerance (tests/test_dispatch.py).
 
   Args:
     apply: `apply(meta_params, g[N], state) -> (d[N], state)`.

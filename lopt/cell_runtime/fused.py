@@ -1,19 +1,20 @@
 """The cell's step as one fused kernel per call on XLA:CPU.
 
-XLA:CPU runs a cell (`lopt.cells`, `lopt.cell_runtime.dispatch`) as a chain of thin
-matmuls and elementwise kernels, each reading and writing `[N, 8..24]`
-intermediates: at about 3,000 FLOPs and 2.5 kB of memory traffic per
-coordinate it reaches 5-15% of this machine's matmul peak (README, "The
-learned optimizer's cost"). Here a tile of coordinates (one SIMD
+XLA:CPU runs a cell (`lopt.cells`) as a chain of thin matmuls and
+elementwise kernels, each reading and writing `[N, 8..24]` intermediates:
+about 3,000 FLOPs and 2.5 kB of memory traffic per coordinate, far from the
+matmul peak (`python -m launchers.benchmark --mode=opt` prints the share).
+Here a tile of coordinates (one SIMD
 register's worth) goes through the whole step, the preprocessor's
 features, each path's GRU and MLP and the cell's direction, in registers
 and L1, in a small C++ kernel called through XLA's FFI
-(`lopt/cell_runtime/native/cell_kernel.cc`): only the gradient (and Optim4RL's second
-moment), the state and the direction touch memory.
+(`lopt/cell_runtime/native/cell_kernel.cc`): only the gradient (and
+Optim4RL's second moment), the state and the direction touch memory.
+NaN and inf propagate as in JAX (NaN in, NaN out).
 
 The maths is `lopt.cells` (every cell and preprocessor) with the state in
 the Haiku module's layout (`[N, hidden]` per GRU, read and written across
-rows inside the kernel), so `fast_cells.make(config, 'fused')` has the same
+rows inside the kernel), so `dispatch.make(config, 'fused')` has the same
 state as 'haiku' and is folded over a population the same way (its
 coordinates laid end to end). Its reverse mode is a second kernel
 (`custom_vjp`): the cotangents of the meta-params (summed over

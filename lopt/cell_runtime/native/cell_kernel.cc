@@ -94,8 +94,10 @@ enum Preprocessor { IDENTITY = 0, LOG_SIGN = 1, ANDRYCHOWICZ = 2 };
 
 inline V splat(float s) { return V{} + s; }
 
-inline V vmax(V a, V b) { return a > b ? a : b; }
-inline V vmin(V a, V b) { return a < b ? a : b; }
+// max and min that keep a NaN in `a` (as jnp.maximum / jnp.minimum), so a
+// non-finite input stays non-finite through relu and exp's range clamp.
+inline V vmax(V a, V b) { return a < b ? b : a; }
+inline V vmin(V a, V b) { return a > b ? b : a; }
 
 // c[0] x^(K-1) + c[1] x^(K-2) + ... + c[K-1], by Horner's rule.
 template <size_t K>
@@ -164,10 +166,11 @@ inline V vabs(V x) { return (V)((VI)x & 0x7fffffff); }
 // abs's derivative as JAX takes it: 1 at 0 (and -0).
 inline V vabs_grad(V x) { return x >= 0 ? splat(1.f) : splat(-1.f); }
 
-// jnp.sign: -1, 0 or 1.
+// jnp.sign: -1, 0 or 1, and NaN for NaN (x * 0 keeps a NaN and the zero's
+// sign), so a non-finite gradient gives a non-finite update, as in JAX.
 inline V vsign(V x) {
   const V one = splat(1.f), zero = splat(0.f);
-  return x > 0 ? one : (x < 0 ? -one : zero);
+  return x > 0 ? one : (x < 0 ? -one : x * zero);
 }
 
 // log(x) for x >= 0 (-inf at 0): x = 2^e m with m in [sqrt(1/2), sqrt(2)),

@@ -1,0 +1,193 @@
+"""The standard suite: rate selection on tuning seeds, fresh-seed reports,
+normalisation, IQM and CIs, input checks and resuming."""
+
+import os
+
+import numpy as np
+import pytest
+
+from configs import evaluate as evaluate_config
+from launchers.lib import suite
+from launchers.lib import suite_summary
+from launchers.lib import training
+
+
+def tiny_config(**overrides):
+  """The standard preset on CartPole at a tiny budget."""
+  cfg = evaluate_config.get_config('standard')
+  cfg.envs = 'cartpole'
+  cfg.optimizers = 'adam,rmsprop'
+  cfg.rate_grid = '0.3,1,3'
+  cfg.max_grid_extensions = 1
+  cfg.tune_seeds = 2
+  cfg.report_seeds = 2
+  cfg.report_seed_start = 100
+  cfg.seeds_per_batch = 0
+  cfg.budgets = 'cartpole=1024'
+  cfg.random_steps = 600
+  for k, v in overrides.items():
+    cfg[k] = v
+  return cfg
+
+
+def fake_train(returns):
+  """A `training.train` stand-in: final return `returns(factor, seed)`
+  per seed, where factor is the unit's rate over Adam's (2.5e-4)."""
+  calls = []
+
+  def train(cfg, workdir, label='', verbose=True):
+    del workdir, verbose
+    calls.append(label)
+    factor = round(cfg.optimizer.learning_rate / 2.5e-4, 6)
+    final = np.array([returns(factor, cfg.seed) for _ in range(cfg.num_seeds)],
+                     np.float64)
+    return {'final_return': final, 'env_steps': np.array([512, 1024]),
+            'returns': np.stack([final / 2, final]), 'steps_per_second': 1.,
+            'nonfinite': False}
+
+  train.calls = calls
+  return train
+
+
+def run_fake(cfg, workdir, returns, monkeypatch):
+  """Tune and report with `fake_train`; returns (plan, store, train)."""
+  train = fake_train(returns)
+  monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
+      'final_return': np.full(unit.num_seeds, 10.)})
+  monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
+                      (train, False))
+  plan = suite.make_plan(cfg)
+  store = suite.Store(str(workdir))
+  suite.tune(plan, store, cfg.brax_steps)
+  suite.report(plan, store, cfg.brax_steps)
+  return plan, store, train
+
+
+def test_rate_chosen_on_tuning_seeds_reported_on_fresh_ones(tmp_path,
+                                                            monkeypatch):
+  # Tuning seeds (base 0) prefer 3x; fresh seeds (base 100) prefer 1x, so
+  # a selection that peeked at the fresh seeds would pick 1x.
+  def returns(factor, seed):
+    best = 3. if seed < 100 else 1.
+    return 100. - 10. * abs(np.log(factor / best)) + (seed >= 100) * 5.
+
+  plan, store, _ = run_fake(tiny_config(), tmp_path, returns, monkeypatch)
+  chosen = suite.choices(plan, store)
+  assert chosen[('cartpole', 'adam')] == 3.
+  table, complete, scores = suite_summary.task_scores(
+      store.rows, chosen, suite_summary.SuiteInfo(
+          plan.tasks, plan.optimizers, plan.grid, plan.standard_steps,
+          plan.tune_steps, 2, 2, [0], [100], ''))
+  adam = [r for r in table if r['optimizer'] == 'adam'][0]
+  # The fresh seeds' figure at 3x, not their own best (1x: 105).
+  assert adam['tuned_return_mean'] == pytest.approx(105. - 10. * np.log(3.))
+  assert complete == ['cartpole']
+  # Tuned Adam is 1 on its own fresh seeds; at 1x it is above 1 here.
+  np.testing.assert_allclose(scores['tuned', 'adam']['cartpole'], 1.)
+  assert scores['at_1x', 'adam']['cartpole'][0] > 1.
+
+
+def test_edge_winner_extends_the_grid_then_reselects(tmp_path, monkeypatch):
+  # Returns grow with the rate: 3x (the top edge) wins, 9x is added, wins,
+  # and max_grid_extensions=1 stops there.
+  plan, store, train = run_fake(tiny_config(), tmp_path,
+                                lambda factor, seed: factor, monkeypatch)
+  assert suite.choices(plan, store)[('cartpole', 'adam')] == 9.
+  assert any('tune_cartpole_adam_x9_' in c for c in train.calls)
+  assert not any('_x27_' in c for c in train.calls)
+
+
+def test_selection_and_extension_helpers():
+  scores = {0.3: np.array([1., 2.]), 1.: np.array([3., np.nan]),
+            3.: np.array([np.nan, np.nan])}
+  assert suite_summary.select_rate(scores) == 1.  # NaN seeds left out
+  grid = (0.1, 0.3, 1., 3., 10.)
+  assert suite_summary.extension(0.1, grid, grid, 2) == pytest.approx(0.0333)
+  assert suite_summary.extension(10., grid, grid, 2) == pytest.approx(33.3)
+  assert suite_summary.extension(1., grid, grid, 2) is None
+  assert suite_summary.extension(33.3, grid + (33.3,), grid, 1) is None
+  assert suite_summary.neighbours(3., grid) == [1., 3., 10.]
+  assert suite_summary.neighbours(0.1, grid) == [0.1, 0.3]
+
+
+def test_normalize_hand_values():
+  np.testing.assert_allclose(
+      suite_summary.normalize([10., 55., 100., 120.], 10., 100.),
+      [0., 0.5, 1., 1.2222222])
+
+
+def test_iqm_and_ci_hand_values():
+  # 8 runs x 1 task: the middle half is 3, 4, 5, 6.
+  scores = np.array([[1.], [2.], [3.], [4.], [5.], [6.], [7.], [100.]])
+  iqm, lo, hi = suite_summary.iqm_ci({'a': scores}, reps=500, seed=0)['a']
+  assert iqm == pytest.approx(4.5)
+  assert lo < iqm < hi
+  assert hi < 100.  # the outlier is trimmed in most resamples
+  assert suite_summary.iqm_ci({'a': scores}, reps=500, seed=0)['a'] == (
+      iqm, lo, hi)
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('envs', 'cartpole,pong', "envs: unknown 'pong'"),
+    ('optimizers', 'adam,adamm', "optimizers: unknown 'adamm'"),
+    ('optimizers', 'rmsprop', 'optimizers: must include adam'),
+    ('rate_grid', '0.3,3,10', 'rate_grid: .* must contain 1'),
+    ('rate_grid', '1,x3', 'rate_grid: .* not comma-separated numbers'),
+    ('rate_grid', '1,3', 'rate_grid: .* at least 3'),
+    ('report_seed_start', 1, 'report_seed_start: the fresh seeds'),
+    ('budgets', 'cartpole=0', 'budgets: .* positive integer'),
+])
+def test_bad_input_names_the_field(tmp_path, field, value, match):
+  workdir = tmp_path / 'w'
+  with pytest.raises(ValueError, match=match):
+    suite.run(tiny_config(**{field: value}), str(workdir), 'tune')
+  assert not workdir.exists()  # failed before any unit (or compile)
+
+
+def test_bad_phase_and_task_subset(tmp_path):
+  with pytest.raises(ValueError, match='phase: unknown'):
+    suite.run(tiny_config(), str(tmp_path), 'sweep')
+  with pytest.raises(ValueError, match="tasks: unknown 'acrobot'"):
+    suite.make_plan(tiny_config(), 'acrobot')
+
+
+def test_resume_skips_finished_units(tmp_path):
+  # Two real units on CartPole at 1,024 env steps each (2 seeds vmapped).
+  units = [suite.Unit('tune', 'cartpole', 'adam', f, 0, 2, 1024)
+           for f in (1., 3.)]
+  calls = []
+
+  def train(*args, **kwargs):
+    calls.append(args[0].optimizer.learning_rate)
+    return training.train(*args, **kwargs)
+
+  store = suite.Store(str(tmp_path))
+  runner = suite.Runner(store, 0, units, train_fn=train, verbose=False)
+  runner.ensure(units[0])
+  assert len(calls) == 1
+  # A new process: the finished unit is read back and skipped.
+  store = suite.Store(str(tmp_path))
+  runner = suite.Runner(store, 0, units, train_fn=train, verbose=False)
+  assert runner.total == 1
+  for u in units:
+    runner.ensure(u)
+  assert calls == pytest.approx([2.5e-4, 7.5e-4])
+  rows = suite.read_rows(os.path.join(tmp_path, suite.UNITS_CSV))
+  assert len(rows) == 4  # 2 units x 2 seeds, none repeated
+  assert all(np.isfinite(float(r['final_return'])) for r in rows)
+  assert os.path.exists(store.curve_path(units[1]))
+
+
+def test_readme_table_between_markers(tmp_path):
+  summary = tmp_path / 'summary.md'
+  summary.write_text('# Title\n\nstatus line\n\n| t |\n\n## Per task\n| x |\n')
+  readme = tmp_path / 'README.md'
+  readme.write_text('intro\n')
+  assert not suite_summary.write_readme_table(str(readme), str(summary))
+  assert readme.read_text() == 'intro\n'
+  readme.write_text(f'intro\n{suite_summary.README_BEGIN}\nold\n'
+                    f'{suite_summary.README_END}\nrest\n')
+  assert suite_summary.write_readme_table(str(readme), str(summary))
+  text = readme.read_text()
+  assert 'status line' in text and '| t |' in text and 'old' not in text
+  assert '| x |' not in text and text.endswith('rest\n')
