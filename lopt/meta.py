@@ -171,7 +171,7 @@ def _per_agent_finite(params) -> Array:
 # where a loop stacks it into [K, ...] arrays that are zero-filled and
 # written slice by slice every meta-iteration (the recurrent state alone is
 # 20 MB at 64 agents). Longer K stays a loop, whose program (and compile
-# time: about 1 s more at K = 4) does not grow with K.
+# time) does not grow with K.
 MAX_UNROLLED = 4
 
 # What `inner_unroll` keeps of an update for the backward pass when it
@@ -379,8 +379,8 @@ def pipeline_reset(init_agent, population: AgentState, step: Array,
   Agent i is due when `step % interval == slots[i]`; it is replaced by
   `init_agent(keys[i], meta_params)`. Fresh agents are built for the whole
   population and selected: building only the due ones (a gather, a scatter
-  and a `lax.cond` for non-finite agents) measured no faster on
-  small_dense_short and compiled 2-3 s slower. Returns the new population
+  and a `lax.cond` for non-finite agents) was no faster on
+  small_dense_short and compiled slower. Returns the new population
   and how many agents were reset.
   """
   due = jnp.logical_or(step % interval == jnp.asarray(slots),

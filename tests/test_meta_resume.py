@@ -120,7 +120,7 @@ def test_killed_and_resumed_run_is_bitwise_equal(tmp_path):
   # The resumed runs load both programs from the executable cache (the
   # suite's compile cache folder) and still end bitwise equal below.
   assert text.count('executable cache: init hit') >= 2, text[-3000:]
-  assert text.count('meta-step hit') >= 2
+  assert text.count(', run hit') >= 2
 
   reference = str(tmp_path / 'uninterrupted')
   summary = meta_training.meta_train(_config(), reference, verbose=False)

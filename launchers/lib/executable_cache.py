@@ -1,9 +1,8 @@
 """Compiled programs kept on disk across processes, tracing skipped.
 
 JAX's persistent compilation cache skips XLA's compile on a second run, but
-not the Python trace and the lowering that compute its key: on the
-meta-training program of small_dense_short (64 agents) those take 4-5 s
-of a 7 s cache hit. This cache keeps the whole compiled executable
+not the Python trace and the lowering that compute its key, which are most
+of a cache hit's time for meta-training's large programs. This cache keeps the whole compiled executable
 (`jax.experimental.serialize_executable`) under a key of everything the
 program can depend on, so a hit traces nothing:
 

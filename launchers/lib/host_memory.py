@@ -17,8 +17,7 @@ free memory at its top). It only acts where glibc is the C library (Linux);
 elsewhere it returns False.
 
 The cost: every thread allocates from the one main heap, so XLA's
-multi-threaded compiler contends for it (meta-training small_dense_short
-compiles 3.5-4 s slower here). Worth it for single models of 1e5
+multi-threaded compiler contends for it and compiles slower. Worth it for single models of 1e5
 coordinates and more; populations of small networks do not gain.
 
 Call it before JAX's first computation: threads that malloc before it keep

@@ -4,14 +4,14 @@ quickstart.py).
 Validates every field and builds each task's agent through the launchers'
 one factory (`common.make_agent`, so env options such as `episode_length` and
 `reset_mode` reach meta-training as they reach train.py), then runs
-`lopt.meta` and resumes from the latest checkpoint in `workdir`. Writes into
+`lopt.meta` in `driver.Driver`'s loop and resumes from the latest checkpoint
+in `workdir`. Writes into
 `workdir`: config.json (at start), metrics.csv (one row per meta-iteration),
 meta_training.png, meta_loss.png, checkpoints/, meta_summary.json and
 meta_params.npz (the frozen meta-params, loadable by train.py with
 --config.optimizer.name=learned --config.optimizer.meta_params_path=...).
 """
 
-import csv
 import math
 import os
 import time
@@ -23,8 +23,8 @@ import numpy as np
 
 from agents import ppo
 from launchers.lib import common
+from launchers.lib import driver as driver_lib
 from launchers.lib import multihost
-from launchers.lib import runtime
 import lopt
 from lopt import checkpointing
 from lopt import meta
@@ -200,50 +200,8 @@ def env_steps_per_iteration(cfg) -> int:
   return cfg.tasks.num_agents * (cfg.meta.num_inner_steps + 1) * per_rollout
 
 
-def _read_rows(path: str, upto: int):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [r for r in csv.DictReader(f) if int(r['meta_step']) <= upto]
-
-
-class _CsvAppender:
-  """metrics.csv written as the run goes (rows kept up to a resume point)."""
-
-  def __init__(self, path: str, rows, enabled: bool = True):
-    self.path = path
-    self.enabled = enabled
-    self.fields = list(rows[0]) if rows else None
-    if not enabled:
-      return
-    if rows:
-      common.write_csv(path, rows)
-    elif os.path.exists(path):
-      os.remove(path)
-
-  def append(self, rows):
-    if not rows or not self.enabled:
-      return
-    new = self.fields is None
-    if new:
-      self.fields = list(rows[0])
-    with open(self.path, 'a', newline='') as f:
-      w = csv.DictWriter(f, fieldnames=self.fields)
-      if new:
-        w.writeheader()
-      w.writerows(rows)
-
-
-class StopFlag:
-  """Set by SIGTERM/SIGINT; the loop saves and exits after the current call."""
-
-  def __init__(self):
-    self.requested = False
-
-  def __call__(self, signum, frame):
-    del frame
-    print(f'signal {signum}: saving a checkpoint and stopping', flush=True)
-    self.requested = True
+# Set by SIGTERM/SIGINT (the apps install it).
+StopFlag = driver_lib.StopFlag
 
 
 def _checkpointer(cfg, workdir: str) -> checkpointing.Checkpointer:
@@ -319,70 +277,55 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     common.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
   _, lo, trainer = build(cfg, agents)
   stop = stop or StopFlag()
+  t0 = time.time()
   total = math.ceil(cfg.num_meta_steps / cfg.log_every) * cfg.log_every
 
-  t0 = time.time()
   # Built in place, split over every device; a checkpoint restores into the
   # same placement, whatever topology wrote it. Both programs come from the
-  # executable cache when this config ran before (launchers only).
-  cache = runtime.executable_cache(program_context(cfg))
+  # executable cache when it is on and this config ran before.
+  driver = driver_lib.Driver(
+      program_context(cfg),
+      csv_path=os.path.join(workdir, 'metrics.csv') if primary else '',
+      key='meta_step', unit='agent env-steps', verbose=verbose)
   key = np.asarray(jax.random.PRNGKey(cfg.seed))
-  init = cache.wrap('meta_init',
-                    lambda: meta.init_sharded_fn(trainer, key))
-  cache.prefetch('meta_run')  # loads while the population is built
-  state = init(key)
-  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                        state)  # `state` itself is donated by each call
-  run = cache.wrap('meta_run', lambda: meta.run_sharded_fn(trainer, shapes))
+  state = driver.start(
+      'meta_init', lambda: meta.init_sharded_fn(trainer, key), (key,),
+      'meta_run', lambda shapes: meta.run_sharded_fn(trainer, shapes))
   if start_step:
     state, start_step = ckpt.restore(state)
     if verbose:
       print(f'resumed from checkpoint at meta-step {start_step}', flush=True)
-  step = int(start_step or 0)
-  csv_path = os.path.join(workdir, 'metrics.csv')
-  rows = _read_rows(csv_path, step)
-  csv_file = _CsvAppender(csv_path, rows if primary else [],
-                          enabled=primary)
-  per_iter = env_steps_per_iteration(cfg)
-  progress = common.Progress(total, unit='agent env-steps')
-  progress_steps = step
-  first_call_seconds = None
-  while step < total and not stop.requested:
-    state, metrics = run(state)
-    metrics = multihost.fetch(metrics)
-    if first_call_seconds is None:
-      first_call_seconds = time.time() - t0
-      if verbose and primary and cache.folder:
-        print(f'executable cache: init {init.describe()}, meta-step '
-              f'{run.describe()}', flush=True)
-    new_rows = [{'meta_step': step + i + 1,
-                 **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
-                for i in range(cfg.log_every)]
-    rows += new_rows
-    csv_file.append(new_rows)
-    step += cfg.log_every
-    progress_steps += cfg.log_every
-    if verbose and primary:
-      progress.line(step, progress_steps * per_iter,
-                    **{'meta-loss': float(np.mean(metrics['meta_loss'])),
-                       'agent return': float(np.nanmean(
-                           metrics['agent_return'])),
-                       'skipped': int(state.skipped)})
-    if step % cfg.save_every == 0 or step >= total or stop.requested:
+  start_step = int(start_step or 0)
+
+  def record(step, metrics, state):
+    rows = [{'meta_step': step - cfg.log_every + i + 1,
+             **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
+            for i in range(cfg.log_every)]
+    return rows, {'meta-loss': float(np.mean(metrics['meta_loss'])),
+                  'agent return': float(np.nanmean(metrics['agent_return'])),
+                  'skipped': int(state.skipped)}
+
+  def save(step, state, last):
+    if step % cfg.save_every == 0 or last:
       ckpt.save(step, state, force=True)
+
+  run = driver.loop(state, first_step=start_step, total=total,
+                    per_call=cfg.log_every,
+                    units_per_step=env_steps_per_iteration(cfg),
+                    record=record, stop=stop, save=save)
   ckpt.close()
+  state, step, rows = run.state, run.step, run.rows
 
   meta_params = multihost.fetch(state.meta_params)
   export = os.path.join(workdir, 'meta_params.npz')
-  run_seconds = time.time() - t0 - (first_call_seconds or 0.)
-  later_steps = progress_steps - int(start_step or 0) - cfg.log_every
   summary = {'meta_step': step, 'skipped_meta_updates': int(state.skipped),
-             'first_call_seconds': first_call_seconds,
-             'executable_cache': {'init': init.status, 'run': run.status},
+             'first_call_seconds': run.first_call_seconds,
+             'executable_cache': driver.statuses(),
              # Meta-iterations per second after the first (compiling) call.
-             'meta_steps_per_second': (later_steps / run_seconds
-                                       if later_steps > 0 else float('nan')),
-             'meta_params_path': export, 'stopped_early': stop.requested,
+             'meta_steps_per_second': (
+                 run.later_calls * cfg.log_every / run.later_seconds
+                 if run.later_calls else float('nan')),
+             'meta_params_path': export, 'stopped_early': run.stopped_early,
              'elapsed_seconds': time.time() - t0,
              'topology': multihost.topology()}
   if not primary:

@@ -4,8 +4,9 @@ quickstart.py).
 `cfg.num_seeds` agents train at once (vmapped), `cfg.log_every` updates per
 jitted call, placed over every device (of every process, under
 `jax.distributed`) by `placement`: seeds split over a 'seeds' mesh axis, each
-seed's env batch over an 'envs' axis. Writes `returns.csv` (mean episode return per logging chunk, per
-seed), `learning_curve.png` and `summary.json` into `workdir`.
+seed's env batch over an 'envs' axis. The loop is `driver.Driver`'s.
+Writes `returns.csv` (mean episode return per logging chunk, per seed; as
+the run goes), `learning_curve.png` and `summary.json` into `workdir`.
 """
 
 import math
@@ -18,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from launchers.lib import common
+from launchers.lib import driver as driver_lib
 from launchers.lib import multihost
-from launchers.lib import runtime
 
 
 def num_envs(cfg) -> int:
@@ -104,56 +105,53 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
       where_memo.append(placement(jax.eval_shape(init, keys), cfg, devices))
     return where_memo[0]
 
-  def chunk_fn():  # states stay where they are (pinned: the next call
-    # then takes the same layout, so the same program); metrics as XLA likes
+  def chunk_fn(shapes):  # states stay where they are (pinned: the next
+    # call then takes the same layout, so the same program); metrics as XLA
+    # likes
+    del shapes
     train = jax.vmap(algo.make_train(agent, optimizer, cfg.log_every))
     return jax.jit(train, out_shardings=(where(), None))
 
   # Built in place (each device its seeds and envs) and kept there. Both
-  # programs come from the executable cache when this config ran before
-  # (launchers only).
-  cache = runtime.executable_cache(
+  # programs come from the executable cache when it is on and this config
+  # ran before.
+  primary = multihost.is_primary()
+  driver = driver_lib.Driver(
       {'config': cfg.to_dict(),
        'devices': None if devices is None else [(d.platform, d.id)
                                                 for d in devices]},
+      csv_path=os.path.join(workdir, 'returns.csv') if workdir else '',
+      key='update', unit='env-steps (all seeds)', verbose=verbose,
       # Entries load onto the default backend's devices.
-      enabled=devices is None or all(
+      cache_enabled=devices is None or all(
           d.client == jax.devices()[0].client for d in devices))
-  init_fn = cache.wrap('train_init',
-                       lambda: jax.jit(init, out_shardings=where()))
-  train_chunk = cache.wrap('train_chunk', chunk_fn)
-  cache.prefetch('train_chunk')  # loads while the population is built
-  states = init_fn(keys)
-  primary = multihost.is_primary()
-  progress = common.Progress(num_chunks * cfg.log_every,
-                             unit='env-steps (all seeds)')
-  rows, returns, env_steps = [], [], []
+  if workdir and primary:
+    os.makedirs(workdir, exist_ok=True)
+  states = driver.start(
+      'train_init', lambda: jax.jit(init, out_shardings=where()), (keys,),
+      'train_chunk', chunk_fn)
+  returns, env_steps = [], []
   t_start = time.time()
-  compile_seconds, run_start = None, None
-  for chunk in range(num_chunks):
-    states, metrics = train_chunk(states)
-    metrics = multihost.fetch(metrics)
+
+  def record(step, metrics, states):
+    del states
     ret = common.mean_episode_return(metrics)  # [seeds]
-    if compile_seconds is None:
-      compile_seconds = time.time() - t_start
-      run_start = time.time()
-      if verbose and primary and cache.folder:
-        print(f'executable cache: init {init_fn.describe()}, train '
-              f'{train_chunk.describe()}', flush=True)
-    step = (chunk + 1) * cfg.log_every
     env_steps.append(step * steps_per_update)
     returns.append(ret)
-    rows.append({'update': step, 'env_steps': step * steps_per_update,
-                 'mean_return': float(np.nanmean(ret)),
-                 **{f'return_seed{i}': float(r) for i, r in enumerate(ret)},
-                 'loss_entropy': float(np.mean(metrics['entropy'])),
-                 'wall_seconds': time.time() - t_start})
-    if verbose and primary:
-      progress.line(step, (chunk + 1) * steps_per_chunk * cfg.num_seeds,
-                    **{'mean return': float(np.nanmean(ret))})
-  run_seconds = time.time() - run_start
-  steps_per_second = ((num_chunks - 1) * steps_per_chunk * cfg.num_seeds /
-                      run_seconds if num_chunks > 1 else float('nan'))
+    row = {'update': step, 'env_steps': step * steps_per_update,
+           'mean_return': float(np.nanmean(ret)),
+           **{f'return_seed{i}': float(r) for i, r in enumerate(ret)},
+           'loss_entropy': float(np.mean(metrics['entropy'])),
+           'wall_seconds': time.time() - t_start}
+    return [row], {'mean return': float(np.nanmean(ret))}
+
+  run = driver.loop(states, first_step=0,
+                    total=num_chunks * cfg.log_every, per_call=cfg.log_every,
+                    units_per_step=steps_per_update * cfg.num_seeds,
+                    record=record)
+  states, compile_seconds = run.state, run.first_call_seconds
+  steps_per_second = (run.later_calls * steps_per_chunk * cfg.num_seeds /
+                      run.later_seconds if run.later_calls else float('nan'))
   nonfinite = not bool(multihost.fetch(jax.jit(
       lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
                                    for x in jax.tree.leaves(p)])))(
@@ -164,11 +162,9 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
             'env_steps': np.asarray(env_steps), 'returns': returns,
             'final_return': final, 'steps_per_second': steps_per_second,
             'compile_seconds': compile_seconds, 'nonfinite': nonfinite,
-            'executable_cache': {'init': init_fn.status,
-                                 'train': train_chunk.status}}
+            'executable_cache': {'init': driver.init.status,
+                                 'train': driver.run.status}}
   if workdir and primary:
-    os.makedirs(workdir, exist_ok=True)
-    common.write_csv(os.path.join(workdir, 'returns.csv'), rows)
     common.plot_curves(
         os.path.join(workdir, 'learning_curve.png'),
         {result['label']: np.nanmean(returns, axis=1)},
