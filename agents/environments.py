@@ -8,7 +8,7 @@ with auto-reset):
 
 Registered: the gridworlds of Oh et al. (2020) used by Optim4RL
 (gridworlds.py), gymnax's Catch-bsuite, CartPole-v1, Acrobot-v1 and the
-MinAtar games Breakout, SpaceInvaders and Asterix (the adapter below),
+MinAtar games Breakout, SpaceInvaders, Asterix and Freeway (the adapter below),
 and the Brax tasks ant, humanoid, walker2d, inverted_pendulum, halfcheetah,
 hopper (brax_envs.py; Brax itself is imported when one is built). The
 implementations import only env_base, so there is no import cycle.
@@ -61,6 +61,7 @@ _GYMNAX = {
     'acrobot': 'Acrobot-v1',
     'breakout_minatar': 'Breakout-MinAtar',
     'space_invaders_minatar': 'SpaceInvaders-MinAtar',
+    'freeway_minatar': 'Freeway-MinAtar',
     # Meta-training's discrete PPO task (configs/meta_mix.py); the other
     # gymnax envs here are held out from it.
     'asterix_minatar': 'Asterix-MinAtar',

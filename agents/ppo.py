@@ -29,6 +29,8 @@ from agents import wrappers
 
 Array = jax.Array
 _LOG_2PI = float(np.log(2. * np.pi))
+# Hidden-layer nonlinearities a PPOConfig may name.
+ACTIVATIONS = {'swish': jax.nn.swish, 'relu': jax.nn.relu, 'tanh': jnp.tanh}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,10 @@ class PPOConfig:
     normalize_obs: normalize observations with running statistics.
     policy_hidden: policy MLP widths.
     value_hidden: value MLP widths.
+    activation: hidden-layer nonlinearity, one of `ACTIVATIONS`.
+    orthogonal_init: orthogonal weights (gain sqrt(2) on hidden layers, 0.01
+      on the policy head, 1 on the value head) and zero biases, as
+      purejaxrl's and CleanRL's PPO; False keeps Haiku's default init.
   """
   num_envs: int = 4096
   unroll_len: int = 5
@@ -63,8 +69,13 @@ class PPOConfig:
   normalize_obs: bool = True
   policy_hidden: Tuple[int, ...] = (32, 32, 32, 32)
   value_hidden: Tuple[int, ...] = (256, 256, 256, 256, 256)
+  activation: str = 'swish'
+  orthogonal_init: bool = False
 
   def validate(self) -> None:
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'activation: unknown {self.activation!r}; allowed: '
+                       f'{sorted(ACTIVATIONS)}')
     for f in ('num_envs', 'unroll_len', 'num_minibatches', 'num_epochs'):
       if int(getattr(self, f)) < 1:
         raise ValueError(f'{f}: must be an int >= 1, got {getattr(self, f)}')
@@ -243,13 +254,29 @@ def make_ppo(env: environments.Environment,
   policy = make_policy(env)
   sample = policy.sample
 
+  activation = ACTIVATIONS[config.activation]
+
+  def mlp(hidden, outputs, head_gain, name):
+    if not config.orthogonal_init:
+      return hk.nets.MLP(tuple(hidden) + (outputs,), activation=activation,
+                         name=name)
+    # Hidden layers keep the activations' scale (gain sqrt 2); a small
+    # policy head starts near the uniform policy.
+    orth = hk.initializers.Orthogonal
+
+    def apply(x):
+      with hk.name_scope(name):
+        for width in hidden:
+          x = activation(hk.Linear(width, w_init=orth(np.sqrt(2.)))(x))
+        return hk.Linear(outputs, w_init=orth(head_gain))(x)
+
+    return apply
+
   def forward(obs):
     x = obs.reshape(obs.shape[:obs.ndim - len(env.observation_shape)] +
                     (-1,))
-    out = hk.nets.MLP(tuple(config.policy_hidden) + (policy.num_outputs,),
-                      activation=jax.nn.swish, name='policy')(x)
-    value = hk.nets.MLP(tuple(config.value_hidden) + (1,),
-                        activation=jax.nn.swish, name='value')(x)[..., 0]
+    out = mlp(config.policy_hidden, policy.num_outputs, 0.01, 'policy')(x)
+    value = mlp(config.value_hidden, 1, 1., 'value')(x)[..., 0]
     return out, value
 
   net = hk.without_apply_rng(hk.transform(forward))

@@ -7,6 +7,13 @@ r"""launchers/evaluate.py: optimizers x envs x seeds.
 
     python -m launchers.evaluate --config=configs/evaluate.py --workdir=runs/eval \
         --config.envs=ant,walker2d,inverted_pendulum,humanoid
+
+The standard suite (launchers/suite.py, not launchers/evaluate.py): per-task
+rate sweeps, rates chosen on tuning seeds and reported on fresh ones, IQM
+with bootstrap CIs:
+
+    python -m launchers.suite --config=configs/evaluate.py:standard \
+        --workdir=runs/standard [--phase=tune|report|summarize|all]
 """
 
 import ml_collections
@@ -49,9 +56,62 @@ VALIDATION_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,'
                          'optim4rl_from_adam:default')
 
 
+# The standard suite's tasks: MinAtar and classic control with purejaxrl's
+# PPO settings (configs/ppo_gymnax.py), Brax with configs/ppo_brax.py's CPU
+# variant.
+STANDARD_ENVS = ('cartpole,acrobot,asterix_minatar,breakout_minatar,'
+                 'freeway_minatar,space_invaders_minatar,'
+                 'hopper,walker2d,inverted_pendulum')
+# Its optimizers, by name (each swept over `rate_grid`): two classic
+# baselines, one recent optax optimizer, the default shipped learned
+# optimizer, the gridworld one and the untrained cell.
+STANDARD_OPTIMIZERS = ('adam,rmsprop,lion,optim4rl_from_adam_mix,'
+                       'optim4rl_gridworlds,optim4rl')
+# Brax's budget in env steps per agent: the suite's minimum, 1e6 (its cost
+# on this 2-core machine is still to be measured; raise it to the largest
+# that runs in 20 minutes per (optimizer, rate) with the seeds batched).
+STANDARD_BRAX_STEPS = 1_000_000
+
+
+def standard_fields(config) -> None:
+  """The standard suite's fields (launchers/lib/suite.py reads them)."""
+  config.envs = STANDARD_ENVS
+  config.optimizers = STANDARD_OPTIMIZERS
+  # Rates as multiples of each task config's Adam rate, the same for every
+  # optimizer; a best rate on an edge adds the next point beyond it.
+  config.rate_grid = '0.1,0.3,1,3,10'
+  # At most this many points added beyond each edge of rate_grid.
+  config.max_grid_extensions = 2
+  # Seeds that choose the rates (run keys split from these base seeds).
+  config.tune_seeds = 4
+  config.tune_seed_start = 0
+  # Fresh seeds that report the chosen rates (a range apart from tuning's).
+  config.report_seeds = 8
+  config.report_seed_start = 1000
+  # Seeds per unit of work (one process run, one CSV append); 0: all of a
+  # phase's seeds in one unit. Four: a MinAtar unit is about 16 minutes here.
+  config.seeds_per_batch = 4
+  # Reduced sweep budgets, 'ENV=STEPS,...' (env steps per agent); tasks not
+  # named sweep at their standard budget. Where a sweep is reduced, the
+  # chosen rate and its neighbours are rerun at the standard budget on the
+  # tuning seeds and the choice is made again among them.
+  config.tune_steps = ''
+  # Brax tasks' standard budget (env steps per agent).
+  config.brax_steps = STANDARD_BRAX_STEPS
+  # Budgets replacing the standard ones, 'ENV=STEPS,...' (smoke tests and
+  # trial runs; the summary states every budget it ran at).
+  config.budgets = ''
+  # Random-policy floor: steps per seed (with each task's env count;
+  # Freeway-MinAtar episodes last 2500 steps, so at least that).
+  config.random_steps = 3000
+  # Where the summarize phase writes tables, CSVs and plots.
+  config.output_dir = 'docs/results/standard'
+
+
 def get_config(preset: str = ''):
-  """preset '' (the fields below), 'heldout' (the held-out suite) or
-  'validation' (tasks outside it, for choosing variants)."""
+  """preset '' (the fields below), 'heldout' (the held-out suite),
+  'validation' (tasks outside it, for choosing variants) or 'standard' (the
+  standard suite, `standard_fields`)."""
   config = ml_collections.ConfigDict()
   # Comma-separated env names (Brax tasks train PPO, others A2C).
   config.envs = 'ant,walker2d,inverted_pendulum,humanoid'
@@ -87,7 +147,9 @@ def get_config(preset: str = ''):
     config.envs = VALIDATION_ENVS
     config.optimizers = VALIDATION_OPTIMIZERS
     config.num_seeds = 4
+  elif preset == 'standard':
+    standard_fields(config)
   elif preset:
     raise ValueError(f"configs/evaluate.py: unknown preset {preset!r}; "
-                     "allowed: '', 'heldout' or 'validation'")
+                     "allowed: '', 'heldout', 'validation' or 'standard'")
   return config

@@ -22,3 +22,7 @@ b --mode=a2c --env=catch --envs=16 --seeds=5 --steps_per_call=50 --calls=20 \
   --a2c_optimizer=both
 b --mode=opt --impls=fused --cells=optim4rl --shapes=16x16 \
   --coords=70420,1e6 --bwd_max_coords=1e6 --repeats=11
+# Our PPO vs a purejaxrl-style single file on MinAtar Breakout (64 x 128,
+# 4 seeds vmapped), alternated in one process (issue 33).
+python -m launchers.ppo_benchmark --env=breakout_minatar --seeds=4 \
+  --updates_per_call=8 --rounds=8

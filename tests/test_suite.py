@@ -30,16 +30,18 @@ def tiny_config(**overrides):
   return cfg
 
 
-def fake_train(returns):
+def fake_train(returns, budget_aware=False):
   """A `training.train` stand-in: final return `returns(factor, seed)`
-  per seed, where factor is the unit's rate over Adam's (2.5e-4)."""
+  (`budget_aware`: `returns(factor, seed, updates)`) per seed, where factor
+  is the unit's rate over Adam's (2.5e-4)."""
   calls = []
 
   def train(cfg, workdir, label='', verbose=True):
     del workdir, verbose
     calls.append(label)
     factor = round(cfg.optimizer.learning_rate / 2.5e-4, 6)
-    final = np.array([returns(factor, cfg.seed) for _ in range(cfg.num_seeds)],
+    args = (factor, cfg.seed) + ((cfg.num_updates,) if budget_aware else ())
+    final = np.array([returns(*args) for _ in range(cfg.num_seeds)],
                      np.float64)
     return {'final_return': final, 'env_steps': np.array([512, 1024]),
             'returns': np.stack([final / 2, final]), 'steps_per_second': 1.,
@@ -49,9 +51,9 @@ def fake_train(returns):
   return train
 
 
-def run_fake(cfg, workdir, returns, monkeypatch):
+def run_fake(cfg, workdir, returns, monkeypatch, budget_aware=False):
   """Tune and report with `fake_train`; returns (plan, store, train)."""
-  train = fake_train(returns)
+  train = fake_train(returns, budget_aware)
   monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
       'final_return': np.full(unit.num_seeds, 10.)})
   monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
@@ -95,6 +97,24 @@ def test_edge_winner_extends_the_grid_then_reselects(tmp_path, monkeypatch):
   assert suite.choices(plan, store)[('cartpole', 'adam')] == 9.
   assert any('tune_cartpole_adam_x9_' in c for c in train.calls)
   assert not any('_x27_' in c for c in train.calls)
+
+
+def test_reduced_sweep_rechecked_at_the_standard_budget(tmp_path,
+                                                       monkeypatch):
+  # The 1,024-step sweep (2 updates) prefers 1x; at the standard 2,048
+  # steps (4 updates) 0.3x is better, and the recheck of 1x and its
+  # neighbours on the tuning seeds finds it.
+  def returns(factor, seed, updates):
+    del seed
+    return -abs(np.log(factor / (1. if updates == 2 else 0.3)))
+
+  cfg = tiny_config(budgets='cartpole=2048', tune_steps='cartpole=1024')
+  plan, store, train = run_fake(cfg, tmp_path, returns, monkeypatch, True)
+  assert suite.choices(plan, store)[('cartpole', 'adam')] == 0.3
+  rechecked = [c for c in train.calls if c.startswith('recheck_cartpole_adam')]
+  assert len(rechecked) == 3 and all(c.endswith('_2048') for c in rechecked)
+  assert any(c.startswith('report_cartpole_adam_x0.3_') and
+             c.endswith('_2048') for c in train.calls)
 
 
 def test_selection_and_extension_helpers():

@@ -1,0 +1,453 @@
+"""The standard suite's runs: rate sweeps on tuning seeds, fresh-seed reports.
+
+`run(cfg, workdir, phase, tasks)` is launchers/suite.py's job (fields in
+configs/evaluate.py, `standard_fields`). The work is cut into units, one
+(stage, task, optimizer, rate factor, seed batch, budget) each: one
+`training.train` call with the batch's seeds vmapped (one compile). A
+finished unit appends its per-seed final returns to `units.csv` in the
+workdir and its curves to `curves/<unit>.csv`; a rerun skips every unit
+already in `units.csv`, so stopping loses at most the unit in flight.
+
+Stages: 'tune' (every optimizer over the rate grid on the tuning seeds,
+extended past an edge that wins), 'recheck' (only where the sweep ran at a
+reduced budget: the chosen rate and its neighbours again at the standard
+budget on the tuning seeds; the choice is made again among them), 'report'
+(the chosen rate and 1x on fresh seeds at the standard budget) and 'random'
+(the uniform-random policy's floor on the fresh seeds).
+"""
+
+import csv
+import os
+import time
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from agents import brax_envs
+from configs import ppo_brax
+from configs import ppo_gymnax
+from launchers.lib import common
+from launchers.lib import comparison
+from launchers.lib import suite_summary
+from launchers.lib import training
+
+PHASES = ('tune', 'report', 'summarize', 'all')
+TASKS = ppo_gymnax.CLASSIC + ppo_gymnax.MINATAR + brax_envs.BRAX_ENVS
+UNITS_CSV = 'units.csv'
+UNIT_FIELDS = ('stage', 'task', 'optimizer', 'factor', 'learning_rate',
+               'seed_start', 'num_seeds', 'seed', 'env_steps', 'final_return',
+               'env_steps_per_second', 'nonfinite')
+RANDOM = comparison.RANDOM_LABEL
+
+
+class Unit(NamedTuple):
+  """One training call: a seed batch of one (task, optimizer, rate)."""
+  stage: str
+  task: str
+  optimizer: str
+  factor: float
+  seed_start: int
+  num_seeds: int
+  env_steps: int
+
+  @property
+  def key(self) -> str:
+    return (f'{self.stage}_{self.task}_{self.optimizer}_x{self.factor:g}_'
+            f's{self.seed_start}+{self.num_seeds}_{self.env_steps}')
+
+
+class Plan(NamedTuple):
+  """The validated suite: names, grid, seeds and budgets."""
+  tasks: Tuple[str, ...]
+  optimizers: Tuple[str, ...]
+  grid: Tuple[float, ...]
+  max_extensions: int
+  tune_batches: Tuple[Tuple[int, int], ...]    # (seed_start, num_seeds)
+  report_batches: Tuple[Tuple[int, int], ...]
+  standard_steps: Dict[str, int]
+  tune_steps: Dict[str, int]
+  random_steps: int
+
+
+def _names(field: str, spec: str, allowed: Sequence[str]) -> Tuple[str, ...]:
+  names = tuple(x.strip() for x in spec.split(',') if x.strip())
+  if not names:
+    raise ValueError(f'{field}: give at least one of {list(allowed)}')
+  for n in names:
+    if n not in allowed:
+      raise ValueError(f'{field}: unknown {n!r}; allowed: {list(allowed)}')
+  if len(set(names)) < len(names):
+    raise ValueError(f'{field}: a name is given twice in {spec!r}')
+  return names
+
+
+def parse_grid(spec: str) -> Tuple[float, ...]:
+  """'0.1,0.3,1' -> sorted factors; at least 3, all > 0, 1 among them."""
+  try:
+    grid = tuple(sorted(float(x) for x in spec.split(',') if x.strip()))
+  except ValueError as e:
+    raise ValueError(f'rate_grid: {spec!r} is not comma-separated numbers '
+                     '(multiples of the Adam rate, e.g. 0.1,0.3,1,3,10)') from e
+  if len(grid) < 3 or len(set(grid)) < len(grid) or grid[0] <= 0:
+    raise ValueError(f'rate_grid: {spec!r} needs at least 3 different '
+                     'factors, all > 0')
+  if 1. not in grid:
+    raise ValueError(f'rate_grid: {spec!r} must contain 1 (the rate the '
+                     'config gives Adam)')
+  return grid
+
+
+def seed_batches(start: int, seeds: int, per_batch: int,
+                 field: str) -> Tuple[Tuple[int, int], ...]:
+  """[(seed_start, num_seeds)] covering `seeds` seeds in batches."""
+  seeds = common.check_positive_int(seeds, field)
+  per_batch = per_batch or seeds
+  if seeds % per_batch:
+    raise ValueError(f'seeds_per_batch: {per_batch} must divide {field} '
+                     f'({seeds})')
+  # Batch b's runs take keys split from base seed start + b.
+  return tuple((int(start) + b, per_batch) for b in range(seeds // per_batch))
+
+
+def make_plan(cfg, tasks: str = '') -> Plan:
+  """Validates every field (names, grid, seeds, budgets) before compiling.
+
+  `tasks` (comma-separated) restricts the run to some of `cfg.envs`.
+  """
+  all_tasks = _names('envs', cfg.envs, TASKS)
+  chosen = _names('tasks', tasks, all_tasks) if tasks else all_tasks
+  optimizers = _names('optimizers', cfg.optimizers, common.OPTIMIZER_NAMES)
+  if 'adam' not in optimizers:
+    raise ValueError('optimizers: must include adam (the reference: tuned '
+                     'Adam = 1 on every task)')
+  if set(range(cfg.tune_seed_start, cfg.tune_seed_start + cfg.tune_seeds)) & \
+     set(range(cfg.report_seed_start,
+               cfg.report_seed_start + cfg.report_seeds)):
+    raise ValueError('report_seed_start: the fresh seeds must not overlap the '
+                     f'tuning seeds ({cfg.tune_seed_start}..'
+                     f'{cfg.tune_seed_start + cfg.tune_seeds - 1})')
+  extensions = int(cfg.max_grid_extensions)
+  if extensions < 0:
+    raise ValueError(f'max_grid_extensions: must be >= 0, got {extensions}')
+  replaced = comparison.parse_per_env('budgets', cfg.get('budgets', ''),
+                                      all_tasks)
+  standard = {t: replaced.get(t, standard_steps(t, cfg.brax_steps))
+              for t in chosen}
+  reduced = comparison.parse_per_env('tune_steps', cfg.tune_steps, all_tasks)
+  for t, n in reduced.items():
+    if t in standard and n > standard[t]:
+      raise ValueError(f'tune_steps: {t}={n} is above its standard budget '
+                       f'{standard[t]}')
+  plan = Plan(chosen, optimizers, parse_grid(cfg.rate_grid), extensions,
+              seed_batches(cfg.tune_seed_start, cfg.tune_seeds,
+                           cfg.seeds_per_batch, 'tune_seeds'),
+              seed_batches(cfg.report_seed_start, cfg.report_seeds,
+                           cfg.seeds_per_batch, 'report_seeds'),
+              standard, {t: reduced.get(t, standard[t]) for t in chosen},
+              common.check_positive_int(cfg.random_steps, 'random_steps'))
+  for t in chosen:  # every (task, optimizer) config builds
+    for name in optimizers:
+      training.validate(task_config(t, name, 1., 0, 1, standard[t],
+                                    cfg.brax_steps))
+  return plan
+
+
+def standard_steps(task: str, brax_steps: int) -> int:
+  """The standard env-step budget per agent of `task`."""
+  if task in ppo_gymnax.MINATAR:
+    return ppo_gymnax.MINATAR_STEPS
+  if task in ppo_gymnax.CLASSIC:
+    return ppo_gymnax.CLASSIC_STEPS
+  return common.check_positive_int(brax_steps, 'brax_steps')
+
+
+def base_config(task: str, brax_steps: int):
+  """The task's training config at its standard budget, with Adam."""
+  if task in brax_envs.BRAX_ENVS:
+    cfg = ppo_brax.get_config(task + ',cpu')
+    cfg.num_updates = int(brax_steps) // (cfg.ppo.num_envs *
+                                          cfg.ppo.unroll_len)
+    return cfg
+  return ppo_gymnax.get_config(task)
+
+
+def task_config(task: str, optimizer: str, factor: float, seed_start: int,
+                num_seeds: int, env_steps: int, brax_steps: int):
+  """The training config of one unit: `optimizer` at `factor` x the task's
+  Adam rate (with the task's schedule and clip), `env_steps` per agent."""
+  cfg = base_config(task, brax_steps)
+  cfg.optimizer.name = optimizer
+  cfg.optimizer.learning_rate = float(cfg.optimizer.learning_rate) * factor
+  batch = cfg.ppo.num_envs * cfg.ppo.unroll_len
+  cfg.num_updates = max(1, int(env_steps) // batch)
+  # About 120 logging chunks: the final return (last 10%) spans a dozen.
+  cfg.log_every = max(1, cfg.num_updates // 120)
+  cfg.num_updates -= cfg.num_updates % cfg.log_every
+  cfg.seed = int(seed_start)
+  cfg.num_seeds = int(num_seeds)
+  return cfg
+
+
+class Store:
+  """units.csv (one row per seed of each finished unit) and its curves."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, UNITS_CSV)
+    os.makedirs(os.path.join(workdir, 'curves'), exist_ok=True)
+    self.rows = read_rows(self.path)
+    self.done = {unit_key(r) for r in self.rows}
+
+  def add(self, unit: Unit, learning_rate: float, result: dict) -> None:
+    """Writes the unit's curves, then appends its rows (the commit mark)."""
+    rows = [{'stage': unit.stage, 'task': unit.task,
+             'optimizer': unit.optimizer, 'factor': f'{unit.factor:g}',
+             'learning_rate': f'{learning_rate:.6g}',
+             'seed_start': unit.seed_start, 'num_seeds': unit.num_seeds,
+             'seed': i,
+             'env_steps': unit.env_steps, 'final_return': float(f),
+             'env_steps_per_second': float(result.get('steps_per_second',
+                                                      float('nan'))),
+             'nonfinite': bool(result.get('nonfinite', False))}
+            for i, f in enumerate(result['final_return'])]
+    if 'returns' in result:
+      curve = [{'env_steps': int(s), **{f'seed{i}': float(r) for i, r in
+                                        enumerate(rs)}}
+               for s, rs in zip(result['env_steps'], result['returns'])]
+      common.write_csv(self.curve_path(unit), curve)
+    new = not os.path.exists(self.path)
+    with open(self.path, 'a', newline='') as f:
+      w = csv.DictWriter(f, fieldnames=UNIT_FIELDS)
+      if new:
+        w.writeheader()
+      w.writerows(rows)
+    rows = [{k: str(v) for k, v in r.items()} for r in rows]
+    self.rows += rows
+    self.done.add(unit_key(rows[0]))
+
+  def curve_path(self, unit: Unit) -> str:
+    return os.path.join(self.workdir, 'curves', unit.key + '.csv')
+
+  def finals(self, stage: str, task: str, optimizer: str, factor: float,
+             env_steps: int, batches) -> Optional[np.ndarray]:
+    """Per-seed final returns over `batches`, or None if one is missing."""
+    out = []
+    for start, n in batches:
+      got = [float(r['final_return']) for r in self.rows
+             if unit_key(r) == Unit(stage, task, optimizer, factor, start, n,
+                                    env_steps).key]
+      if len(got) != n:
+        return None
+      out += got
+    return np.asarray(out)
+
+
+def read_rows(path: str) -> List[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def unit_key(row: dict) -> str:
+  """The key of the unit a units.csv row belongs to."""
+  return Unit(row['stage'], row['task'], row['optimizer'],
+              float(row['factor']), int(row['seed_start']),
+              int(row['num_seeds']), int(row['env_steps'])).key
+
+
+def random_result(unit: Unit, brax_steps: int) -> dict:
+  """Per-seed mean episode return of a uniform-random policy (the floor),
+  with the task's env count per seed."""
+  base = base_config(unit.task, brax_steps)
+  env = common.make_env(base)
+  fn = jax.jit(jax.vmap(lambda k: common.random_policy_return(
+      env, k, base.ppo.num_envs, unit.env_steps)))
+  means, _ = fn(jax.random.split(jax.random.PRNGKey(unit.seed_start),
+                                 unit.num_seeds))
+  return {'final_return': np.asarray(means)}
+
+
+class Runner:
+  """Runs the units missing from the store; prints unit i/N, env-steps/s
+  and an ETA (the pending env steps at this process's rate so far)."""
+
+  def __init__(self, store: Store, brax_steps: int, pending: Sequence[Unit],
+               train_fn=training.train, verbose: bool = True):
+    self.store = store
+    self.brax_steps = brax_steps
+    self.train_fn = train_fn
+    self.verbose = verbose
+    self.pending = {u.key: u for u in pending if u.key not in store.done}
+    self.total = len(self.pending)
+    self.count = 0
+    self.steps_done, self.seconds = 0, 0.
+
+  def ensure(self, unit: Unit) -> None:
+    """Runs `unit` unless finished (a unit found late counts in N too)."""
+    if unit.key in self.store.done:
+      return
+    if unit.key not in self.pending:
+      self.pending[unit.key] = unit
+      self.total += 1
+    self.count += 1
+    print(f'== unit {self.count}/{self.total}: {unit.key}', flush=True)
+    t = time.time()
+    if unit.optimizer == RANDOM:
+      lr, result = 0., random_result(unit, self.brax_steps)
+    else:
+      cfg = task_config(unit.task, unit.optimizer, unit.factor,
+                        unit.seed_start, unit.num_seeds, unit.env_steps,
+                        self.brax_steps)
+      lr = float(cfg.optimizer.learning_rate)
+      result = self.train_fn(cfg, '', label=unit.key, verbose=self.verbose)
+    self.store.add(unit, lr, result)
+    del self.pending[unit.key]
+    self.steps_done += unit.env_steps * unit.num_seeds
+    self.seconds += time.time() - t
+    rate = self.steps_done / max(self.seconds, 1e-9)
+    left = sum(u.env_steps * u.num_seeds for u in self.pending.values())
+    print(f'unit {self.count}/{self.total} done: {unit.task} '
+          f'{unit.optimizer} x{unit.factor:g} final '
+          f'{np.nanmean(result["final_return"]):.4g} | env-steps/s '
+          f'{rate:,.0f} (all seeds, this process) | ETA {left / rate:,.0f}s '
+          f'({len(self.pending)} known units left)', flush=True)
+
+
+def _tune_units(plan: Plan, task: str, optimizer: str,
+                factors: Sequence[float], stage: str, steps: int):
+  return [Unit(stage, task, optimizer, f, start, n, steps)
+          for f in factors for start, n in plan.tune_batches]
+
+
+def chosen_factor(plan: Plan, store: Store, task: str, optimizer: str,
+                  runner: Optional[Runner] = None,
+                  recheck: bool = True) -> Optional[float]:
+  """The rate factor chosen on the tuning seeds, running what is missing.
+
+  The sweep covers `plan.grid`, plus a point beyond an edge that wins
+  (`suite_summary.extension`); where it ran at a reduced budget, the choice
+  and its neighbours are rerun at the standard budget (stage 'recheck') and
+  chosen among again (`recheck=False` stops before that and returns the
+  sweep's choice). With no `runner`, None when a needed unit is missing.
+  """
+  steps, standard = plan.tune_steps[task], plan.standard_steps[task]
+
+  def scores(stage, factors, budget):
+    for u in _tune_units(plan, task, optimizer, factors, stage, budget):
+      if runner is not None:
+        runner.ensure(u)
+    got = {f: store.finals(stage, task, optimizer, f, budget,
+                           plan.tune_batches) for f in factors}
+    return None if any(v is None for v in got.values()) else got
+
+  factors = list(plan.grid)
+  while True:
+    got = scores('tune', factors, steps)
+    if got is None:
+      return None
+    best = suite_summary.select_rate(got)
+    more = suite_summary.extension(best, factors, plan.grid,
+                                   plan.max_extensions)
+    if more is None:
+      break
+    factors.append(more)
+  if steps < standard and recheck:
+    got = scores('recheck', suite_summary.neighbours(best, factors),
+                 standard)
+    if got is None:
+      return None
+    best = suite_summary.select_rate(got)
+  return best
+
+
+def report_units(plan: Plan, task: str, optimizer: str,
+                 factor: float) -> List[Unit]:
+  """Fresh-seed units at the standard budget: the chosen rate and 1x."""
+  return [Unit('report', task, optimizer, f, start, n,
+               plan.standard_steps[task])
+          for f in dict.fromkeys((factor, 1.))
+          for start, n in plan.report_batches]
+
+
+def random_units(plan: Plan, task: str) -> List[Unit]:
+  return [Unit('random', task, RANDOM, 0., start, n, plan.random_steps)
+          for start, n in plan.report_batches]
+
+
+def tune(plan: Plan, store: Store, brax_steps: int) -> None:
+  """Sweeps every (task, optimizer) and rechecks reduced-budget choices."""
+  known = [u for t in plan.tasks for o in plan.optimizers
+           for u in _tune_units(plan, t, o, plan.grid, 'tune',
+                                plan.tune_steps[t])]
+  runner = Runner(store, brax_steps, known)
+  # Every cheap sweep first, then the standard-budget rechecks, so that a
+  # stopped run has swept every task.
+  for recheck in (False, True):
+    for task in plan.tasks:
+      for optimizer in plan.optimizers:
+        factor = chosen_factor(plan, store, task, optimizer, runner, recheck)
+        print(f'-- {task} {optimizer}: chosen x{factor:g} (tuning seeds'
+              f'{"" if recheck else ", sweep"})', flush=True)
+
+
+def report(plan: Plan, store: Store, brax_steps: int) -> None:
+  """Runs the fresh-seed units of every (task, optimizer) already tuned."""
+  todo, untuned = [], []
+  for task in plan.tasks:
+    todo += random_units(plan, task)
+    for optimizer in plan.optimizers:
+      factor = chosen_factor(plan, store, task, optimizer)
+      if factor is None:
+        untuned.append(f'{task}/{optimizer}')
+      else:
+        todo += report_units(plan, task, optimizer, factor)
+  if untuned:
+    print(f'report: not tuned yet (run --phase=tune): {", ".join(untuned)}',
+          flush=True)
+  runner = Runner(store, brax_steps, todo)
+  for unit in todo:
+    runner.ensure(unit)
+
+
+def choices(plan: Plan, store: Store) -> Dict[Tuple[str, str], float]:
+  """{(task, optimizer): chosen factor} where the tuning is complete."""
+  out = {}
+  for task in plan.tasks:
+    for optimizer in plan.optimizers:
+      f = chosen_factor(plan, store, task, optimizer)
+      if f is not None:
+        out[task, optimizer] = f
+  return out
+
+
+def run(cfg, workdir: str, phase: str = 'all', tasks: str = '',
+        output_dir: Optional[str] = None) -> Optional[str]:
+  """Runs `phase` ('tune', 'report', 'summarize' or 'all') of the suite.
+
+  Everything is validated first. Returns the summary's path when the phase
+  summarizes.
+  """
+  if phase not in PHASES:
+    raise ValueError(f'phase: unknown {phase!r}; allowed: {list(PHASES)}')
+  plan = make_plan(cfg, tasks)
+  store = Store(workdir)
+  if phase in ('tune', 'all'):
+    tune(plan, store, cfg.brax_steps)
+  if phase in ('report', 'all'):
+    report(plan, store, cfg.brax_steps)
+  if phase not in ('summarize', 'all'):
+    return None
+  full = make_plan(cfg)  # the summary covers every task of the suite
+  return suite_summary.summarize(
+      store.rows, choices(full, store), suite_summary.SuiteInfo(
+          tasks=full.tasks, optimizers=full.optimizers, grid=full.grid,
+          standard_steps=full.standard_steps, tune_steps=full.tune_steps,
+          tune_seeds=sum(n for _, n in full.tune_batches),
+          report_seeds=sum(n for _, n in full.report_batches),
+          tune_seed_starts=[s for s, _ in full.tune_batches],
+          report_seed_starts=[s for s, _ in full.report_batches],
+          curves_dir=os.path.join(workdir, 'curves')),
+      output_dir or cfg.output_dir,
+      suite_summary.curve_glob(os.path.join(workdir, 'curves')))

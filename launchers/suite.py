@@ -1,0 +1,50 @@
+r"""The standard suite: tuned baselines, fresh-seed reports, IQM with CIs.
+
+    python -m launchers.suite --config=configs/evaluate.py:standard \
+        --workdir=runs/standard [--phase=tune|report|summarize|all] \
+        [--tasks=cartpole,acrobot] [--config.tune_steps=breakout_minatar=2000000]
+
+Every optimizer of `config.optimizers` is swept over `config.rate_grid` x
+each task's Adam rate on the tuning seeds; the best rate is then run on
+fresh seeds at the standard budget, scored per task (random policy 0, tuned
+Adam 1) and aggregated with IQM and bootstrap CIs. Resumable: each finished
+unit (task, optimizer, rate, seed batch) is a set of rows in
+<workdir>/units.csv and is skipped on rerun. The summarize phase writes
+summary.md, CSVs and PNGs to --output_dir (default config.output_dir,
+docs/results/standard/); --readme also puts the headline table into
+README.md between its standard-suite markers. The work is
+`launchers.lib.suite.run`; this file is its command line.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from launchers.lib import runtime
+from launchers.lib import suite
+from launchers.lib import suite_summary
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/evaluate.py:standard', 'Config file.')
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/standard',
+                               'Units CSV and curves (resumable).')
+_PHASE = flags.DEFINE_enum('phase', 'all', list(suite.PHASES),
+                           'tune, report, summarize, or all three.')
+_TASKS = flags.DEFINE_string('tasks', '', 'Comma-separated subset of '
+                             'config.envs to run (the summary covers all).')
+_OUTPUT = flags.DEFINE_string('output_dir', '', 'Summary folder (default '
+                              'config.output_dir).')
+_README = flags.DEFINE_string('readme', '', 'If set (e.g. README.md), write '
+                              'the headline table between its markers.')
+
+
+def main(argv):
+  cfg = runtime.start(argv, _CONFIG.value)
+  summary = suite.run(cfg, _WORKDIR.value, _PHASE.value, _TASKS.value,
+                      _OUTPUT.value or None)
+  if summary and _README.value:
+    suite_summary.write_readme_table(_README.value, summary)
+
+
+if __name__ == '__main__':
+  app.run(main)
