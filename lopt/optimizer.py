@@ -27,14 +27,26 @@ serialization and the launchers rely on, and nothing else):
 * `name`: a short string naming the optimizer family (the cell's name).
 * `init(key) -> meta_params`: fresh meta-parameters (a pytree).
 * `num_meta_params`: the number of scalars in `meta_params`.
-* `opt_fn(meta_params, learning_rate=None) -> optax.GradientTransformation`:
-  a plain optax transformation. Its `init(params)` reads only the shapes of
-  `params` (never the parameters' values, never the meta-params' values) and
-  its state never holds the parameters, so it composes with `optax.chain`,
-  `jit`, `vmap` (a population of agents) and `grad` w.r.t. `meta_params`.
-  `learning_rate=None` uses the default rate given at construction.
-* `direction_fn(meta_params) -> optax.GradientTransformation`: the direction
-  alone (`scale_by_learned_optimizer`), for users who chain their own scaling.
+* `opt_fn(meta_params, learning_rate=None, total_steps=None) ->
+  optax.GradientTransformation`: a plain optax transformation. Its
+  `init(params)` reads only the shapes of `params` (never the parameters'
+  values, never the meta-params' values) and its state never holds the
+  parameters, so it composes with `optax.chain`, `jit`, `vmap` (a
+  population of agents) and `grad` w.r.t. `meta_params`.
+  `learning_rate=None` uses the default rate given at construction, and
+  `total_steps=None` the default run length (see below).
+* `direction_fn(meta_params, total_steps=None) ->
+  optax.GradientTransformation`: the direction alone
+  (`scale_by_learned_optimizer`), for users who chain their own scaling.
+* `total_steps`: the number of updates of the run, for a cell with the
+  training-progress input (`CellConfig.progress_input`), which sees
+  `min(count / total_steps, 1)` at each update. Like the learning rate, it
+  is given to `opt_fn` (or as a default to `learned_optimizer`), never to
+  `update`, so the optimizer stays an optax drop-in; an int, or a JAX
+  scalar (`optax.inject_hyperparams` may inject it). A cell with
+  `progress_input` and no `total_steps` is refused (ValueError naming
+  `total_steps`): there is no run length it could assume. Other cells
+  ignore it, so a launcher may always pass it.
 * Non-finite gradients: NaN in, NaN out, as optax's Adam. A coordinate whose
   gradient is NaN or inf gets a non-finite update, the others are
   unaffected, and a stateful cell keeps that coordinate non-finite (as
@@ -53,7 +65,7 @@ and cast to each leaf's dtype.
 
 import math
 import numbers
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -89,14 +101,18 @@ class LearnedOptimizer(NamedTuple):
     learning_rate: default learning rate of `opt_fn` (float or schedule), or
       None, in which case `opt_fn` must be given one.
     init: `init(key) -> meta_params`.
-    opt_fn: `opt_fn(meta_params, learning_rate=None) ->
+    opt_fn: `opt_fn(meta_params, learning_rate=None, total_steps=None) ->
       optax.GradientTransformation`.
-    direction_fn: `direction_fn(meta_params) -> optax.GradientTransformation`
-      giving the cell's direction `d` (no learning rate, no sign flip).
+    direction_fn: `direction_fn(meta_params, total_steps=None) ->
+      optax.GradientTransformation` giving the cell's direction `d` (no
+      learning rate, no sign flip).
     num_meta_params: scalars in the meta-params.
     cell: the cell's Haiku transform (built once).
     implementation: 'fused' or 'haiku', as resolved (see
       `lopt.cell_runtime.dispatch`).
+    total_steps: default run length (updates) of `opt_fn`, for a cell with
+      `progress_input`; None: every `opt_fn` call of such a cell must give
+      one.
   """
   name: str
   config: cells.CellConfig
@@ -107,6 +123,7 @@ class LearnedOptimizer(NamedTuple):
   num_meta_params: int
   cell: Any
   implementation: str = 'haiku'
+  total_steps: Optional[Any] = None
 
 
 def check_learning_rate(learning_rate, field='learning_rate'
@@ -127,6 +144,28 @@ def check_learning_rate(learning_rate, field='learning_rate'
   if not lr > 0 or math.isinf(lr):
     raise ValueError(f'{allowed}, got {learning_rate}')
   return lr
+
+
+def check_total_steps(total_steps, field='total_steps'):
+  """None, a finite number > 0 of updates (not a string or a bool), or a
+  JAX scalar (traced or injected by `optax.inject_hyperparams`; its value
+  is not checked)."""
+  if total_steps is None or isinstance(total_steps, jax.core.Tracer):
+    return total_steps
+  if isinstance(total_steps, (jax.Array, np.ndarray)) and (
+      total_steps.ndim == 0 and (
+          jnp.issubdtype(total_steps.dtype, jnp.integer)
+          or jnp.issubdtype(total_steps.dtype, jnp.floating))):
+    return total_steps
+  allowed = (f'{field}: must be the number of updates of the run, a finite '
+             'number > 0')
+  if isinstance(total_steps, (bool, np.bool_)) or not isinstance(
+      total_steps, numbers.Real):
+    raise ValueError(f'{allowed}, got {type(total_steps).__name__} '
+                     f'{total_steps!r}')
+  if not total_steps > 0 or math.isinf(total_steps):
+    raise ValueError(f'{allowed}, got {total_steps}')
+  return total_steps
 
 
 def flatten(tree) -> Array:
@@ -150,48 +189,86 @@ def unflatten(flat: Array, like):
 
 class MomentsState(NamedTuple):
   """Adam's running averages of the raw gradient, flat over all coordinates
-  (`scale_by_learned_optimizer` with `second_moment`).
+  (`scale_by_learned_optimizer` with `second_moment` or `momentum_decays`).
 
   Attributes:
     count: [] int32, updates done (for the debiasing).
     mean: `[N]` EMA of g (`[0]` when `grad_ema` is 0: the cell sees g).
-    second: `[N]` EMA of g^2.
+    second: `[N]` EMA of g^2 (`[0]` when `second_moment` is 0).
   """
   count: Array
   mean: Array
   second: Array
 
 
-def _debiased(ema: Array, decay: float, count: Array) -> Array:
+class MomentaState(NamedTuple):
+  """Momentum at several timescales (`CellConfig.momentum_decays`, OPEN's
+  lifetime-aware inputs), beside a `MomentsState`, whose `count` debiases
+  them.
+
+  Attributes:
+    momenta: `[K, N]` EMAs of the raw gradient, row k at decay
+      `momentum_decays[k]` (not debiased: the cell sees
+      `momenta[k] / (1 - decay_k^count)`).
+  """
+  momenta: Array
+
+
+def _debiased(ema: Array, decay, count: Array) -> Array:
   return ema / (1. - jnp.asarray(decay, jnp.float32) ** count)
+
+
+def progress(count: Array, total_steps) -> Array:
+  """`min(count / total_steps, 1)`, clipped at 0 too: the training
+  progress (`CellConfig.progress_input`) at the update after `count` done
+  (0 at the first, as an optax schedule sees `count`)."""
+  p = (jnp.asarray(count, jnp.float32)
+       / jnp.asarray(total_steps, jnp.float32))
+  return jnp.clip(p, 0., 1.)
 
 
 def scale_by_learned_optimizer(
     implementation: dispatch.Implementation,
     meta_params: MetaParams, grad_ema: float = 0.,
-    second_moment: float = 0.) -> optax.GradientTransformation:
+    second_moment: float = 0., momentum_decays: Tuple[float, ...] = (),
+    total_steps=None) -> optax.GradientTransformation:
   """The cell's update direction `d` as an optax transformation.
+
+  The cell's input is the tuple, in this order, of: the incoming updates
+  `g` (or their EMA at `grad_ema`); `s` with `second_moment`; one `m_k` for
+  each of `momentum_decays`; the progress `p` given `total_steps` (or `g`
+  alone when there is nothing else), as `CellConfig.input_names` says.
 
   Args:
     implementation: how the cell runs (`dispatch.make(config, ...)`): its
-      initial state and `apply(meta_params, g[N], state) -> (d[N], state)`.
+      initial state and `apply(meta_params, inputs, state) -> (d[N],
+      state)`.
     meta_params: the cell's weights.
-    grad_ema: used with `second_moment` only (otherwise an `optax.ema`
-      chained before this gives the cell a momentum input): the decay of the
-      debiased EMA of g that the cell sees in place of g (0: g itself).
-    second_moment: 0: the cell's input is the incoming updates. > 0
-      (`CellConfig.second_moment`): the cell's input is the pair `(m, s)`,
-      both kept here (`MomentsState`) from the incoming raw gradient: `m`
-      as `grad_ema` says and `s` its square's debiased EMA of this decay,
-      as Adam's `v`.
+    grad_ema: used with `second_moment` or `momentum_decays` only
+      (otherwise an `optax.ema` chained before this gives the cell a
+      momentum input): the decay of the debiased EMA of g that the cell
+      sees in place of g (0: g itself).
+    second_moment: > 0 (`CellConfig.second_moment`): the cell also sees
+      `s`, the raw gradient's square's debiased EMA of this decay, as
+      Adam's `v`, kept here (`MomentsState`).
+    momentum_decays: (`CellConfig.momentum_decays`) the cell also sees the
+      raw gradient's debiased EMA `m_k` at each of these decays, kept here
+      (`MomentaState`).
+    total_steps: None: no progress input. Else (`CellConfig.
+      progress_input`) the cell also sees `progress(count, total_steps)`
+      for every coordinate, `count` the updates done before this one
+      (`ScaleByLearnedOptimizerState.count`); a number or a JAX scalar.
 
   Returns:
     A transformation whose updates are the direction `d` (same sign as the
     gradient for the shipped cells); chain it with
     `optax.scale_by_learning_rate(lr)` to get descent steps. Its state is
-    a `ScaleByLearnedOptimizerState`, or `(MomentsState,
-    ScaleByLearnedOptimizerState)` with `second_moment`.
+    a `ScaleByLearnedOptimizerState`; with `second_moment`, `(MomentsState,
+    ScaleByLearnedOptimizerState)`; with `momentum_decays`,
+    `(MomentsState, MomentaState, ScaleByLearnedOptimizerState)`.
   """
+  decays = tuple(float(b) for b in momentum_decays)
+  total_steps = check_total_steps(total_steps)
 
   def cell_init(params) -> ScaleByLearnedOptimizerState:
     return ScaleByLearnedOptimizerState(
@@ -200,6 +277,10 @@ def scale_by_learned_optimizer(
             cells.coordinate_count(params)))
 
   def cell_update(inputs, state):
+    if total_steps is not None:  # CellConfig.progress_input
+      p = progress(state.count, total_steps)
+      inputs = (*inputs, jnp.broadcast_to(p, inputs[0].shape))
+    inputs = inputs[0] if len(inputs) == 1 else tuple(inputs)
     direction, cell_state = implementation.apply(
         meta_params, inputs, state.cell_state)
     # NaN in, NaN out: a cell's saturating gates may map a non-finite input
@@ -210,13 +291,14 @@ def scale_by_learned_optimizer(
     return direction, ScaleByLearnedOptimizerState(
         count=optax.safe_increment(state.count), cell_state=cell_state)
 
-  if grad_ema and not second_moment:
+  if grad_ema and not (second_moment or decays):
     raise ValueError('grad_ema: scale_by_learned_optimizer takes it with '
-                     'second_moment only; chain optax.ema before it instead')
-  if not second_moment:
+                     'second_moment or momentum_decays only; chain optax.ema '
+                     'before it instead')
+  if not (second_moment or decays):
     def update_fn(updates, state, params=None):
       del params
-      direction, state = cell_update(flatten(updates), state)
+      direction, state = cell_update((flatten(updates),), state)
       return unflatten(direction, updates), state
 
     return optax.GradientTransformation(cell_init, update_fn)
@@ -224,25 +306,38 @@ def scale_by_learned_optimizer(
   def init_fn(params):
     n = cells.coordinate_count(params)
     zeros = jnp.zeros((n,), jnp.float32)
-    return (MomentsState(jnp.zeros((), jnp.int32),
-                         zeros if grad_ema else jnp.zeros((0,), jnp.float32),
-                         zeros), cell_init(params))
+    empty = jnp.zeros((0,), jnp.float32)
+    moments = MomentsState(jnp.zeros((), jnp.int32),
+                           zeros if grad_ema else empty,
+                           zeros if second_moment else empty)
+    if not decays:
+      return moments, cell_init(params)
+    return (moments, MomentaState(jnp.zeros((len(decays), n), jnp.float32)),
+            cell_init(params))
 
   def moments_update_fn(updates, state, params=None):
     del params
-    moments, cell_state = state
+    moments, cell_state = state[0], state[-1]
     g = flatten(updates)
     count = optax.safe_increment(moments.count)
-    second = second_moment * moments.second + (1. - second_moment) * g * g
-    mean = moments.mean
-    m = g
+    mean, second = moments.mean, moments.second
+    inputs = [g]
     if grad_ema:
       mean = grad_ema * mean + (1. - grad_ema) * g
-      m = _debiased(mean, grad_ema, count)
-    direction, cell_state = cell_update(
-        (m, _debiased(second, second_moment, count)), cell_state)
-    return unflatten(direction, updates), (MomentsState(count, mean, second),
-                                           cell_state)
+      inputs = [_debiased(mean, grad_ema, count)]
+    if second_moment:
+      second = second_moment * second + (1. - second_moment) * g * g
+      inputs.append(_debiased(second, second_moment, count))
+    moments = MomentsState(count, mean, second)
+    if decays:
+      b = jnp.asarray(decays, jnp.float32)[:, None]
+      momenta = b * state[1].momenta + (1. - b) * g
+      inputs.extend(_debiased(momenta, b, count))
+    direction, cell_state = cell_update(tuple(inputs), cell_state)
+    direction = unflatten(direction, updates)
+    if decays:
+      return direction, (moments, MomentaState(momenta), cell_state)
+    return direction, (moments, cell_state)
 
   return optax.GradientTransformation(init_fn, moments_update_fn)
 
@@ -268,6 +363,7 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                       config: Optional[cells.CellConfig] = None,
                       implementation: str = 'auto',
                       fold_vmap: Optional[bool] = None,
+                      total_steps=None,
                       **config_kwargs) -> LearnedOptimizer:
   """Builds a learned optimizer (cell transform built once, here).
 
@@ -288,6 +384,10 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       run the cell once on all their coordinates laid end to end
       (`dispatch.fold_vmap`): the same values and meta-gradients, fewer
       and larger calls. None: on.
+    total_steps: default number of updates of a run, for a cell with
+      `CellConfig.progress_input` (it sees `min(count / total_steps, 1)`);
+      `opt_fn(..., total_steps=)` overrides it. None: every `opt_fn` call
+      of such a cell must give one. Ignored by other cells.
     **config_kwargs: `CellConfig` fields, when `config` is None.
 
   Returns:
@@ -299,6 +399,7 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
     raise ValueError('give either config or config fields, not both')
   default_lr = (None if learning_rate is None
                 else check_learning_rate(learning_rate))
+  default_steps = check_total_steps(total_steps)
   cell = cells.make_cell(config)
   implementation = dispatch.resolve(implementation, config)
   if fold_vmap is None:
@@ -309,21 +410,43 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
     return cell.init(key, cells.example_inputs(config),
                      config.initial_state(1))
 
-  def direction_fn(meta_params: MetaParams) -> optax.GradientTransformation:
-    if config.second_moment:  # (m, s) inputs kept inside (Adam's moments)
+  def run_length(total_steps):
+    """The `total_steps` a step of this cell takes: None without
+    `progress_input`; else the given or default one, which must exist."""
+    steps = default_steps if total_steps is None else check_total_steps(
+        total_steps)
+    if not config.progress_input:
+      return None
+    if steps is None:
+      raise ValueError(
+          'total_steps: this learned optimizer has the training-progress '
+          'input (CellConfig.progress_input) and no default run length; '
+          'pass opt_fn(meta_params, learning_rate, total_steps=...) or '
+          'learned_optimizer(..., total_steps=...), the number of updates '
+          'of the run')
+    return steps
+
+  def direction_fn(meta_params: MetaParams, total_steps=None
+                   ) -> optax.GradientTransformation:
+    steps = run_length(total_steps)
+    # The raw gradient feeds moments kept inside (Adam's, the momenta).
+    inside = bool(config.second_moment or config.momentum_decays)
+    if inside:
       direction = scale_by_learned_optimizer(
-          impl, meta_params, config.grad_ema, config.second_moment)
+          impl, meta_params, config.grad_ema, config.second_moment,
+          config.momentum_decays, total_steps=steps)
     else:
-      direction = scale_by_learned_optimizer(impl, meta_params)
+      direction = scale_by_learned_optimizer(impl, meta_params,
+                                             total_steps=steps)
     if config.unit_rms:  # CellConfig.unit_rms
       direction = optax.chain(direction, scale_to_unit_rms())
-    if config.grad_ema and not config.second_moment:  # momentum input
+    if config.grad_ema and not inside:  # momentum input
       return optax.chain(optax.ema(config.grad_ema, debias=True), direction)
     return direction
 
   def opt_fn(meta_params: MetaParams,
-             learning_rate: Optional[LearningRate] = None
-             ) -> optax.GradientTransformation:
+             learning_rate: Optional[LearningRate] = None,
+             total_steps=None) -> optax.GradientTransformation:
     lr = default_lr if learning_rate is None else learning_rate
     if lr is None:
       raise ValueError('learning_rate: this learned optimizer has no default '
@@ -334,7 +457,7 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
       pass
     else:
       lr = check_learning_rate(lr)
-    return optax.chain(direction_fn(meta_params),
+    return optax.chain(direction_fn(meta_params, total_steps),
                        optax.scale_by_learning_rate(lr))
 
   shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
@@ -343,7 +466,8 @@ def learned_optimizer(learning_rate: Optional[LearningRate] = 1e-3,
                           learning_rate=default_lr, init=init, opt_fn=opt_fn,
                           direction_fn=direction_fn,
                           num_meta_params=int(num_meta_params), cell=cell,
-                          implementation=impl.name)
+                          implementation=impl.name,
+                          total_steps=default_steps)
 
 
 def direction_state(opt_state) -> ScaleByLearnedOptimizerState:

@@ -173,7 +173,10 @@ def check_learned_optimizer(lo: optimizer_lib.LearnedOptimizer, *,
   or value is refused, naming the field.
 
   Args:
-    lo: the learned optimizer.
+    lo: the learned optimizer. One whose cell has the training-progress
+      input (`CellConfig.progress_input`) must have a default run length,
+      `lopt.learned_optimizer(..., total_steps=...)`: the checks call
+      `lo.opt_fn(meta_params, learning_rate)` as any optax user would.
     zero_grad_moves: whether this cell may move a coordinate whose gradient
       is zero.
     seed: for meta-params and gradients.

@@ -432,11 +432,11 @@ def test_second_moment_feeds_the_magnitude_path_adams_moments(tmp_path):
   with pytest.raises(ValueError, match=r'second_moment: must be in \[0, 1\)'):
     cells.CellConfig(second_moment=1.)
   with pytest.raises(ValueError, match='grad_ema: scale_by_learned_optimizer '
-                     'takes it with second_moment only'):
+                     'takes it with second_moment or momentum_decays only'):
     optimizer_lib.scale_by_learned_optimizer(
         dispatch.make(config, 'haiku'), mp, grad_ema=0.9)
-  with pytest.raises(ValueError, match=r'inputs: a cell with second_moment '
-                     r'takes the pair \(g, s\)'):
+  with pytest.raises(ValueError, match=r'inputs: this cell takes the tuple '
+                     r'\(g, s\)'):
     cells.make_apply(config)(mp, jnp.zeros(3), config.initial_state(3))
 
 

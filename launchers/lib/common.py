@@ -99,28 +99,36 @@ def check_optimizer_config(opt_cfg) -> None:
 
 
 def make_optimizer(opt_cfg, seed: int = 0,
-                   total_steps: int = 1) -> optax.GradientTransformation:
+                   total_steps: Optional[int] = None
+                   ) -> optax.GradientTransformation:
   """Builds the optimizer named by `config.optimizer` (validated first).
 
   The learning rate is a float, or (with `optimizer.lr_schedule`) an optax
-  schedule over `total_steps` optimizer steps, for optax's optimizers and
-  the learned ones alike.
+  schedule over `total_steps` optimizer steps (1 if None), for optax's
+  optimizers and the learned ones alike. A learned optimizer also gets
+  `total_steps` as its run length: one whose cell has the training-progress
+  input (`CellConfig.progress_input`) needs it and refuses None, the others
+  ignore it.
   """
   check_optimizer_config(opt_cfg)
   lr = make_learning_rate(opt_cfg.learning_rate,
                           opt_cfg.get('lr_schedule', 'constant'),
-                          opt_cfg.get('lr_end', 0.), total_steps)
+                          opt_cfg.get('lr_end', 0.),
+                          1 if total_steps is None else total_steps)
   name = opt_cfg.name
   if name in OPTAX_OPTIMIZERS:
     opt = OPTAX_OPTIMIZERS[name](lr)
   elif name == 'learned':
     lo, meta_params = lopt.serialization.load(opt_cfg.meta_params_path)
-    opt = lo.opt_fn(meta_params, learning_rate=lr)
+    opt = lo.opt_fn(meta_params, learning_rate=lr, total_steps=total_steps)
   elif name in lopt.pretrained_lib.names():
-    opt = lopt.pretrained(name, learning_rate=lr)
+    # lopt.pretrained(name, lr), with the run length passed on.
+    lo, meta_params = lopt.pretrained_lib.load(name)
+    opt = lo.opt_fn(meta_params, learning_rate=lr, total_steps=total_steps)
   else:
     lo = lopt.learned_optimizer(learning_rate=lr, cell=name)
-    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)))
+    opt = lo.opt_fn(lo.init(jax.random.PRNGKey(seed)),
+                    total_steps=total_steps)
   clip = float(opt_cfg.get('max_grad_norm', 0.))
   return optax.chain(optax.clip_by_global_norm(clip), opt) if clip else opt
 

@@ -234,7 +234,18 @@ def available() -> bool:
 
 
 def check_config(config) -> None:
-  """Raises ValueError naming the field the kernel cannot run."""
+  """Raises ValueError naming the field the kernel cannot run.
+
+  The kernel computes the paper's inputs (`g`, and `s` with
+  `second_moment`) only: a cell with OPEN's lifetime-aware inputs
+  (`momentum_decays`, `progress_input`) is refused, so 'auto' picks the
+  Haiku module for it.
+  """
+  for field in ('momentum_decays', 'progress_input'):
+    if getattr(config, field, None):
+      raise ValueError(
+          f"{field}: implementation 'fused' has no lifetime-aware inputs, "
+          f"got {getattr(config, field)!r}; use 'auto' or 'haiku'")
   if config.cell not in CELLS:
     raise ValueError(f"cell: implementation 'fused' has {sorted(CELLS)}, "
                      f'got {config.cell!r}')
