@@ -82,8 +82,37 @@ def base_config() -> ml_collections.ConfigDict:
   # EMA of the raw g^2 it sees in place of the square of the cell's input
   # (0 = that square, the paper's cell).
   config.optimizer.second_moment = 0.
+  # Lifetime-aware inputs (off for the paper's cell): the training progress
+  # t / total_steps (the agent's lifetime: a whole ES run, or reset to reset
+  # with meta-gradients), and debiased momenta of g at these decays.
+  config.optimizer.progress_input = False
+  config.optimizer.momentum_decays = ()
 
   config.meta = ml_collections.ConfigDict()
+  # How the meta-params are trained: 'meta_gradient' (the paper's: through
+  # K inner updates with pipeline resets; the fields below) or 'es'
+  # (evolution strategies on whole training runs, lopt.es; meta.es).
+  config.meta.algorithm = 'meta_gradient'
+  config.meta.es = ml_collections.ConfigDict()
+  # Members per generation (even: antithetic pairs; a multiple of the
+  # device count, over which they are split).
+  config.meta.es.population_size = 16
+  # Standard deviation of the search around the meta-params.
+  config.meta.es.sigma = 0.01
+  # Adam's rate on the ES ascent direction.
+  config.meta.es.learning_rate = 3e-3
+  # centered_rank (only the order of members counts), standardize or none.
+  config.meta.es.fitness_shaping = 'centered_rank'
+  # Updates of each whole training run that scores a member (per task, with
+  # the task's env batch and rate; the tasks' lr_schedule runs over it).
+  config.meta.es.run_updates = 200
+  # Runs per member and task (different seeds; antithetic pairs share them).
+  config.meta.es.seeds_per_member = 1
+  # The run's score: 'final' (episodes ending in its last 10% of updates)
+  # or 'auc' (every episode). Normalised per task: random policy 0, Adam at
+  # the task's rate 1 (each from reference_seeds runs, once per workdir).
+  config.meta.es.fitness = 'final'
+  config.meta.es.reference_seeds = 4
   # Start from this file's meta-params (a lopt .npz of the same cell as
   # `optimizer`, e.g. launchers/studies/variant.py --adam_start) instead of the
   # cell's init; '' = the init from `seed`.

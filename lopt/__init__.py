@@ -7,8 +7,9 @@ Usable on its own in any optax loop; knows nothing about RL agents.
     ...                       learning_rate=optax.linear_schedule(3e-4, 0., 1000))
 
 `import lopt` is light (jax, haiku, optax): `lopt.checkpointing` (Orbax) and
-`lopt.testing` (chex assertions for new cells) and `lopt.imitation` (a
-cell fit to Adam) load on first use.
+`lopt.testing` (chex assertions for new cells), `lopt.imitation` (a
+cell fit to Adam) and `lopt.es` (evolution strategies, evosax) load on
+first use.
 """
 
 import importlib
@@ -31,7 +32,7 @@ from lopt.serialization import load
 from lopt.serialization import save
 
 # Submodules with heavy dependencies, imported when first used.
-_LAZY_MODULES = ('checkpointing', 'imitation', 'testing')
+_LAZY_MODULES = ('checkpointing', 'es', 'imitation', 'testing')
 
 
 def __getattr__(name):
@@ -49,6 +50,7 @@ __all__ = [
     'cells',
     'checkpointing',
     'direction_state',
+    'es',
     'imitation',
     'learned_optimizer',
     'load',

@@ -12,14 +12,17 @@ meta_params.npz (the frozen meta-params, loadable by train.py with
 --config.optimizer.name=learned --config.optimizer.meta_params_path=...).
 """
 
+import functools
+import json
 import math
 import os
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from agents import ppo
 from launchers.lib import common
@@ -27,9 +30,12 @@ from launchers.lib import driver as driver_lib
 from launchers.lib import multihost
 import lopt
 from lopt import checkpointing
+from lopt import es as es_lib
 from lopt import meta
 from lopt import meta_losses
 
+
+Array = jax.Array
 
 # Config keys that may change between a run and its resumption.
 RESUMABLE_CHANGES = ('num_meta_steps', 'save_every', 'keep_checkpoints')
@@ -87,7 +93,9 @@ def validate(cfg, check_devices: bool = True) -> List[Any]:
                      f'values for {len(names)} tasks')
   for r in tuple(t.reset_intervals) or (cfg.meta.reset_interval,):
     common.check_positive_int(r, 'meta.reset_interval')
-  if check_devices:
+  if algorithm(cfg) == 'es':
+    validate_es(cfg)
+  elif check_devices:
     check_population_fits(t.num_agents)
   cell_config(cfg)  # cell, preprocessor, activation, sizes
   start_meta_params(cfg)  # meta.init_path: readable, the same cell
@@ -166,8 +174,10 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
         cfg.tasks.get('lr_end', 0.),
         int(interval) * cfg.meta.num_inner_steps)
     tasks.append(meta.Task(name, agent, cfg.tasks.num_agents, rate))
+  # An agent's life: from a reset to the next (the progress input's run).
+  lifetime = max(intervals) * cfg.meta.num_inner_steps
   lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
-                              config=cell_config(cfg))
+                              config=cell_config(cfg), total_steps=lifetime)
   start = start_meta_params(cfg)
   if start is not None:  # meta.init_path: every key starts from the file
     lo = lo._replace(init=lambda key: jax.tree.map(jnp.asarray, start))
@@ -184,6 +194,161 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
       task_weighting=cfg.meta.get('task_weighting', 'mean'),
       steps_per_call=cfg.log_every, num_devices=jax.device_count())
   return tasks, lo, trainer
+
+
+# ES over whole training runs (meta.algorithm = 'es'; lopt.es).
+ALGORITHMS = ('meta_gradient', 'es')
+ES_FITNESS = ('final', 'auc')
+
+
+def algorithm(cfg) -> str:
+  name = cfg.meta.get('algorithm', 'meta_gradient')
+  if name not in ALGORITHMS:
+    raise ValueError(f'meta.algorithm: unknown {name!r}; allowed: '
+                     f'{list(ALGORITHMS)}')
+  return name
+
+
+def validate_es(cfg) -> None:
+  """The ES fields (meta.es), checked on the host before anything compiles."""
+  e = cfg.meta.es
+  es_lib.check_es_fields(e.population_size, e.sigma, e.learning_rate,
+                          e.fitness_shaping, jax.device_count())
+  common.check_positive_int(e.run_updates, 'meta.es.run_updates')
+  common.check_positive_int(e.seeds_per_member, 'meta.es.seeds_per_member')
+  common.check_positive_int(e.reference_seeds, 'meta.es.reference_seeds')
+  if e.fitness not in ES_FITNESS:
+    raise ValueError(f'meta.es.fitness: unknown {e.fitness!r}; allowed: '
+                     f'{list(ES_FITNESS)}')
+
+
+def run_return(metrics, statistic: str) -> Array:
+  """A whole run's score from its per-update metrics (`return_sum`,
+  `episodes`: `[updates, envs]`): 'final', the mean return of the episodes
+  that ended in the last 10% of updates, or 'auc', of all episodes. NaN if
+  none ended there."""
+  ret, num = metrics['return_sum'], metrics['episodes']
+  if statistic == 'final':
+    tail = max(1, ret.shape[0] // 10)
+    ret, num = ret[-tail:], num[-tail:]
+  total = jnp.sum(num)
+  return jnp.where(total > 0, jnp.sum(ret) / jnp.maximum(total, 1), jnp.nan)
+
+
+def _task_run(cfg, kind: str, agent):
+  """`run(optimizer, key) -> score`: one agent trained from scratch for
+  `meta.es.run_updates` updates and scored by `meta.es.fitness`."""
+  algo = common.AGENTS[kind]
+  updates = int(cfg.meta.es.run_updates)
+
+  def run(optimizer, key):
+    state = algo.init_state(agent, optimizer, key)
+    _, metrics = algo.make_train(agent, optimizer, updates)(state)
+    return run_return(metrics, cfg.meta.es.fitness)
+
+  return run
+
+
+def task_optimizer_steps(cfg, kind: str) -> int:
+  """Optimizer steps of one whole ES run of a task (PPO: epochs x
+  minibatches per update)."""
+  per_update = (int(cfg.ppo.num_epochs) * int(cfg.ppo.num_minibatches)
+                if kind == 'ppo' else 1)
+  return int(cfg.meta.es.run_updates) * per_update
+
+
+def es_references(cfg, agents) -> List[Tuple[float, float]]:
+  """Per task, (random policy's score, Adam's score at the task's rate): the
+  0 and 1 of its normalised fitness. Adam runs the same whole run
+  (`meta.es.reference_seeds` seeds), with the task's rate and schedule."""
+  refs = []
+  key = jax.random.PRNGKey(cfg.seed + 7919)
+  for i, (name, kind, agent, lr) in enumerate(zip(
+      cfg.tasks.env_names, task_agents(cfg), agents,
+      cfg.tasks.learning_rates)):
+    steps = task_optimizer_steps(cfg, kind)
+    rate = common.make_learning_rate(
+        lr, cfg.tasks.get('lr_schedule', 'constant'),
+        cfg.tasks.get('lr_end', 0.), steps)
+    run = _task_run(cfg, kind, agent)
+    keys = jax.random.split(jax.random.fold_in(key, i),
+                            cfg.meta.es.reference_seeds)
+    adam = jax.jit(jax.vmap(lambda k: run(optax.adam(rate), k)))(keys)
+    env = common.make_env(cfg, name, 'tasks.env_names')
+    num_envs = (cfg.ppo.num_envs if kind == 'ppo' else cfg.a2c.num_envs)
+    floor, _ = jax.jit(jax.vmap(functools.partial(
+        common.random_policy_return, env, num_envs=int(num_envs),
+        num_steps=2000)))(keys)
+    adam, floor = float(np.nanmean(adam)), float(np.nanmean(floor))
+    if not adam > floor:
+      raise ValueError(
+          f'meta.es: Adam at tasks.learning_rates[{i}] = {lr} scores {adam:.4g}'
+          f' on {name}, not above the random policy ({floor:.4g}); the '
+          'normalised fitness needs Adam to learn the task: raise '
+          'meta.es.run_updates or change the rate')
+    refs.append((floor, adam))
+  return refs
+
+
+def build_es(cfg, agents, references):
+  """Config -> (learned optimizer, ES trainer) scoring each candidate by
+  whole runs of every task, normalised per task (random 0, Adam 1) and
+  averaged over tasks and `meta.es.seeds_per_member` runs."""
+  e = cfg.meta.es
+  lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
+                              config=cell_config(cfg), total_steps=None)
+  runs = []
+  for kind, agent, lr in zip(task_agents(cfg), agents,
+                             cfg.tasks.learning_rates):
+    steps = task_optimizer_steps(cfg, kind)
+    rate = common.make_learning_rate(
+        lr, cfg.tasks.get('lr_schedule', 'constant'),
+        cfg.tasks.get('lr_end', 0.), steps)
+    runs.append((_task_run(cfg, kind, agent), rate, steps))
+
+  def fitness(meta_params, key):
+    scores = []
+    for i, ((run, rate, steps), (floor, adam)) in enumerate(
+        zip(runs, references)):
+      opt = lo.opt_fn(meta_params, rate, total_steps=steps)
+      keys = jax.random.split(jax.random.fold_in(key, i), e.seeds_per_member)
+      score = jnp.mean(jax.vmap(lambda k, opt=opt, run=run: run(opt, k))(keys))
+      scores.append((score - floor) / (adam - floor))
+    return jnp.mean(jnp.stack(scores))
+
+  start = start_meta_params(cfg)
+  meta_params = (lo.init(jax.random.PRNGKey(cfg.seed)) if start is None
+                 else start)
+  trainer = es_lib.make_es_trainer(
+      fitness, meta_params, population_size=int(e.population_size),
+      sigma=float(e.sigma), learning_rate=float(e.learning_rate),
+      fitness_shaping=e.fitness_shaping, steps_per_call=cfg.log_every)
+  return lo, trainer
+
+
+def _es_references_in(workdir: str, cfg, agents, primary: bool):
+  """`es_references`, computed once and kept in `workdir` (a resumed run
+  reads them back, so its fitness is on the same scale)."""
+  path = os.path.join(workdir, 'es_references.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved['tasks'] == list(cfg.tasks.env_names):
+      return [tuple(r) for r in saved['references']]
+  refs = es_references(cfg, agents)
+  if primary:
+    common.write_json(path, {'tasks': list(cfg.tasks.env_names),
+                             'references': [list(r) for r in refs],
+                             'meaning': '(random policy, Adam) per task'})
+  return refs
+
+
+def es_env_steps_per_generation(cfg) -> int:
+  e = cfg.meta.es
+  per_run = sum((cfg.ppo.num_envs * cfg.ppo.unroll_len if kind == 'ppo'
+                 else cfg.a2c.num_envs * cfg.a2c.rollout_len)
+                for kind in task_agents(cfg))
+  return int(e.population_size * e.seeds_per_member * e.run_updates) * per_run
 
 
 def program_context(cfg) -> dict:
@@ -271,11 +436,19 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   os.makedirs(workdir, exist_ok=True)
   ckpt = _checkpointer(cfg, workdir)
   start_step = ckpt.check_compatible() or 0  # before compiling anything
-  check_population_fits(cfg.tasks.num_agents,
-                        ckpt.saved_topology() if start_step else None)
+  use_es = algorithm(cfg) == 'es'
+  if not use_es:
+    check_population_fits(cfg.tasks.num_agents,
+                          ckpt.saved_topology() if start_step else None)
   if primary:
     common.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
-  _, lo, trainer = build(cfg, agents)
+  if use_es:
+    references = _es_references_in(workdir, cfg, agents, primary)
+    lo, trainer = build_es(cfg, agents, references)
+    trainer_lib, per_step = es_lib, es_env_steps_per_generation(cfg)
+  else:
+    _, lo, trainer = build(cfg, agents)
+    trainer_lib, per_step = meta, env_steps_per_iteration(cfg)
   stop = stop or StopFlag()
   t0 = time.time()
   total = math.ceil(cfg.num_meta_steps / cfg.log_every) * cfg.log_every
@@ -289,8 +462,8 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
       key='meta_step', unit='agent env-steps', verbose=verbose)
   key = np.asarray(jax.random.PRNGKey(cfg.seed))
   state = driver.start(
-      'meta_init', lambda: meta.init_sharded_fn(trainer, key), (key,),
-      'meta_run', lambda shapes: meta.run_sharded_fn(trainer, shapes))
+      'meta_init', lambda: trainer_lib.init_sharded_fn(trainer, key), (key,),
+      'meta_run', lambda shapes: trainer_lib.run_sharded_fn(trainer, shapes))
   if start_step:
     state, start_step = ckpt.restore(state)
     if verbose:
@@ -301,6 +474,10 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     rows = [{'meta_step': step - cfg.log_every + i + 1,
              **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
             for i in range(cfg.log_every)]
+    if use_es:  # fitness: normalised whole-run score (random 0, Adam 1)
+      return rows, {'fitness': float(np.nanmean(metrics['fitness_mean'])),
+                    'best member': float(np.nanmax(metrics['fitness_max'])),
+                    'non-finite members': int(state.skipped)}
     return rows, {'meta-loss': float(np.mean(metrics['meta_loss'])),
                   'agent return': float(np.nanmean(metrics['agent_return'])),
                   'skipped': int(state.skipped)}
@@ -311,7 +488,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
 
   run = driver.loop(state, first_step=start_step, total=total,
                     per_call=cfg.log_every,
-                    units_per_step=env_steps_per_iteration(cfg),
+                    units_per_step=per_step,
                     record=record, stop=stop, save=save)
   ckpt.close()
   state, step, rows = run.state, run.step, run.rows
@@ -331,7 +508,17 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   if not primary:
     return summary
   _save(export, meta_params, lo, step, cfg)
-  if rows:
+  if rows and use_es:
+    x = np.array([float(r['meta_step']) for r in rows])
+    curve = lambda k: _smooth([float(r[k]) for r in rows])
+    common.plot_curves(
+        os.path.join(workdir, 'meta_training.png'),
+        {'population mean': curve('fitness_mean'),
+         'best member': curve('fitness_max')},
+        x, 'generation', 'fitness (random 0, Adam 1; smoothed)',
+        f'ES on whole runs: {cfg.optimizer.cell} on ' +
+        ','.join(cfg.tasks.env_names))
+  elif rows:
     x = np.array([float(r['meta_step']) for r in rows])
     common.plot_curves(
         os.path.join(workdir, 'meta_training.png'),
