@@ -109,14 +109,21 @@ def base_config() -> ml_collections.ConfigDict:
   # Runs per member and task (different seeds; antithetic pairs share them).
   config.meta.es.seeds_per_member = 1
   # The run's score: 'final' (episodes ending in its last 10% of updates)
-  # or 'auc' (every episode). Normalised per task: random policy 0, Adam at
-  # the task's rate 1 (each from reference_seeds runs, once per workdir).
+  # or 'auc' (every episode). Normalised per task: random policy 0, tuned
+  # Adam 1 (from reference_seeds runs each, once per workdir).
   config.meta.es.fitness = 'final'
   config.meta.es.reference_seeds = 4
+  # Adam's rates for the reference, as factors of each task's rate: the best
+  # of them is the fitness's 1 (tuned Adam, not Adam at one rate).
+  config.meta.es.reference_rates = (0.3, 1., 3.)
   # Start from this file's meta-params (a lopt .npz of the same cell as
   # `optimizer`, e.g. launchers/studies/variant.py --adam_start) instead of the
   # cell's init; '' = the init from `seed`.
   config.meta.init_path = ''
+  # Start from the cell's init set so that its direction is Adam's
+  # (lopt.imitation.adam_start; needs optimizer.second_moment > 0): a
+  # meta-trained optimizer then starts as good as Adam at Adam's rate.
+  config.meta.adam_start = False
   # Meta-optimizer (Adam) learning rate.
   config.meta.learning_rate = 1e-3
   # Meta-gradient clipping: elementwise, global_norm or none.

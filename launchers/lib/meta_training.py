@@ -47,10 +47,23 @@ def cell_config(cfg) -> lopt.CellConfig:
 
 
 def start_meta_params(cfg):
-  """The meta-params of `meta.init_path` (None when unset: the cell's own
-  init from the seed). Raises ValueError if the file does not load or its
-  cell differs from `optimizer` (the differing fields named)."""
+  """The meta-params of `meta.init_path`, or with `meta.adam_start` the
+  cell's init set so that its direction is Adam's
+  (`lopt.imitation.adam_start`; inputs beyond the gradient's start unused),
+  or None (the cell's own init from the seed). Raises ValueError if the file
+  does not load or its cell differs from `optimizer` (the differing fields
+  named), or if the cell cannot start at Adam's direction."""
   path = cfg.meta.get('init_path', '')
+  if cfg.meta.get('adam_start', False):
+    if path:
+      raise ValueError('meta.adam_start: give it or meta.init_path, not both')
+    config = cell_config(cfg)
+    if not config.second_moment:
+      raise ValueError('meta.adam_start: needs optimizer.second_moment > 0 '
+                       "(the magnitude path's input is then Adam's v)")
+    init = lopt.learned_optimizer(config=config).init(
+        jax.random.PRNGKey(cfg.seed))
+    return lopt.imitation.adam_start(config, init)
   if not path:
     return None
   try:
@@ -217,6 +230,11 @@ def validate_es(cfg) -> None:
   common.check_positive_int(e.run_updates, 'meta.es.run_updates')
   common.check_positive_int(e.seeds_per_member, 'meta.es.seeds_per_member')
   common.check_positive_int(e.reference_seeds, 'meta.es.reference_seeds')
+  rates = tuple(e.reference_rates)
+  if not rates or any(isinstance(r, bool) or not isinstance(r, (int, float))
+                      or not r > 0 for r in rates):
+    raise ValueError('meta.es.reference_rates: factors > 0 of each task\'s '
+                     f'rate (at least one), got {rates!r}')
   if e.fitness not in ES_FITNESS:
     raise ValueError(f'meta.es.fitness: unknown {e.fitness!r}; allowed: '
                      f'{list(ES_FITNESS)}')
@@ -258,9 +276,12 @@ def task_optimizer_steps(cfg, kind: str) -> int:
 
 
 def es_references(cfg, agents) -> List[Tuple[float, float]]:
-  """Per task, (random policy's score, Adam's score at the task's rate): the
-  0 and 1 of its normalised fitness. Adam runs the same whole run
-  (`meta.es.reference_seeds` seeds), with the task's rate and schedule."""
+  """Per task, (random policy's score, tuned Adam's score): the 0 and 1 of
+  its normalised fitness. Adam runs the same whole run
+  (`meta.es.reference_seeds` seeds) at the task's rate times each of
+  `meta.es.reference_rates`, with the task's schedule; the best mean counts,
+  so a candidate scores above 1 only by beating Adam at its best rate of
+  those, not by stepping further than Adam at one rate."""
   refs = []
   key = jax.random.PRNGKey(cfg.seed + 7919)
   for i, (name, kind, agent, lr) in enumerate(zip(
@@ -273,13 +294,18 @@ def es_references(cfg, agents) -> List[Tuple[float, float]]:
     run = _task_run(cfg, kind, agent)
     keys = jax.random.split(jax.random.fold_in(key, i),
                             cfg.meta.es.reference_seeds)
-    adam = jax.jit(jax.vmap(lambda k: run(optax.adam(rate), k)))(keys)
+    scores = []
+    for factor in cfg.meta.es.reference_rates:
+      scaled = _scaled(rate, float(factor))
+      scores.append(float(np.nanmean(jax.jit(jax.vmap(
+          lambda k, r=scaled: run(optax.adam(r), k)))(keys))))
+    adam = max(scores)
     env = common.make_env(cfg, name, 'tasks.env_names')
     num_envs = (cfg.ppo.num_envs if kind == 'ppo' else cfg.a2c.num_envs)
     floor, _ = jax.jit(jax.vmap(functools.partial(
         common.random_policy_return, env, num_envs=int(num_envs),
         num_steps=2000)))(keys)
-    adam, floor = float(np.nanmean(adam)), float(np.nanmean(floor))
+    floor = float(np.nanmean(floor))
     if not adam > floor:
       raise ValueError(
           f'meta.es: Adam at tasks.learning_rates[{i}] = {lr} scores {adam:.4g}'
@@ -288,6 +314,13 @@ def es_references(cfg, agents) -> List[Tuple[float, float]]:
           'meta.es.run_updates or change the rate')
     refs.append((floor, adam))
   return refs
+
+
+def _scaled(rate, factor: float):
+  """A learning rate (float or schedule) times `factor`."""
+  if callable(rate):
+    return lambda count: factor * rate(count)
+  return factor * rate
 
 
 def build_es(cfg, agents, references):
@@ -333,14 +366,23 @@ def _es_references_in(workdir: str, cfg, agents, primary: bool):
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    if saved['tasks'] == list(cfg.tasks.env_names):
+    if saved['config'] == _reference_context(cfg):
       return [tuple(r) for r in saved['references']]
   refs = es_references(cfg, agents)
   if primary:
-    common.write_json(path, {'tasks': list(cfg.tasks.env_names),
+    common.write_json(path, {'config': _reference_context(cfg),
                              'references': [list(r) for r in refs],
                              'meaning': '(random policy, Adam) per task'})
   return refs
+
+
+def _reference_context(cfg) -> dict:
+  """What the references depend on (a workdir's are reused only for it)."""
+  return json.loads(json.dumps({  # as read back (tuples are lists)
+      'tasks': list(cfg.tasks.env_names),
+      'learning_rates': list(cfg.tasks.learning_rates),
+      'es': cfg.meta.es.to_dict(), 'a2c': cfg.a2c.to_dict(),
+      'seed': cfg.seed}))
 
 
 def es_env_steps_per_generation(cfg) -> int:
