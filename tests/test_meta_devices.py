@@ -1,6 +1,7 @@
 """8 virtual CPU devices give the 1-device results: meta-training (the
-population split over devices) and PPO / A2C training (seeds and env batch
-split), each in one process that runs both placements."""
+population split over devices), ES (a generation's members split) and PPO /
+A2C training (seeds and env batch split), each in one process that runs
+both placements."""
 
 import os
 import subprocess
@@ -51,6 +52,32 @@ SCRIPT = textwrap.dedent('''
       raise AssertionError('8 agents on 3 devices accepted')
     print('OK meta', flush=True)
 
+    # ES: 8 members of a generation on 1 device vs 1 member per device (a
+    # whole A2C run each); the same mean after two generations.
+    from lopt import es
+    def fitness(mp, key):
+      opt = lo.opt_fn(mp, 1e-2)
+      state = a2c.init_state(agent, opt, key)
+      _, m = a2c.make_train(agent, opt, 4)(state)
+      return jax.numpy.sum(m['reward_sum']) + jax.numpy.sum(m['entropy'])
+    start = lo.init(jax.random.PRNGKey(1))
+    def es_run(devices):
+      t = es.make_es_trainer(fitness, start, population_size=8, sigma=0.05,
+                             learning_rate=1e-2, steps_per_call=2,
+                             mesh=meta.population_mesh(jax.devices()[:devices]))
+      init = es.init_sharded_fn(t, np.asarray(jax.random.PRNGKey(2)),
+                                meta.population_mesh(jax.devices()[:devices]))
+      state = init(np.asarray(jax.random.PRNGKey(2)))
+      run = es.run_sharded_fn(t, state,
+                              meta.population_mesh(jax.devices()[:devices]))
+      return run(state)[0]
+    e1, e8 = es_run(1), es_run(8)
+    assert int(e8.step) == 2
+    for a, b in zip(jax.tree.leaves(e1.meta_params),
+                    jax.tree.leaves(e8.meta_params)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    print('OK es', flush=True)
+
     # PPO on CartPole: 2 seeds x 8 envs; 8 devices = 2 seed x 4 env shards.
     cfg = ppo_brax.get_config('cartpole,cpu')
     cfg.episode_length, cfg.reset_mode = 0, ''
@@ -85,5 +112,5 @@ def test_eight_devices_match_one_device():
   proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  for tag in ('OK meta', 'OK ppo', 'OK placement'):
+  for tag in ('OK meta', 'OK es', 'OK ppo', 'OK placement'):
     assert tag in proc.stdout, proc.stdout[-2000:]
