@@ -25,6 +25,8 @@ from launchers.lib import training
 from launchers.lib import runtime
 from ml_collections import config_flags
 
+import lopt
+
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/quickstart.py',
                                           'Config file.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/quickstart',
@@ -59,10 +61,17 @@ def run(cfg, workdir: str) -> dict:
                         summary['meta_params_path']))]
   runs += [(name, _eval_config(cfg, name, lr))
            for name, lr in cfg.baselines.items()]
-  if cfg.include_untrained:
-    untrained = _eval_config(cfg, cfg.meta.optimizer.cell, agent_lr)
-    untrained.seed = cfg.meta.seed  # the meta-params meta-training began at
-    runs.append(('optim4rl (untrained)', untrained))
+  if cfg.include_untrained:  # the meta-params meta-training began at
+    start = meta_training.start_meta_params(cfg.meta)
+    if start is None:
+      untrained = _eval_config(cfg, cfg.meta.optimizer.cell, agent_lr)
+      untrained.seed = cfg.meta.seed
+    else:  # e.g. meta.adam_start: saved, then loaded like the learned one
+      path = os.path.join(workdir, 'meta', 'start_meta_params.npz')
+      lopt.save(path, start, lopt.learned_optimizer(
+          config=meta_training.cell_config(cfg.meta)))
+      untrained = _eval_config(cfg, 'learned', agent_lr, path)
+    runs.append(('optim4rl (start of meta-training)', untrained))
   results, rows = comparison.compare(
       runs, workdir, os.path.join(workdir, 'comparison.png'),
       f'A2C on {cfg.eval.env_name}: mean ± std over '
@@ -78,12 +87,18 @@ def run(cfg, workdir: str) -> dict:
 
 
 def _markdown(rows, cfg, summary, meta_seconds, total_seconds) -> str:
+  m = cfg.meta.meta
+  if meta_training.algorithm(cfg.meta) == 'es':
+    how = (f'evolution strategies on whole runs: {summary["meta_step"]} '
+           f'generations of {m.es.population_size} members, each scored by '
+           f'a {m.es.run_updates}-update run')
+  else:
+    how = (f'meta-gradients: {summary["meta_step"]} meta-iterations, '
+           f'{cfg.meta.tasks.num_agents} agents, K = {m.num_inner_steps}, '
+           f'reset_interval {m.reset_interval}')
   lines = [
       f'# A2C on {cfg.eval.env_name}: meta-learned Optim4RL vs baselines', '',
-      f'Meta-training: {summary["meta_step"]} meta-iterations, '
-      f'{cfg.meta.tasks.num_agents} agents, K = '
-      f'{cfg.meta.meta.num_inner_steps}, reset_interval '
-      f'{cfg.meta.meta.reset_interval}, {meta_seconds:.0f} s. '
+      f'Meta-training ({how}): {meta_seconds:.0f} s. '
       f'Evaluation: {cfg.eval.num_seeds} seeds x {cfg.eval.num_updates} '
       f'updates x {cfg.eval.a2c.num_envs} envs x {cfg.eval.a2c.rollout_len} '
       'steps. Final return = mean episode return over the last 10% of '
