@@ -1,7 +1,7 @@
 r"""The standard suite: tuned baselines, fresh-seed reports, IQM with CIs.
 
     python -m launchers.suite --config=configs/evaluate.py:standard \
-        --workdir=runs/standard [--phase=tune|report|summarize|all] \
+        [--workdir=docs/results/standard/work] [--phase=tune|report|summarize|all] \
         [--tasks=cartpole,acrobot] [--config.tune_steps=breakout_minatar=2000000]
 
 Every optimizer of `config.optimizers` is swept over `config.rate_grid` x
@@ -26,7 +26,7 @@ from launchers.lib import suite_summary
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/evaluate.py:standard', 'Config file.')
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/standard',
+_WORKDIR = flags.DEFINE_string('workdir', 'docs/results/standard/work',
                                'Units CSV and curves (resumable).')
 _PHASE = flags.DEFINE_enum('phase', 'all', list(suite.PHASES),
                            'tune, report, summarize, or all three.')
