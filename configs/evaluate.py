@@ -13,7 +13,7 @@ rate sweeps, rates chosen on tuning seeds and reported on fresh ones, IQM
 with bootstrap CIs:
 
     python -m launchers.suite --config=configs/evaluate.py:standard \
-        --workdir=runs/standard [--phase=tune|report|summarize|all]
+        [--phase=tune|report|summarize|all]  # units: docs/results/standard/work
 """
 
 import ml_collections
