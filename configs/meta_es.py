@@ -22,9 +22,14 @@ outside the standard suite's held-out list.
 
 from configs import meta_common
 
-# The mix: tasks, agent rates, reward scales, env batch of each.
-MIX = (('catch', 1e-3, 1.0), ('small_dense_short', 1e-3, 1.0),
-       ('small_dense_long', 1e-3, 1.0))
+# The mix: tasks, agent rates, reward scales. The rates are Adam's best for
+# these short runs (200 updates x 16 envs; of 3e-4..2.7e-2, 4 seeds): at the
+# configs' usual 1e-3 Adam is far from tuned there (Catch 0.41 against 0.99
+# at 9e-3, small_dense_short 0.03 against 2.2 at 2.7e-2), and a candidate
+# would win the fitness by stepping further, the bias this trainer is meant
+# to remove.
+MIX = (('catch', 1e-2, 1.0), ('small_dense_short', 3e-2, 1.0),
+       ('small_dense_long', 1e-2, 1.0))
 
 
 def get_config(arg: str = 'catch'):
@@ -47,7 +52,7 @@ def get_config(arg: str = 'catch'):
   config.meta.es.population_size = 16
   config.meta.es.sigma = 0.01
   config.meta.es.learning_rate = 3e-3
-  config.meta.es.run_updates = 300
+  config.meta.es.run_updates = 200
   config.meta.es.seeds_per_member = 1
   config.meta.es.fitness = 'final'
   if 'lifetime' in flags:

@@ -28,6 +28,9 @@ def get_config():
   # 300-update A2C run on Catch.
   config.meta.meta.es.population_size = 16
   config.meta.meta.es.run_updates = 300
+  # The rate of the check below (Adam's, 1e-3), so that the comparison is at
+  # the rate you give Adam.
+  config.meta.tasks.learning_rates = (1e-3,)
   config.meta.num_meta_steps = 30
   config.meta.log_every = 5
   config.meta.save_every = 10

@@ -211,6 +211,8 @@ def build(cfg, agents: Optional[Sequence[Any]] = None):
 
 # ES over whole training runs (meta.algorithm = 'es'; lopt.es).
 ALGORITHMS = ('meta_gradient', 'es')
+# How many times the reference's Adam rates may be extended past an edge.
+REFERENCE_EXTENSIONS = 3
 ES_FITNESS = ('final', 'auc')
 
 
@@ -279,9 +281,10 @@ def es_references(cfg, agents) -> List[Tuple[float, float]]:
   """Per task, (random policy's score, tuned Adam's score): the 0 and 1 of
   its normalised fitness. Adam runs the same whole run
   (`meta.es.reference_seeds` seeds) at the task's rate times each of
-  `meta.es.reference_rates`, with the task's schedule; the best mean counts,
-  so a candidate scores above 1 only by beating Adam at its best rate of
-  those, not by stepping further than Adam at one rate."""
+  `meta.es.reference_rates` (extended past an edge that wins), with the
+  task's schedule; the best mean counts, so a candidate scores above 1 only
+  by beating Adam at its best rate, not by stepping further than Adam at
+  one rate."""
   refs = []
   key = jax.random.PRNGKey(cfg.seed + 7919)
   for i, (name, kind, agent, lr) in enumerate(zip(
@@ -294,12 +297,28 @@ def es_references(cfg, agents) -> List[Tuple[float, float]]:
     run = _task_run(cfg, kind, agent)
     keys = jax.random.split(jax.random.fold_in(key, i),
                             cfg.meta.es.reference_seeds)
-    scores = []
-    for factor in cfg.meta.es.reference_rates:
+    def adam_score(factor, rate=rate, run=run, keys=keys):
       scaled = _scaled(rate, float(factor))
-      scores.append(float(np.nanmean(jax.jit(jax.vmap(
-          lambda k, r=scaled: run(optax.adam(r), k)))(keys))))
-    adam = max(scores)
+      return float(np.nanmean(jax.jit(jax.vmap(
+          lambda k: run(optax.adam(scaled), k)))(keys)))
+
+    scores = {float(f): adam_score(f) for f in cfg.meta.es.reference_rates}
+    # A best rate on an edge of the grid is not bracketed: extend past it
+    # (x3 a step, at most REFERENCE_EXTENSIONS times), as the suite does.
+    for _ in range(REFERENCE_EXTENSIONS):
+      best = max(scores, key=scores.get)
+      if best == max(scores) and len(scores) > 1:
+        scores[best * 3.] = adam_score(best * 3.)
+      elif best == min(scores) and len(scores) > 1:
+        scores[best / 3.] = adam_score(best / 3.)
+      else:
+        break
+    best = max(scores, key=scores.get)
+    adam = scores[best]
+    print(f'es reference {name}: Adam best at x{best:g} of the task rate '
+          f'({adam:.4g}; ' + ', '.join(f'x{f:g} {v:.3g}' for f, v in
+                                       sorted(scores.items())) + ')',
+          flush=True)
     env = common.make_env(cfg, name, 'tasks.env_names')
     num_envs = (cfg.ppo.num_envs if kind == 'ppo' else cfg.a2c.num_envs)
     floor, _ = jax.jit(jax.vmap(functools.partial(
@@ -558,8 +577,9 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
         {'population mean': curve('fitness_mean'),
          'best member': curve('fitness_max')},
         x, 'generation', 'fitness (random 0, Adam 1; smoothed)',
-        f'ES on whole runs: {cfg.optimizer.cell} on ' +
-        ','.join(cfg.tasks.env_names))
+        f'ES on whole runs, {cfg.optimizer.cell} on ' +
+        (','.join(cfg.tasks.env_names) if len(cfg.tasks.env_names) <= 2
+         else f'{len(cfg.tasks.env_names)} tasks'))
   elif rows:
     x = np.array([float(r['meta_step']) for r in rows])
     common.plot_curves(
