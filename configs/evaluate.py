@@ -47,8 +47,7 @@ HELDOUT_SEEDS_PER_ENV = 'hopper=4,halfcheetah=4,inverted_pendulum=8'
 # Where variants of an optimizer (momentum decay, init key, step scale) are
 # compared before one is run on the held-out suite: A2C tasks outside it, at
 # their configs' budgets (Catch and MinAtar Asterix: 16 envs, the small
-# dense gridworlds: 64 envs; 20 steps x 1000 updates; about 40 s per run
-# here). Some are meta-training tasks, so this chooses among untrained or
+# dense gridworlds: 64 envs; 20 steps x 1000 updates). Some are meta-training tasks, so this chooses among untrained or
 # rescaled variants; it does not measure generalisation.
 VALIDATION_ENVS = 'catch,small_dense_short,small_dense_long,asterix_minatar'
 VALIDATION_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,'
@@ -89,7 +88,8 @@ def standard_fields(config) -> None:
   config.report_seeds = 8
   config.report_seed_start = 1000
   # Seeds per unit of work (one process run, one CSV append); 0: all of a
-  # phase's seeds in one unit. Four: a MinAtar unit is about 16 minutes here.
+  # phase's seeds in one unit (one compile per unit; a stop loses at most
+  # the unit in flight).
   config.seeds_per_batch = 4
   # Reduced sweep budgets, 'ENV=STEPS,...' (env steps per agent); tasks not
   # named sweep at their standard budget. Where a sweep is reduced, the
