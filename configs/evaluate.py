@@ -47,8 +47,9 @@ HELDOUT_SEEDS_PER_ENV = 'hopper=4,halfcheetah=4,inverted_pendulum=8'
 # Where variants of an optimizer (momentum decay, init key, step scale) are
 # compared before one is run on the held-out suite: A2C tasks outside it, at
 # their configs' budgets (Catch and MinAtar Asterix: 16 envs, the small
-# dense gridworlds: 64 envs; 20 steps x 1000 updates). Some are meta-training tasks, so this chooses among untrained or
-# rescaled variants; it does not measure generalisation.
+# dense gridworlds: 64 envs; 20 steps x 1000 updates). Some are
+# meta-training tasks, so this chooses among untrained or rescaled variants;
+# it does not measure generalisation.
 VALIDATION_ENVS = 'catch,small_dense_short,small_dense_long,asterix_minatar'
 VALIDATION_OPTIMIZERS = ('adam:x0.3,adam:default,adam:x3,'
                          'optim4rl_untrained_ema:default,'
