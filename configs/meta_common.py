@@ -87,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
   # with meta-gradients), and debiased momenta of g at these decays.
   config.optimizer.progress_input = False
   config.optimizer.momentum_decays = ()
+  # Optim4RL's paths learn log-corrections of the moments they see, from
+  # zero (with grad_ema and second_moment: exactly Adam at the start).
+  config.optimizer.adam_residual = False
 
   config.meta = ml_collections.ConfigDict()
   # How the meta-params are trained: 'meta_gradient' (the paper's: through

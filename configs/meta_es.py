@@ -16,7 +16,9 @@ better to the end, not by stepping further early on.
 
 Presets: 'catch' (A2C on Catch, the main job's recipe) and 'mix' (A2C on
 Catch and the two small dense gridworlds); ',lifetime' adds
-`optimizer.progress_input` and `optimizer.momentum_decays`. Every task is
+`optimizer.progress_input` and `optimizer.momentum_decays`; ',residual'
+makes the cell learn corrections of Adam's moments from exactly Adam
+(`optimizer.adam_residual`) in place of the imitation fit. Every task is
 outside the standard suite's held-out list.
 """
 
@@ -34,9 +36,10 @@ MIX = (('catch', 1e-2, 1.0), ('small_dense_short', 3e-2, 1.0),
 
 def get_config(arg: str = 'catch'):
   preset, *flags = (arg or 'catch').split(',')
-  if preset not in ('catch', 'mix') or set(flags) - {'lifetime'}:
+  if preset not in ('catch', 'mix') or set(flags) - {'lifetime', 'residual'}:
     raise ValueError(f'configs/meta_es.py: unknown preset {arg!r}; allowed: '
-                     "'catch' or 'mix', optionally followed by ',lifetime'")
+                     "'catch' or 'mix', optionally followed by ',lifetime' "
+                     "and/or ',residual'")
   config = meta_common.base_config()
   config.meta.algorithm = 'es'
   config.meta.adam_start = True
@@ -55,6 +58,10 @@ def get_config(arg: str = 'catch'):
   config.meta.es.run_updates = 200
   config.meta.es.seeds_per_member = 1
   config.meta.es.fitness = 'final'
+  if 'residual' in flags:
+    # Adam exactly at the start, no imitation fit (CellConfig.adam_residual).
+    config.optimizer.adam_residual = True
+    config.meta.adam_start = False
   if 'lifetime' in flags:
     config.optimizer.progress_input = True
     config.optimizer.momentum_decays = (0.5, 0.99, 0.999)

@@ -38,6 +38,20 @@ changes over the agent's lifetime:
   step `t` of a run of `T = total_steps` updates, the same for every
   coordinate (one more feature column, not preprocessed).
 
+Adam's residual (`CellConfig.adam_residual`, Optim4RL only, off by
+default): the two paths output log-corrections of the moments they see
+instead of the moments themselves,
+
+    m = g * exp(MLP1(x1));    v = s * exp(MLP2(x2));    d = m / sqrt(v + eps)
+
+(`s` = `g^2` without `second_moment`), and each MLP's last layer starts at
+zero. With `grad_ema` and `second_moment` the untrained cell is then
+exactly Adam (`eps` inside the square root), and the search starts there
+with no imitation fit: a perturbation of the weights moves the step by a
+factor near 1, where the paper's form, fitted to Adam's moments through
+exp(), is so sharp that evolution strategies' perturbations break
+training (docs/results/es).
+
 These are extra feature columns of a path's GRU input; the maths of each
 direction is unchanged. For Optim4RL the sign path (whose output scales
 `sign(g)`, a first moment) sees `features(g)`, every `features(m_k)` and
@@ -124,6 +138,11 @@ class CellConfig:
       total_steps=)` or `opt_fn(..., total_steps=)`) and refuses to run
       without it, since a cell meta-trained on its lifetime has no sound
       default for it.
+    adam_residual: Optim4RL's paths scale the moments they see,
+      `m = g * exp(o1)`, `v = s * exp(o2)`, from a zero last layer, so the
+      untrained cell is Adam with `grad_ema` and `second_moment` (module
+      docstring); False = the paper's `m = sign(g) * exp(o1)`,
+      `v = exp(o2)`.
   """
   cell: str = 'optim4rl'
   hidden_size: int = 8
@@ -138,6 +157,7 @@ class CellConfig:
   second_moment: float = 0.
   momentum_decays: Tuple[float, ...] = ()
   progress_input: bool = False
+  adam_residual: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, 'mlp_dims', tuple(int(d) for d in self.mlp_dims))
@@ -179,6 +199,12 @@ class CellConfig:
     if not isinstance(self.progress_input, (bool, np.bool_)):
       raise ValueError(
           f'progress_input: must be a bool, got {self.progress_input!r}')
+    if not isinstance(self.adam_residual, (bool, np.bool_)):
+      raise ValueError(
+          f'adam_residual: must be a bool, got {self.adam_residual!r}')
+    if self.adam_residual and self.cell != 'optim4rl':
+      raise ValueError(f'adam_residual: only the optim4rl cell has moment '
+                       f'paths, got cell {self.cell!r}')
     decays = self.momentum_decays
     if not all(0. < b < 1. for b in decays):
       raise ValueError('momentum_decays: each decay must be in (0, 1), got '
@@ -191,6 +217,7 @@ class CellConfig:
     d['mlp_dims'] = list(self.mlp_dims)
     d['momentum_decays'] = list(self.momentum_decays)
     d['progress_input'] = bool(self.progress_input)
+    d['adam_residual'] = bool(self.adam_residual)
     return d
 
   @classmethod
@@ -286,6 +313,12 @@ class _Path(hk.Module):
   def __call__(self, features: Array, state: Array) -> Tuple[Array, Array]:
     c = self._config
     x, state = hk.GRU(c.hidden_size, name='gru')(features, state)
+    if c.adam_residual:
+      # The hidden layers, then a last layer from zero (the output 0).
+      x = hk.nets.MLP(tuple(c.mlp_dims), activation=ACTIVATIONS[c.activation],
+                      activate_final=True, name='mlp')(x)
+      return hk.Linear(self._num_outputs, w_init=jnp.zeros,
+                       name='out')(x), state
     mlp = hk.nets.MLP(
         tuple(c.mlp_dims) + (self._num_outputs,),
         activation=ACTIVATIONS[c.activation], name='mlp')
@@ -300,8 +333,12 @@ def _optim4rl(c: CellConfig, x: _Inputs, state: CellState):
       _features(c, g, x.momenta, x.progress), state[0])
   mag_out, h2 = _Path(c, 1, 'magnitude_path')(
       _features(c, g * g if x.s is None else x.s, (), x.progress), state[1])
-  m = jnp.sign(g) * jnp.exp(sign_out[:, 0])
-  v = jnp.exp(mag_out[:, 0])
+  if c.adam_residual:  # log-corrections of the moments (docstring)
+    m = g * jnp.exp(sign_out[:, 0])
+    v = (g * g if x.s is None else x.s) * jnp.exp(mag_out[:, 0])
+  else:
+    m = jnp.sign(g) * jnp.exp(sign_out[:, 0])
+    v = jnp.exp(mag_out[:, 0])
   return m / jnp.sqrt(v + c.update_eps), (h1, h2)
 
 
@@ -421,7 +458,8 @@ def rescale(config: CellConfig, meta_params, scale: float):
   if not float(scale) > 0:
     raise ValueError(f'scale: must be > 0, got {scale}')
   path, outputs = EXP_OUTPUTS[config.cell]
-  layer = f'{path}/mlp/~/linear_{len(config.mlp_dims)}'
+  layer = (f'{path}/out' if config.adam_residual else
+           f'{path}/mlp/~/linear_{len(config.mlp_dims)}')
   if layer not in meta_params:
     raise ValueError(f'meta_params: no layer {layer!r} for a {config.cell} '
                      f'cell with mlp_dims {config.mlp_dims}')

@@ -60,12 +60,15 @@ class ESTrainer(NamedTuple):
     step: `step(state) -> (state, metrics)`: one generation (pure).
     run: `run(state) -> (state, metrics[steps_per_call])`: `steps_per_call`
       generations in one scan (pure; `run_sharded_fn` jits it).
+    fitness: `fitness(meta_params, key) -> scalar`, the function the
+      members are scored by (to score the mean itself, e.g. for validation).
     population_size: members per generation (even: antithetic pairs).
     steps_per_call: generations per `run` call.
   """
   init: Callable
   step: Callable
   run: Callable
+  fitness: Callable
   population_size: int
   steps_per_call: int
 
@@ -161,8 +164,12 @@ def make_es_trainer(fitness_fn: Callable[[Any, Array], Array],
   def step(state: ESState):
     key, k_ask, k_runs, k_tell = jax.random.split(state.key, 4)
     population, strategy_state = strategy.ask(k_ask, state.strategy, params)
+    keys = member_keys(k_runs, population_size)
+    # The mean the members were drawn around, on the first pair's runs: the
+    # candidate meta-training returns, scored as they are.
+    center = fitness_fn(state.meta_params, keys[0])
     population, keys = jax.lax.with_sharding_constraint(
-        (population, member_keys(k_runs, population_size)), by_member)
+        (population, keys), by_member)
     fitness = jax.vmap(fitness_fn)(population, keys)
     finite = jnp.isfinite(fitness)
     # Non-finite members rank last (evosax ranks NaN as the worst loss).
@@ -170,7 +177,8 @@ def make_es_trainer(fitness_fn: Callable[[Any, Array], Array],
     strategy_state, _ = strategy.tell(k_tell, population, loss,
                                       strategy_state, params)
     safe = jnp.where(finite, fitness, jnp.nan)
-    metrics = {'fitness_mean': jnp.nanmean(safe),
+    metrics = {'fitness_center': center,
+               'fitness_mean': jnp.nanmean(safe),
                'fitness_max': jnp.nanmax(safe),
                'fitness_std': jnp.nanstd(safe),
                'nonfinite_members': jnp.sum(~finite)}
@@ -183,7 +191,7 @@ def make_es_trainer(fitness_fn: Callable[[Any, Array], Array],
     return jax.lax.scan(lambda s, _: step(s), state, None,
                         length=steps_per_call)
 
-  return ESTrainer(init=init, step=step, run=run,
+  return ESTrainer(init=init, step=step, run=run, fitness=fitness_fn,
                    population_size=population_size,
                    steps_per_call=steps_per_call)
 

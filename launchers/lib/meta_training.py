@@ -58,6 +58,9 @@ def start_meta_params(cfg):
     if path:
       raise ValueError('meta.adam_start: give it or meta.init_path, not both')
     config = cell_config(cfg)
+    if config.adam_residual:
+      raise ValueError('meta.adam_start: optimizer.adam_residual starts at '
+                       "Adam's direction already; turn one of them off")
     if not config.second_moment:
       raise ValueError('meta.adam_start: needs optimizer.second_moment > 0 '
                        "(the magnitude path's input is then Adam's v)")
@@ -537,6 +540,8 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
             for i in range(cfg.log_every)]
     if use_es:  # fitness: normalised whole-run score (random 0, Adam 1)
       return rows, {'fitness': float(np.nanmean(metrics['fitness_mean'])),
+                    'search mean': float(np.nanmean(
+                        metrics['fitness_center'])),
                     'best member': float(np.nanmax(metrics['fitness_max'])),
                     'non-finite members': int(state.skipped)}
     return rows, {'meta-loss': float(np.mean(metrics['meta_loss'])),
@@ -574,7 +579,8 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     curve = lambda k: _smooth([float(r[k]) for r in rows])
     common.plot_curves(
         os.path.join(workdir, 'meta_training.png'),
-        {'population mean': curve('fitness_mean'),
+        {'search mean': curve('fitness_center'),
+         'population mean': curve('fitness_mean'),
          'best member': curve('fitness_max')},
         x, 'generation', 'fitness (random 0, Adam 1; smoothed)',
         f'ES on whole runs, {cfg.optimizer.cell} on ' +

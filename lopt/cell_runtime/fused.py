@@ -238,14 +238,15 @@ def check_config(config) -> None:
 
   The kernel computes the paper's inputs (`g`, and `s` with
   `second_moment`) only: a cell with OPEN's lifetime-aware inputs
-  (`momentum_decays`, `progress_input`) is refused, so 'auto' picks the
-  Haiku module for it.
+  (`momentum_decays`, `progress_input`) or `adam_residual` is refused, so
+  'auto' picks the Haiku module for it.
   """
-  for field in ('momentum_decays', 'progress_input'):
+  for field in ('momentum_decays', 'progress_input', 'adam_residual'):
     if getattr(config, field, None):
       raise ValueError(
-          f"{field}: implementation 'fused' has no lifetime-aware inputs, "
-          f"got {getattr(config, field)!r}; use 'auto' or 'haiku'")
+          f"{field}: implementation 'fused' has the paper's cell only (no "
+          f"lifetime-aware inputs, no Adam residual), got "
+          f"{getattr(config, field)!r}; use 'auto' or 'haiku'")
   if config.cell not in CELLS:
     raise ValueError(f"cell: implementation 'fused' has {sorted(CELLS)}, "
                      f'got {config.cell!r}')
