@@ -126,24 +126,30 @@ class LearnedOptimizer(NamedTuple):
   total_steps: Optional[Any] = None
 
 
+def _positive_real(value, allowed: str) -> float:
+  """`value` as a float if it is a finite real number > 0 (not a string or
+  a bool); else ValueError `'{allowed}, got ...'`."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (numbers.Real, np.ndarray, jax.Array)):
+    raise ValueError(f'{allowed}, got {type(value).__name__} {value!r}')
+  try:
+    number = float(value)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'{allowed}, got {value!r}') from e
+  if not number > 0 or math.isinf(number):
+    raise ValueError(f'{allowed}, got {value}')
+  return number
+
+
 def check_learning_rate(learning_rate, field='learning_rate'
                         ) -> LearningRate:
   """A finite real number > 0 (not a string or a bool), or a schedule (a
   callable of the step count)."""
   if callable(learning_rate):
     return learning_rate
-  allowed = f'{field}: must be a finite number > 0 or an optax schedule'
-  if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
-      learning_rate, (numbers.Real, np.ndarray, jax.Array)):
-    raise ValueError(f'{allowed}, got {type(learning_rate).__name__} '
-                     f'{learning_rate!r}')
-  try:
-    lr = float(learning_rate)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f'{allowed}, got {learning_rate!r}') from e
-  if not lr > 0 or math.isinf(lr):
-    raise ValueError(f'{allowed}, got {learning_rate}')
-  return lr
+  return _positive_real(
+      learning_rate,
+      f'{field}: must be a finite number > 0 or an optax schedule')
 
 
 def check_total_steps(total_steps, field='total_steps'):
@@ -157,14 +163,8 @@ def check_total_steps(total_steps, field='total_steps'):
           jnp.issubdtype(total_steps.dtype, jnp.integer)
           or jnp.issubdtype(total_steps.dtype, jnp.floating))):
     return total_steps
-  allowed = (f'{field}: must be the number of updates of the run, a finite '
-             'number > 0')
-  if isinstance(total_steps, (bool, np.bool_)) or not isinstance(
-      total_steps, numbers.Real):
-    raise ValueError(f'{allowed}, got {type(total_steps).__name__} '
-                     f'{total_steps!r}')
-  if not total_steps > 0 or math.isinf(total_steps):
-    raise ValueError(f'{allowed}, got {total_steps}')
+  _positive_real(total_steps, f'{field}: must be the number of updates of '
+                 'the run, a finite number > 0')
   return total_steps
 
 

@@ -156,3 +156,37 @@ def test_resumed_es_meta_training_equals_an_uninterrupted_run(tmp_path):
            zip(jax.tree.leaves(a), jax.tree.leaves(start))]
   assert max(moved) > 0
   assert os.path.exists(tmp_path / 'whole' / 'meta_training.png')
+
+
+def test_references_extend_past_a_winning_edge_in_one_program(monkeypatch,
+                                                                capsys):
+  # A stand-in run whose score peaks where Adam's first step is 27x the
+  # task rate: the grid {0.3, 1, 3} is extended by x3 to 9, 27 and 81, the
+  # best (27) is then bracketed, and every factor runs in one compiled
+  # program (the factor is an argument, so the run is traced once).
+  cfg = _tiny_es_config()
+  rate = cfg.tasks.learning_rates[0]
+  traces = []
+
+  def task_run(cfg, kind, agent):
+    del cfg, kind, agent
+
+    def run(optimizer, key):
+      del key
+      traces.append(1)
+      p = jnp.zeros(())
+      u, _ = optimizer.update(jnp.ones(()), optimizer.init(p), p)
+      return 10. - (jnp.log(-u) - jnp.log(27. * rate)) ** 2
+
+    return run
+
+  monkeypatch.setattr(meta_training, '_task_run', task_run)
+  agents = meta_training.validate(cfg, check_devices=False)
+  [(floor, adam)] = meta_training.es_references(cfg, agents)
+  assert len(traces) == 1
+  assert adam == pytest.approx(10., abs=1e-4)
+  assert floor < 1.
+  out = capsys.readouterr().out
+  assert 'Adam best at x27 of the task rate' in out
+  for factor in ('x0.3', 'x1 ', 'x3 ', 'x9 ', 'x27 ', 'x81 '):
+    assert factor in out + ' ', factor

@@ -57,7 +57,7 @@ def run_fake(cfg, workdir, returns, monkeypatch, budget_aware=False):
   monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
       'final_return': np.full(unit.num_seeds, 10.)})
   monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
-                      (train, False))
+                      (train, False, None))
   plan = suite.make_plan(cfg)
   store = suite.Store(str(workdir))
   suite.tune(plan, store, cfg.brax_steps)
@@ -211,3 +211,60 @@ def test_readme_table_between_markers(tmp_path):
   text = readme.read_text()
   assert 'status line' in text and '| t |' in text and 'old' not in text
   assert '| x |' not in text and text.endswith('rest\n')
+
+
+def _saved_optimizer(path, tasks=('catch', 'cartpole')):
+  import jax  # pylint: disable=g-import-not-at-top
+  import lopt  # pylint: disable=g-import-not-at-top
+  lo = lopt.learned_optimizer(hidden_size=2, mlp_dims=(), grad_ema=0.9,
+                              second_moment=0.999, adam_residual=True)
+  extra = {} if tasks is None else {
+      'config': {'tasks': {'env_names': list(tasks)}}}
+  return lopt.save(str(path), lo.init(jax.random.PRNGKey(0)), lo,
+                   extra=extra)
+
+
+def test_a_meta_params_file_joins_the_suite_under_its_label(tmp_path,
+                                                            monkeypatch):
+  path = _saved_optimizer(tmp_path / 'mine.npz')
+  cfg = tiny_config(optimizers=f'adam,mine={path}')
+  plan = suite.make_plan(cfg)
+  assert plan.optimizers == ('adam', 'mine')
+  assert plan.files == {'mine': path}
+  unit_cfg = suite.task_config('cartpole', 'mine', 3., 0, 1, 1024, 0,
+                               plan.files['mine'])
+  assert unit_cfg.optimizer.name == 'learned'
+  assert unit_cfg.optimizer.meta_params_path == path
+  assert unit_cfg.optimizer.learning_rate == pytest.approx(7.5e-4)
+  # Seen tasks come from the file's meta-training config.
+  assert suite_summary.seen_tasks('mine', plan.files) == ('catch',
+                                                          'cartpole')
+  # The runner trains the file's optimizer under the label (fake training
+  # records the config it was given).
+  given = []
+  def train(cfg, workdir, label='', verbose=True):
+    del workdir, verbose
+    given.append((label, cfg.optimizer.name, cfg.optimizer.meta_params_path))
+    return {'final_return': np.ones(cfg.num_seeds), 'env_steps':
+            np.array([1024]), 'returns': np.ones((1, cfg.num_seeds)),
+            'steps_per_second': 1., 'nonfinite': False}
+  unit = suite.Unit('tune', 'cartpole', 'mine', 1., 0, 2, 1024)
+  runner = suite.Runner(suite.Store(str(tmp_path / 'w')), 0, [unit],
+                        train_fn=train, verbose=False, files=plan.files)
+  runner.ensure(unit)
+  assert given == [(unit.key, 'learned', path)]
+
+
+@pytest.mark.parametrize('spec,match', [
+    ('adam,Mine={path}', r"optimizers: 'Mine=.*LABEL=PATH needs a label"),
+    ('adam,adam={path}', r'LABEL=PATH needs a label'),
+    ('adam,mine={missing}', r'optimizers: mine=.*cannot load it'),
+    ('adam,mine={bare}', r'records no meta-training tasks'),
+    ('adam,mine={path},mine={path}', r'optimizers: a name is given twice'),
+])
+def test_bad_meta_params_files_are_named(tmp_path, spec, match):
+  path = _saved_optimizer(tmp_path / 'mine.npz')
+  bare = _saved_optimizer(tmp_path / 'bare.npz', tasks=None)
+  spec = spec.format(path=path, bare=bare, missing=tmp_path / 'no.npz')
+  with pytest.raises(ValueError, match=match):
+    suite.make_plan(tiny_config(optimizers=spec))

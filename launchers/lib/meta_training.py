@@ -300,10 +300,13 @@ def es_references(cfg, agents) -> List[Tuple[float, float]]:
     run = _task_run(cfg, kind, agent)
     keys = jax.random.split(jax.random.fold_in(key, i),
                             cfg.meta.es.reference_seeds)
-    def adam_score(factor, rate=rate, run=run, keys=keys):
-      scaled = _scaled(rate, float(factor))
-      return float(np.nanmean(jax.jit(jax.vmap(
-          lambda k: run(optax.adam(scaled), k)))(keys)))
+    # One program a task: the factor is an argument, not a constant.
+    scores_of = jax.jit(jax.vmap(
+        lambda k, factor, rate=rate, run=run: run(
+            optax.adam(_scaled(rate, factor)), k), in_axes=(0, None)))
+
+    def adam_score(factor, scores_of=scores_of, keys=keys):
+      return float(np.nanmean(scores_of(keys, jnp.float32(factor))))
 
     scores = {float(f): adam_score(f) for f in cfg.meta.es.reference_rates}
     # A best rate on an edge of the grid is not bracketed: extend past it

@@ -18,6 +18,7 @@ budget on the tuning seeds; the choice is made again among them), 'report'
 
 import csv
 import os
+import re
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -31,6 +32,7 @@ from launchers.lib import common
 from launchers.lib import comparison
 from launchers.lib import suite_summary
 from launchers.lib import training
+import lopt
 
 PHASES = ('tune', 'report', 'summarize', 'all')
 TASKS = ppo_gymnax.CLASSIC + ppo_gymnax.MINATAR + brax_envs.BRAX_ENVS
@@ -68,6 +70,7 @@ class Plan(NamedTuple):
   standard_steps: Dict[str, int]
   tune_steps: Dict[str, int]
   random_steps: int
+  files: Dict[str, str]    # {label: meta-params .npz} of LABEL=PATH names
 
 
 def _names(field: str, spec: str, allowed: Sequence[str]) -> Tuple[str, ...]:
@@ -80,6 +83,36 @@ def _names(field: str, spec: str, allowed: Sequence[str]) -> Tuple[str, ...]:
   if len(set(names)) < len(names):
     raise ValueError(f'{field}: a name is given twice in {spec!r}')
   return names
+
+
+def parse_optimizers(spec: str) -> Tuple[Tuple[str, ...], Dict[str, str]]:
+  """'adam,rmsprop,mine=runs/x/meta_params.npz' -> the names (a file's by
+  its label) and {label: path}: any meta-params file can be measured
+  against the suite's baselines, its label standing for it in the units
+  and tables."""
+  names, files = [], {}
+  for token in (x.strip() for x in spec.split(',')):
+    if '=' not in token:
+      names.append(token)
+      continue
+    label, path = (x.strip() for x in token.split('=', 1))
+    if (not re.fullmatch(r'[a-z][a-z0-9_]*', label)
+        or label in common.OPTIMIZER_NAMES):
+      raise ValueError(f'optimizers: {token!r}: LABEL=PATH needs a label of '
+                       'lowercase letters, digits and _ that is not an '
+                       f'optimizer name ({list(common.OPTIMIZER_NAMES)})')
+    try:
+      lopt.serialization.load(path)
+    except (OSError, ValueError) as e:
+      raise ValueError(f'optimizers: {label}={path}: cannot load it ({e})'
+                       ) from e
+    files[label] = path
+    names.append(label)
+  names = _names('optimizers', ','.join(names),
+                 common.OPTIMIZER_NAMES + tuple(files))
+  for label in files:
+    suite_summary.seen_tasks(label, files)  # raises if it cannot tell
+  return names, files
 
 
 def parse_grid(spec: str) -> Tuple[float, ...]:
@@ -117,7 +150,7 @@ def make_plan(cfg, tasks: str = '') -> Plan:
   """
   all_tasks = _names('envs', cfg.envs, TASKS)
   chosen = _names('tasks', tasks, all_tasks) if tasks else all_tasks
-  optimizers = _names('optimizers', cfg.optimizers, common.OPTIMIZER_NAMES)
+  optimizers, files = parse_optimizers(cfg.optimizers)
   if 'adam' not in optimizers:
     raise ValueError('optimizers: must include adam (the reference: tuned '
                      'Adam = 1 on every task)')
@@ -145,11 +178,12 @@ def make_plan(cfg, tasks: str = '') -> Plan:
               seed_batches(cfg.report_seed_start, cfg.report_seeds,
                            cfg.seeds_per_batch, 'report_seeds'),
               standard, {t: reduced.get(t, standard[t]) for t in chosen},
-              common.check_positive_int(cfg.random_steps, 'random_steps'))
+              common.check_positive_int(cfg.random_steps, 'random_steps'),
+              files)
   for t in chosen:  # every (task, optimizer) config builds
     for name in optimizers:
       training.validate(task_config(t, name, 1., 0, 1, standard[t],
-                                    cfg.brax_steps))
+                                    cfg.brax_steps, files.get(name, '')))
   return plan
 
 
@@ -173,11 +207,17 @@ def base_config(task: str, brax_steps: int):
 
 
 def task_config(task: str, optimizer: str, factor: float, seed_start: int,
-                num_seeds: int, env_steps: int, brax_steps: int):
-  """The training config of one unit: `optimizer` at `factor` x the task's
-  Adam rate (with the task's schedule and clip), `env_steps` per agent."""
+                num_seeds: int, env_steps: int, brax_steps: int,
+                meta_params_path: str = ''):
+  """The training config of one unit: `optimizer` (or, with
+  `meta_params_path`, the learned optimizer in that file) at `factor` x the
+  task's Adam rate (with the task's schedule and clip), `env_steps` per
+  agent."""
   cfg = base_config(task, brax_steps)
   cfg.optimizer.name = optimizer
+  if meta_params_path:
+    cfg.optimizer.name = 'learned'
+    cfg.optimizer.meta_params_path = meta_params_path
   cfg.optimizer.learning_rate = float(cfg.optimizer.learning_rate) * factor
   batch = cfg.ppo.num_envs * cfg.ppo.unroll_len
   cfg.num_updates = max(1, int(env_steps) // batch)
@@ -274,8 +314,10 @@ class Runner:
   and an ETA (the pending env steps at this process's rate so far)."""
 
   def __init__(self, store: Store, brax_steps: int, pending: Sequence[Unit],
-               train_fn=training.train, verbose: bool = True):
+               train_fn=training.train, verbose: bool = True,
+               files: Optional[Dict[str, str]] = None):
     self.store = store
+    self.files = files or {}
     self.brax_steps = brax_steps
     self.train_fn = train_fn
     self.verbose = verbose
@@ -299,7 +341,7 @@ class Runner:
     else:
       cfg = task_config(unit.task, unit.optimizer, unit.factor,
                         unit.seed_start, unit.num_seeds, unit.env_steps,
-                        self.brax_steps)
+                        self.brax_steps, self.files.get(unit.optimizer, ''))
       lr = float(cfg.optimizer.learning_rate)
       result = self.train_fn(cfg, '', label=unit.key, verbose=self.verbose)
     self.store.add(unit, lr, result)
@@ -381,7 +423,7 @@ def tune(plan: Plan, store: Store, brax_steps: int) -> None:
   known = [u for t in plan.tasks for o in plan.optimizers
            for u in _tune_units(plan, t, o, plan.grid, 'tune',
                                 plan.tune_steps[t])]
-  runner = Runner(store, brax_steps, known)
+  runner = Runner(store, brax_steps, known, files=plan.files)
   # Every cheap sweep first, then the standard-budget rechecks, so that a
   # stopped run has swept every task.
   for recheck in (False, True):
@@ -406,7 +448,7 @@ def report(plan: Plan, store: Store, brax_steps: int) -> None:
   if untuned:
     print(f'report: not tuned yet (run --phase=tune): {", ".join(untuned)}',
           flush=True)
-  runner = Runner(store, brax_steps, todo)
+  runner = Runner(store, brax_steps, todo, files=plan.files)
   for unit in todo:
     runner.ensure(unit)
 
@@ -448,6 +490,6 @@ def run(cfg, workdir: str, phase: str = 'all', tasks: str = '',
           report_seeds=sum(n for _, n in full.report_batches),
           tune_seed_starts=[s for s, _ in full.tune_batches],
           report_seed_starts=[s for s, _ in full.report_batches],
-          curves_dir=os.path.join(workdir, 'curves')),
+          curves_dir=os.path.join(workdir, 'curves'), files=full.files),
       output_dir or cfg.output_dir,
       suite_summary.curve_glob(os.path.join(workdir, 'curves')))

@@ -49,6 +49,27 @@ class SuiteInfo(NamedTuple):
   tune_seed_starts: Sequence[int]
   report_seed_starts: Sequence[int]
   curves_dir: str
+  # Optimizers from meta-params files ({label: .npz path}, `LABEL=PATH` in
+  # the suite's `optimizers`); their seen tasks come from the file.
+  files: Optional[Dict[str, str]] = None
+
+
+def seen_tasks(optimizer: str, files: Optional[Dict[str, str]] = None
+               ) -> Tuple[str, ...]:
+  """The suite tasks `optimizer` was meta-trained on: a shipped one's from
+  `SEEN_TASKS` (its card), a file's from the meta-training config saved in
+  it (`tasks.env_names`; a file without one is held out nowhere it cannot
+  show: ValueError)."""
+  if files and optimizer in files:
+    import lopt  # pylint: disable=g-import-not-at-top
+    meta = lopt.serialization.read_metadata(files[optimizer])
+    config = meta.get('extra', {}).get('config')
+    if not isinstance(config, dict) or 'tasks' not in config:
+      raise ValueError(f'optimizers: {optimizer}={files[optimizer]} records '
+                       'no meta-training tasks (extra.config.tasks); the '
+                       'suite cannot tell seen from held-out tasks for it')
+    return tuple(config['tasks']['env_names'])
+  return SEEN_TASKS.get(optimizer, ())
 
 
 def select_rate(scores: Dict[float, np.ndarray]) -> float:
@@ -155,10 +176,11 @@ def task_scores(rows, chosen: Dict[Tuple[str, str], float],
       ok = a_mean - r_mean > MIN_ADAM_GAIN * max(abs(a_mean), abs(r_mean))
     for opt in info.optimizers:
       f = chosen.get((task, opt))
+      seen = seen_tasks(opt, info.files)
       tuned = None if f is None else _finals(rows, 'report', task, opt, f)
       at_1x = _finals(rows, 'report', task, opt, 1.)
       row = {'task': task, 'optimizer': opt,
-             'seen_in_meta_training': task in SEEN_TASKS.get(opt, ()),
+             'seen_in_meta_training': task in seen,
              'chosen_factor': f,
              'tuned_return_mean': _mean(tuned),
              'tuned_return_sem': _sem(tuned),
@@ -188,7 +210,8 @@ def _sem(x):
 
 
 def aggregates(scores, complete: Sequence[str],
-               optimizers: Sequence[str]) -> List[dict]:
+               optimizers: Sequence[str],
+               files: Optional[Dict[str, str]] = None) -> List[dict]:
   """IQM [CI] per (table, optimizer, subset): all complete tasks, the
   held-out ones and the seen ones (for learned optimizers)."""
   out = []
@@ -196,7 +219,7 @@ def aggregates(scores, complete: Sequence[str],
     for subset in ('all', 'held_out', 'seen'):
       matrices = {}
       for opt in optimizers:
-        seen = SEEN_TASKS.get(opt, ())
+        seen = seen_tasks(opt, files)
         tasks = [t for t in complete if subset == 'all' or
                  (t in seen) == (subset == 'seen')]
         if tasks:
@@ -216,7 +239,9 @@ def aggregates(scores, complete: Sequence[str],
   return out
 
 
-def effective_steps(optimizers: Sequence[str], out_dir: str) -> Dict[str, dict]:
+def effective_steps(optimizers: Sequence[str], out_dir: str,
+                    files: Optional[Dict[str, str]] = None
+                    ) -> Dict[str, dict]:
   """Each optimizer's mean |update| at rate 1 (step_profile.profile), on a
   clean gradient (mean 1e-3, no noise; Adam about 1) and the noise half's over the
   signal half's; cached in `out_dir`/effective_step.csv."""
@@ -230,7 +255,7 @@ def effective_steps(optimizers: Sequence[str], out_dir: str) -> Dict[str, dict]:
   clean = step_profile.CASES.index((1., 0.))
   out = {}
   for o in optimizers:
-    p = step_profile.profile(o)
+    p = step_profile.profile((files or {}).get(o, o))
     out[o] = {'step_clean': p['last'][scale * len(step_profile.CASES) + clean],
               'noise_to_signal': p['noise_to_signal'][scale]}
   common.write_csv(path, [{'optimizer': o, **v} for o, v in out.items()])
@@ -304,6 +329,9 @@ def status_lines(info: SuiteInfo, complete: Sequence[str]) -> List[str]:
       ('; '.join(f'{o}: {", ".join(t) or "none"}'
                  for o, t in SEEN_TASKS.items() if o in info.optimizers)
        or 'no shipped learned optimizer here') +
+      ''.join(f'; {o} (from {p}): '
+              f'{", ".join(seen_tasks(o, info.files)) or "none"}'
+              for o, p in sorted((info.files or {}).items())) +
       '. Every other task is held out; baselines and untrained cells saw '
       'none.']
   return lines
@@ -374,8 +402,9 @@ def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
   """Writes results.csv, aggregate.csv, summary.md and the plots."""
   os.makedirs(out_dir, exist_ok=True)
   table, complete, scores = task_scores(rows, chosen, info)
-  agg = aggregates(scores, complete, info.optimizers) if complete else []
-  steps = effective_steps(info.optimizers, out_dir)
+  agg = (aggregates(scores, complete, info.optimizers, info.files)
+         if complete else [])
+  steps = effective_steps(info.optimizers, out_dir, info.files)
   common.write_csv(os.path.join(out_dir, 'results.csv'), table)
   if agg:
     common.write_csv(os.path.join(out_dir, 'aggregate.csv'), agg)
