@@ -12,9 +12,13 @@ unit (task, optimizer, rate, seed batch) is a set of rows in
 <workdir>/units.csv and is skipped on rerun. The summarize phase writes
 summary.md, CSVs and PNGs to --output_dir (default config.output_dir,
 docs/results/standard/); --readme also puts the headline table into
-README.md between its standard-suite markers. The work is
+README.md between its standard-suite markers, and --cards=lopt/pretrained
+each shipped optimizer's figures into its card between the same markers.
+The work is
 `launchers.lib.suite.run`; this file is its command line.
 """
+
+import os
 
 from absl import app
 from absl import flags
@@ -36,6 +40,9 @@ _OUTPUT = flags.DEFINE_string('output_dir', '', 'Summary folder (default '
                               'config.output_dir).')
 _README = flags.DEFINE_string('readme', '', 'If set (e.g. README.md), write '
                               'the headline table between its markers.')
+_CARDS = flags.DEFINE_string('cards', '', 'If set (e.g. lopt/pretrained), '
+                             "write each card's suite figures between its "
+                             'markers.')
 
 
 def main(argv):
@@ -44,6 +51,10 @@ def main(argv):
                       _OUTPUT.value or None)
   if summary and _README.value:
     suite_summary.write_readme_table(_README.value, summary)
+  if summary and _CARDS.value:
+    for path in suite_summary.write_cards(_CARDS.value,
+                                          os.path.dirname(summary)):
+      print(f'wrote {path}', flush=True)
 
 
 if __name__ == '__main__':

@@ -268,3 +268,42 @@ def test_bad_meta_params_files_are_named(tmp_path, spec, match):
   spec = spec.format(path=path, bare=bare, missing=tmp_path / 'no.npz')
   with pytest.raises(ValueError, match=match):
     suite.make_plan(tiny_config(optimizers=spec))
+
+
+def test_cards_get_the_suite_figures_between_markers(tmp_path):
+  from launchers.lib import common  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'suite'
+  common.write_csv(str(out / 'results.csv'), [
+      {'task': 'cartpole', 'optimizer': 'mine', 'seen_in_meta_training':
+       False, 'chosen_factor': 3., 'normalized_tuned': 0.95,
+       'normalized_at_1x': 0.8},
+      {'task': 'asterix_minatar', 'optimizer': 'mine',
+       'seen_in_meta_training': True, 'chosen_factor': 1.,
+       'normalized_tuned': 1.1, 'normalized_at_1x': 1.1},
+      {'task': 'hopper', 'optimizer': 'mine', 'seen_in_meta_training':
+       False, 'chosen_factor': '', 'normalized_tuned': '',
+       'normalized_at_1x': ''}])
+  common.write_csv(str(out / 'aggregate.csv'), [
+      {'table': t, 'subset': sub, 'optimizer': 'mine', 'iqm': v,
+       'ci_low': v - 0.1, 'ci_high': v + 0.1, 'tasks': 1}
+      for t, sub, v in (('at_1x', 'held_out', 0.8), ('at_1x', 'seen', 1.1),
+                        ('tuned', 'held_out', 0.95))])
+  cards = tmp_path / 'cards'
+  cards.mkdir()
+  marked = (f'# mine\n\nintro\n{suite_summary.README_BEGIN}\nold figures\n'
+            f'{suite_summary.README_END}\nrest\n')
+  (cards / 'mine.md').write_text(marked)
+  (cards / 'other.md').write_text(marked)       # not in the suite
+  (cards / 'plain.md').write_text('# mine\n')   # no markers
+  written = suite_summary.write_cards(str(cards), str(out))
+  assert written == [str(cards / 'mine.md')]
+  text = (cards / 'mine.md').read_text()
+  assert 'old figures' not in text and text.endswith('rest\n')
+  assert ('At the rate you give Adam: held-out 0.80 [0.70, 0.90] (1); '
+          'seen 1.10 [1.00, 1.20] (1).') in text
+  assert ('Each tuned: held-out 0.95 [0.85, 1.05] (1); seen none '
+          'measured.') in text
+  assert ('cartpole 0.80 / 0.95 (x3); asterix_minatar (seen) 1.10 / 1.10 '
+          '(x1).') in text
+  assert 'PARTIAL**: not yet measured on hopper.' in text
+  assert (cards / 'other.md').read_text() == marked
