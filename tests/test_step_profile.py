@@ -3,11 +3,14 @@ gradient's signal-to-noise ratio."""
 
 import functools
 
+import jax
+
 import numpy as np
 import pytest
 
 from launchers.studies import step_profile
 from launchers.studies import variant
+import lopt
 
 CASES = ((1., 0.), (0., 1.))  # a clean signal, pure noise
 SCALES = (1e-3,)
@@ -45,3 +48,15 @@ def test_unknown_optimizer_and_bad_sizes_are_refused():
     step_profile.profile('adamm')
   with pytest.raises(ValueError, match='steps, coords: must be >= 1 and >= 2'):
     step_profile.profile('adam', steps=0)
+
+
+def test_a_cell_with_the_progress_input_is_profiled_over_its_steps(tmp_path):
+  # The untrained residual cell is Adam whatever its progress input says,
+  # so its profile is Adam's (eps apart); it needs a run length, which the
+  # profile gives it (its own number of steps).
+  lo = lopt.learned_optimizer(hidden_size=2, mlp_dims=(4,), grad_ema=0.9,
+                              second_moment=0.999, adam_residual=True,
+                              progress_input=True)
+  path = lopt.save(str(tmp_path / 'lifetime.npz'),
+                   lo.init(jax.random.PRNGKey(0)), lo)
+  np.testing.assert_allclose(_profile(path), _profile('adam'), rtol=2e-3)

@@ -384,7 +384,7 @@ def build_es(cfg, agents, references):
   return lo, trainer
 
 
-def _es_references_in(workdir: str, cfg, agents, primary: bool):
+def es_references_in(workdir: str, cfg, agents, primary: bool):
   """`es_references`, computed once and kept in `workdir` (a resumed run
   reads them back, so its fitness is on the same scale)."""
   path = os.path.join(workdir, 'es_references.json')
@@ -510,7 +510,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   if primary:
     common.write_json(os.path.join(workdir, 'config.json'), cfg.to_dict())
   if use_es:
-    references = _es_references_in(workdir, cfg, agents, primary)
+    references = es_references_in(workdir, cfg, agents, primary)
     lo, trainer = build_es(cfg, agents, references)
     trainer_lib, per_step = es_lib, es_env_steps_per_generation(cfg)
   else:

@@ -1,0 +1,122 @@
+"""Probes of the ES fitness landscape around its start (configs/meta_es.py).
+
+Scored with the fitness ES meta-training uses (whole runs, random policy 0,
+tuned constant-rate Adam 1), on the same run keys throughout.
+
+  sigma: the start and members drawn around it at each sigma. A start
+    whose members collapse at a sigma cannot be searched at that sigma.
+  schedule: Adam (the residual cell's start) with each rate schedule and
+    peak-rate factor: what a lifetime-aware step could gain on the mix.
+  compare: meta-params exported by an ES run against its start, on fresh
+    run keys (paired): whether the search found anything beyond the noise
+    its per-generation figures carry. The run's config is read from the
+    file; its references from the run's workdir (else computed).
+
+    python scripts/es_probe.py sigma mix,lifetime 0.01,0.003,0.001
+    python scripts/es_probe.py sigma mix,lifetime,residual 0.03,0.01,0.003
+    python scripts/es_probe.py schedule mix,residual constant:1,linear:1,linear:2,cosine:1,cosine:2
+    python scripts/es_probe.py compare runs/meta_es/meta_params.npz 24
+
+Arguments: the probe, the preset, its values, and the number of run keys
+(default 8 for sigma, 16 for schedule); compare takes the file and the
+number of run keys (default 24).
+"""
+import sys
+import time
+
+import os
+
+import jax
+from jax import flatten_util
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from configs import meta_es
+from launchers.lib import meta_training
+import lopt
+
+
+def _built(cfg, references=None):
+  agents = meta_training.validate(cfg, check_devices=False)
+  if references is None:
+    references = meta_training.es_references(cfg, agents)
+  lo, trainer = meta_training.build_es(cfg, agents, references)
+  start = meta_training.start_meta_params(cfg)
+  if start is None:
+    start = lo.init(jax.random.PRNGKey(cfg.seed))
+  return trainer, start, references
+
+
+def _line(name, f):
+  f = np.asarray(f)
+  return (f'{name}: mean {f.mean():.3f} +- {f.std() / np.sqrt(f.size):.3f} '
+          f'per key {np.round(f, 2)}')
+
+
+def sigma_probe(preset, sigmas, n):
+  trainer, start, _ = _built(meta_es.get_config(preset))
+  flat, unravel = flatten_util.ravel_pytree(start)
+  print(f'{preset}: {flat.size} meta-params, mean |w| '
+        f'{float(jnp.mean(jnp.abs(flat))):.3f}', flush=True)
+  keys = jax.random.split(jax.random.PRNGKey(123), n)
+  score = jax.jit(jax.vmap(trainer.fitness))
+  t = time.time()
+  print(_line('start', score(jax.vmap(unravel)(
+      jnp.broadcast_to(flat, (n, flat.size))), keys)) +
+        f' ({time.time() - t:.0f} s with compiling)', flush=True)
+  for sigma in (float(s) for s in sigmas.split(',')):
+    z = jax.random.normal(jax.random.PRNGKey(7), (n, flat.size))
+    print(_line(f'sigma {sigma:g}',
+                score(jax.vmap(unravel)(flat[None] + sigma * z), keys)),
+          flush=True)
+
+
+def schedule_probe(preset, specs, n):
+  keys = jax.random.split(jax.random.PRNGKey(321), n)
+  references = None  # constant-rate Adam's, computed once
+  for spec in specs.split(','):
+    schedule, factor = spec.split(':')
+    cfg = meta_es.get_config(preset)
+    if not cfg.optimizer.adam_residual:
+      raise ValueError('schedule: needs a residual preset (its start is Adam)')
+    if references is None:
+      _, _, references = _built(cfg)
+    cfg.tasks.lr_schedule, cfg.tasks.lr_end = schedule, 0.
+    cfg.tasks.learning_rates = tuple(float(factor) * r
+                                     for r in cfg.tasks.learning_rates)
+    trainer, start, _ = _built(cfg, references)
+    print(_line(f'Adam, {schedule} schedule, x{float(factor):g} peak rate',
+                jax.jit(jax.vmap(trainer.fitness, in_axes=(None, 0)))(
+                    start, keys)), flush=True)
+
+
+def compare(path, n):
+  meta = lopt.serialization.read_metadata(path)
+  cfg = ml_collections.ConfigDict(meta['extra']['config'])
+  cfg.optimizer.mlp_dims = tuple(cfg.optimizer.mlp_dims)
+  cfg.optimizer.momentum_decays = tuple(cfg.optimizer.momentum_decays)
+  agents = meta_training.validate(cfg, check_devices=False)
+  references = meta_training.es_references_in(
+      os.path.dirname(path), cfg, agents, primary=False)
+  trainer, start, _ = _built(cfg, references)
+  _, found = lopt.load(path)
+  keys = jax.random.split(jax.random.PRNGKey(4242), n)
+  score = jax.jit(jax.vmap(trainer.fitness, in_axes=(None, 0)))
+  a, b = np.asarray(score(start, keys)), np.asarray(score(found, keys))
+  print(_line('start', a))
+  print(_line(f'{path} (meta-step {meta["extra"].get("meta_step")})', b))
+  print(_line('paired difference', b - a))
+
+
+def main(argv):
+  if len(argv) > 2 and argv[1] == 'compare':
+    return compare(argv[2], int(argv[3]) if len(argv) > 3 else 24)
+  if len(argv) < 4 or argv[1] not in ('sigma', 'schedule'):
+    raise SystemExit(__doc__)
+  n = int(argv[4]) if len(argv) > 4 else (8 if argv[1] == 'sigma' else 16)
+  (sigma_probe if argv[1] == 'sigma' else schedule_probe)(argv[2], argv[3], n)
+
+
+if __name__ == '__main__':
+  main(sys.argv)
