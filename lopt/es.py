@@ -17,9 +17,11 @@ centred-rank fitness shaping, and Adam on the estimated ascent direction
 The two members of an antithetic pair are scored on the same run keys
 (common random numbers), so the noise of the runs themselves cancels in
 their difference.
+
 Each generation also scores the mean itself (`fitness_center`, on the
 first pair's run keys): that is the candidate meta-training returns, and
-the population's fitness alone does not show how good it is.
+the population's fitness alone does not show how good it is. It is one
+more run per generation, on every device (replicated).
 
 The trainer knows nothing about RL: `fitness_fn(meta_params, key) ->
 scalar` (higher is better) trains and scores; launchers/lib/meta_training
