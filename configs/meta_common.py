@@ -119,6 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Adam's rates for the reference, as factors of each task's rate: the best
   # of them is the fitness's 1 (tuned Adam, not Adam at one rate).
   config.meta.es.reference_rates = (0.3, 1., 3.)
+  # Score the search mean each generation (printed as 'search mean'): one
+  # more run a generation on every device; False skips it.
+  config.meta.es.score_center = True
   # Start from this file's meta-params (a lopt .npz of the same cell as
   # `optimizer`, e.g. launchers/studies/variant.py --adam_start) instead of the
   # cell's init; '' = the init from `seed`.

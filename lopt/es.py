@@ -21,7 +21,8 @@ their difference.
 Each generation also scores the mean itself (`fitness_center`, on the
 first pair's run keys): that is the candidate meta-training returns, and
 the population's fitness alone does not show how good it is. It is one
-more run per generation, on every device (replicated).
+more run per generation, on every device (replicated); `score_center=False`
+skips it (the metric is then NaN; the search is the same).
 
 The trainer knows nothing about RL: `fitness_fn(meta_params, key) ->
 scalar` (higher is better) trains and scores; launchers/lib/meta_training
@@ -119,6 +120,7 @@ def make_es_trainer(fitness_fn: Callable[[Any, Array], Array],
                     sigma: float = 0.01, learning_rate: float = 1e-2,
                     fitness_shaping: str = 'centered_rank',
                     steps_per_call: int = 1,
+                    score_center: bool = True,
                     mesh: Optional[jax.sharding.Mesh] = None) -> ESTrainer:
   """Builds the ES meta-trainer (validates first).
 
@@ -134,6 +136,8 @@ def make_es_trainer(fitness_fn: Callable[[Any, Array], Array],
     fitness_shaping: 'centered_rank' (OPEN's and OpenAI-ES's choice: only
       the order of the members counts), 'standardize' or 'none'.
     steps_per_call: generations per `run` call.
+    score_center: also score the mean each generation (one more run, on
+      every device); False reports NaN as `fitness_center`.
     mesh: a one-axis mesh ('agents') to split the members over; default:
       every device (`lopt.meta.population_mesh`).
 
@@ -172,7 +176,8 @@ def make_es_trainer(fitness_fn: Callable[[Any, Array], Array],
     keys = member_keys(k_runs, population_size)
     # The mean the members were drawn around, on the first pair's runs: the
     # candidate meta-training returns, scored as they are.
-    center = fitness_fn(state.meta_params, keys[0])
+    center = (fitness_fn(state.meta_params, keys[0]) if score_center
+              else jnp.full((), jnp.nan))
     population, keys = jax.lax.with_sharding_constraint(
         (population, keys), by_member)
     fitness = jax.vmap(fitness_fn)(population, keys)

@@ -60,6 +60,26 @@ def test_es_step_points_the_way_of_the_true_meta_gradient():
   np.testing.assert_array_equal(keys[:4], keys[4:])
 
 
+def test_unscored_center_leaves_the_search_as_it_is():
+  # score_center=False skips the extra run: the metric is NaN and the
+  # generation (members, update) is the same as with the mean scored.
+  lo, fitness = _toy()
+  mp = lo.init(jax.random.PRNGKey(0))
+  out = []
+  for scored in (True, False):
+    trainer = es.make_es_trainer(fitness, mp, population_size=8, sigma=1e-2,
+                                 learning_rate=1e-3, score_center=scored)
+    out.append(jax.jit(trainer.step)(trainer.init(jax.random.PRNGKey(1))))
+  (a, ma), (b, mb) = out
+  np.testing.assert_allclose(float(ma['fitness_center']),
+                             float(fitness(mp)), rtol=1e-5)
+  assert np.isnan(float(mb['fitness_center']))
+  np.testing.assert_array_equal(
+      jax.flatten_util.ravel_pytree(a.meta_params)[0],
+      jax.flatten_util.ravel_pytree(b.meta_params)[0])
+  assert float(ma['fitness_mean']) == float(mb['fitness_mean'])
+
+
 def test_non_finite_members_rank_last_and_are_counted():
   lo, fitness = _toy()
   mp = lo.init(jax.random.PRNGKey(0))
@@ -161,9 +181,10 @@ def test_resumed_es_meta_training_equals_an_uninterrupted_run(tmp_path):
 def test_references_extend_past_a_winning_edge_in_one_program(monkeypatch,
                                                                 capsys):
   # A stand-in run whose score peaks where Adam's first step is 27x the
-  # task rate: the grid {0.3, 1, 3} is extended by x3 to 9, 27 and 81, the
-  # best (27) is then bracketed, and every factor runs in one compiled
-  # program (the factor is an argument, so the run is traced once).
+  # task rate: the grid {0.3, 1, 3} is extended by its step at that edge
+  # (x3) to 9, 27 and 81, the best (27) is then bracketed, and every factor
+  # runs in one compiled program (the factor is an argument, so the run is
+  # traced once).
   cfg = _tiny_es_config()
   rate = cfg.tasks.learning_rates[0]
   traces = []

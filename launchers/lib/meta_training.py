@@ -28,6 +28,7 @@ from agents import ppo
 from launchers.lib import common
 from launchers.lib import driver as driver_lib
 from launchers.lib import multihost
+from launchers.lib import suite_summary
 import lopt
 from lopt import checkpointing
 from lopt import es as es_lib
@@ -308,17 +309,17 @@ def es_references(cfg, agents) -> List[Tuple[float, float]]:
     def adam_score(factor, scores_of=scores_of, keys=keys):
       return float(np.nanmean(scores_of(keys, jnp.float32(factor))))
 
-    scores = {float(f): adam_score(f) for f in cfg.meta.es.reference_rates}
-    # A best rate on an edge of the grid is not bracketed: extend past it
-    # (x3 a step, at most REFERENCE_EXTENSIONS times), as the suite does.
-    for _ in range(REFERENCE_EXTENSIONS):
-      best = max(scores, key=scores.get)
-      if best == max(scores) and len(scores) > 1:
-        scores[best * 3.] = adam_score(best * 3.)
-      elif best == min(scores) and len(scores) > 1:
-        scores[best / 3.] = adam_score(best / 3.)
-      else:
+    grid = sorted(float(f) for f in cfg.meta.es.reference_rates)
+    scores = {f: adam_score(f) for f in grid}
+    # A best rate on an edge of the grid is not bracketed: extend past it by
+    # the grid's own step there, at most REFERENCE_EXTENSIONS times an edge,
+    # by the suite's rule (suite_summary.extension).
+    while len(grid) > 1:
+      factor = suite_summary.extension(max(scores, key=scores.get), scores,
+                                       grid, REFERENCE_EXTENSIONS)
+      if factor is None:
         break
+      scores[factor] = adam_score(factor)
     best = max(scores, key=scores.get)
     adam = scores[best]
     print(f'es reference {name}: Adam best at x{best:g} of the task rate '
@@ -380,7 +381,8 @@ def build_es(cfg, agents, references):
   trainer = es_lib.make_es_trainer(
       fitness, meta_params, population_size=int(e.population_size),
       sigma=float(e.sigma), learning_rate=float(e.learning_rate),
-      fitness_shaping=e.fitness_shaping, steps_per_call=cfg.log_every)
+      fitness_shaping=e.fitness_shaping, steps_per_call=cfg.log_every,
+      score_center=bool(e.get('score_center', True)))
   return lo, trainer
 
 
@@ -542,9 +544,10 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
              **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
             for i in range(cfg.log_every)]
     if use_es:  # fitness: normalised whole-run score (random 0, Adam 1)
+      center = np.asarray(metrics['fitness_center'])
       return rows, {'fitness': float(np.nanmean(metrics['fitness_mean'])),
-                    'search mean': float(np.nanmean(
-                        metrics['fitness_center'])),
+                    **({'search mean': float(np.nanmean(center))}
+                       if np.isfinite(center).any() else {}),
                     'best member': float(np.nanmax(metrics['fitness_max'])),
                     'non-finite members': int(state.skipped)}
     return rows, {'meta-loss': float(np.mean(metrics['meta_loss'])),
@@ -582,7 +585,8 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     curve = lambda k: _smooth([float(r[k]) for r in rows])
     common.plot_curves(
         os.path.join(workdir, 'meta_training.png'),
-        {'search mean': curve('fitness_center'),
+        {**({'search mean': curve('fitness_center')}
+            if cfg.meta.es.get('score_center', True) else {}),
          'population mean': curve('fitness_mean'),
          'best member': curve('fitness_max')},
         x, 'generation', 'fitness (random 0, Adam 1; smoothed)',
