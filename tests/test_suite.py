@@ -130,6 +130,28 @@ def test_selection_and_extension_helpers():
   assert suite_summary.neighbours(0.1, grid) == [0.1, 0.3]
 
 
+def test_sweep_so_far_table_hand_values():
+  # Two optimizers' tuning runs on a task with no fresh seeds yet: each
+  # row's mean over seeds per factor, its best in bold, a factor not yet
+  # run left blank, an optimizer with no runs left out.
+  def row(opt, factor, seed, value):
+    return {'stage': 'tune', 'task': 'asterix_minatar', 'optimizer': opt,
+            'factor': str(factor), 'seed_start': '0', 'seed': str(seed),
+            'env_steps': '1000000', 'final_return': str(value)}
+  rows = [row('adam', 1, 0, 1.), row('adam', 1, 1, 2.), row('adam', 3, 0, 4.),
+          row('adam', 3, 1, 5.), row('lion', 1, 0, 7.), row('lion', 1, 1, 8.)]
+  info = suite_summary.SuiteInfo(('asterix_minatar', 'cartpole'),
+                                 ('adam', 'lion', 'rmsprop'), (1., 3.), {},
+                                 {}, 2, 2, [0], [100], '')
+  lines = suite_summary.sweep_tables(rows, info, info.tasks)
+  assert lines[0] == ('### asterix_minatar (1,000,000 env steps, 2 tuning '
+                      'seeds)')
+  assert lines[2] == '| optimizer | x1 | x3 |'
+  assert lines[4] == '| adam | 1.5 | **4.5** |'
+  assert lines[5] == '| lion | **7.5** |  |'
+  assert lines[6] == '' and len(lines) == 7  # no rmsprop, no cartpole
+
+
 def test_normalize_hand_values():
   np.testing.assert_allclose(
       suite_summary.normalize([10., 55., 100., 120.], 10., 100.),

@@ -405,6 +405,36 @@ def plot_task_curves(path: str, task: str, curve_files: Dict[str, List[str]],
                             spread=spread)
 
 
+def sweep_tables(rows, info: SuiteInfo, tasks: Sequence[str]) -> List[str]:
+  """Per task without fresh-seed figures yet, the tuning sweep so far:
+  mean final return on the tuning seeds per (optimizer, factor), the best
+  of each row in bold. A choosing set, not a report (no normalisation, no
+  fresh seeds)."""
+  out = []
+  for task in tasks:
+    tuned = [r for r in rows if r['stage'] == 'tune' and r['task'] == task]
+    if not tuned:
+      continue
+    factors = sorted({float(r['factor']) for r in tuned})
+    steps = sorted({int(r['env_steps']) for r in tuned})
+    out += [f'### {task} ({", ".join(f"{s:,}" for s in steps)} env steps, '
+            f'{info.tune_seeds} tuning seeds)', '',
+            '| optimizer | ' + ' | '.join(f'x{f:g}' for f in factors) + ' |',
+            '|---|' + '---|' * len(factors)]
+    for opt in info.optimizers:
+      means = {f: _mean(_finals(tuned, 'tune', task, opt, f)) for f in factors}
+      done = {f: m for f, m in means.items() if np.isfinite(m)}
+      if not done:
+        continue
+      best = max(done, key=done.get)
+      out.append(f'| {opt} | ' + ' | '.join(
+          '' if f not in done else
+          (f'**{done[f]:.3g}**' if f == best else f'{done[f]:.3g}')
+          for f in factors) + ' |')
+    out.append('')
+  return out
+
+
 def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
               out_dir: str,
               curve_files: Optional[Callable[[str, str, float],
@@ -424,7 +454,10 @@ def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
   per_task = ['| task | optimizer | seen | chosen factor | fresh return at it '
               '(mean ± s.e.) | normalized | at 1x | normalized at 1x |',
               '|---|---|---|---|---|---|---|---|']
+  reported = {r['task'] for r in table if r['fresh_seeds']}
   for r in table:
+    if r['task'] not in reported:
+      continue
     f = r['chosen_factor']
     per_task.append(
         f'| {r["task"]} | {r["optimizer"]} | '
@@ -454,6 +487,14 @@ def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
           '## Per task (fresh seeds)', '', '\n'.join(per_task), '',
           'Plots: aggregate.png (IQM and CIs), <task>.png (learning curves).',
           '']
+  sweeps = sweep_tables(rows, info,
+                        [t for t in info.tasks if t not in reported])
+  if sweeps:
+    text += ['## Tuning sweep so far (tasks without fresh-seed figures)', '',
+             'Mean final return on the tuning seeds, per rate factor (best '
+             'of each row in bold): the rates are chosen from these, and '
+             'they are not a result (no fresh seeds, not normalised).', '',
+             *sweeps]
   path = os.path.join(out_dir, 'summary.md')
   with open(path, 'w') as f:
     f.write('\n'.join(text))
