@@ -162,3 +162,29 @@ def test_adam_start_is_refused_with_it():
   cfg.meta.adam_start = True
   with pytest.raises(ValueError, match='meta.adam_start: optimizer.adam_'):
     meta_training.start_meta_params(cfg)
+
+
+# Never meta-trained or chosen on (the standard suite's held-out tasks).
+HELD_OUT = {'breakout_minatar', 'freeway_minatar', 'space_invaders_minatar',
+            'cartpole', 'acrobot', 'hopper', 'walker2d', 'inverted_pendulum',
+            'halfcheetah', 'humanoid'}
+
+
+def test_horizon_preset():
+  # configs/meta_horizon.py: K inner updates from exactly Adam, agents
+  # reset after about the ES runs' 200 updates, only tasks outside the
+  # standard suite; a bad argument is named before anything is built.
+  from configs import meta_horizon  # pylint: disable=g-import-not-at-top
+  from launchers.lib import meta_training  # pylint: disable=g-import-not-at-top
+  for arg, k in (('16', 16), ('32,lifetime', 32)):
+    cfg = meta_horizon.get_config(arg)
+    assert cfg.meta.num_inner_steps == k and cfg.meta.remat
+    assert abs(cfg.meta.reset_interval * k - 200) <= k / 2
+    assert cfg.optimizer.adam_residual and not cfg.meta.adam_start
+    assert cfg.optimizer.progress_input == ('lifetime' in arg)
+    assert not set(cfg.tasks.env_names) & HELD_OUT
+    meta_training.validate(cfg, check_devices=False)
+    assert meta_training.start_meta_params(cfg) is None  # the init: Adam
+  for bad in ('0', 'k', '16,fast'):
+    with pytest.raises(ValueError, match='configs/meta_horizon.py'):
+      meta_horizon.get_config(bad)
