@@ -119,6 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Adam's rates for the reference, as factors of each task's rate: the best
   # of them is the fitness's 1 (tuned Adam, not Adam at one rate).
   config.meta.es.reference_rates = (0.3, 1., 3.)
+  # Rate factors each run's rate is drawn from (times the task's rate;
+  # antithetic pairs share the draw): () = the task's rate. With several,
+  # the fitness rewards training well at rates the optimizer is not tuned to.
+  config.meta.es.rate_factors = ()
   # Score the search mean each generation (printed as 'search mean'): one
   # more run a generation on every device; False skips it.
   config.meta.es.score_center = True

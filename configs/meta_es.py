@@ -18,7 +18,9 @@ Presets: 'catch' (A2C on Catch, the main job's recipe) and 'mix' (A2C on
 Catch and the two small dense gridworlds); ',lifetime' adds
 `optimizer.progress_input` and `optimizer.momentum_decays`; ',residual'
 makes the cell learn corrections of Adam's moments from exactly Adam
-(`optimizer.adam_residual`) in place of the imitation fit. Every task is
+(`optimizer.adam_residual`) in place of the imitation fit; ',robust' runs
+each member at the task's rate times 0.3, 1 or 3 (`meta.es.rate_factors`),
+so the fitness rewards training well at a rate nobody tuned. Every task is
 outside the standard suite's held-out list.
 """
 
@@ -36,10 +38,11 @@ MIX = (('catch', 1e-2, 1.0), ('small_dense_short', 3e-2, 1.0),
 
 def get_config(arg: str = 'catch'):
   preset, *flags = (arg or 'catch').split(',')
-  if preset not in ('catch', 'mix') or set(flags) - {'lifetime', 'residual'}:
+  if preset not in ('catch', 'mix') or set(flags) - {'lifetime', 'residual',
+                                                     'robust'}:
     raise ValueError(f'configs/meta_es.py: unknown preset {arg!r}; allowed: '
-                     "'catch' or 'mix', optionally followed by ',lifetime' "
-                     "and/or ',residual'")
+                     "'catch' or 'mix', optionally followed by any of "
+                     "',lifetime', ',residual' and ',robust'")
   config = meta_common.base_config()
   config.meta.algorithm = 'es'
   config.meta.adam_start = True
@@ -62,6 +65,8 @@ def get_config(arg: str = 'catch'):
     # Adam exactly at the start, no imitation fit (CellConfig.adam_residual).
     config.optimizer.adam_residual = True
     config.meta.adam_start = False
+  if 'robust' in flags:
+    config.meta.es.rate_factors = (0.3, 1., 3.)
   if 'lifetime' in flags:
     config.optimizer.progress_input = True
     config.optimizer.momentum_decays = (0.5, 0.99, 0.999)

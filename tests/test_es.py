@@ -98,6 +98,38 @@ def test_non_finite_members_rank_last_and_are_counted():
   assert np.isfinite(float(metrics['fitness_mean']))
 
 
+def test_rate_factors_scale_each_runs_rate(monkeypatch):
+  # A stand-in run scored by the size of the optimizer's first step: with
+  # meta.es.rate_factors (1, 10) each run's step is the plain fitness's
+  # times 1 or 10, drawn per run key (both occur).
+  cfg = _tiny_es_config()
+
+  def task_run(cfg, kind, agent):
+    del cfg, kind, agent
+
+    def run(optimizer, key):
+      del key
+      p = jnp.zeros(())
+      u, _ = optimizer.update(jnp.ones(()), optimizer.init(p), p)
+      return jnp.abs(u)
+
+    return run
+
+  monkeypatch.setattr(meta_training, '_task_run', task_run)
+  agents = meta_training.validate(cfg, check_devices=False)
+  lo, plain = meta_training.build_es(cfg, agents, [(0., 1.)])
+  cfg.meta.es.rate_factors = (1., 10.)
+  _, drawn = meta_training.build_es(cfg, agents, [(0., 1.)])
+  start = lo.init(jax.random.PRNGKey(0))
+  keys = jax.random.split(jax.random.PRNGKey(5), 32)
+  score = lambda t: np.asarray(jax.jit(jax.vmap(
+      t.fitness, in_axes=(None, 0)))(start, keys))
+  base, ratio = score(plain), score(drawn) / score(plain)
+  assert np.all(base > 0)
+  np.testing.assert_allclose(np.sort(np.unique(np.round(ratio, 4))),
+                             [1., 10.], rtol=1e-4)
+
+
 def test_run_return_final_and_auc_by_hand():
   metrics = {'return_sum': jnp.array([[1., 0.], [0., 0.], [3., 2.],
                                       [0., 0.], [0., 0.], [0., 0.],
@@ -137,6 +169,7 @@ def _tiny_es_config():
     ('es.fitness', 'best', r"meta.es.fitness: unknown 'best'"),
     ('es.fitness_shaping', 'rank', r"meta.es.fitness_shaping: unknown"),
     ('es.run_updates', 0, r'meta.es.run_updates: must be an int >= 1'),
+    ('es.rate_factors', (1., -3.), r'meta.es.rate_factors: factors > 0'),
 ])
 def test_bad_es_fields_are_named_before_compiling(field, value, message):
   cfg = _tiny_es_config()

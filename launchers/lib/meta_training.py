@@ -241,6 +241,11 @@ def validate_es(cfg) -> None:
                       or not r > 0 for r in rates):
     raise ValueError('meta.es.reference_rates: factors > 0 of each task\'s '
                      f'rate (at least one), got {rates!r}')
+  factors = tuple(e.get('rate_factors', ()))
+  if any(isinstance(r, bool) or not isinstance(r, (int, float))
+         or not 0 < r < float('inf') for r in factors):
+    raise ValueError('meta.es.rate_factors: factors > 0 of each task\'s '
+                     f'rate, or () for the rate itself; got {factors!r}')
   if e.fitness not in ES_FITNESS:
     raise ValueError(f'meta.es.fitness: unknown {e.fitness!r}; allowed: '
                      f'{list(ES_FITNESS)}')
@@ -349,10 +354,19 @@ def _scaled(rate, factor: float):
   return factor * rate
 
 
+def _as_schedule(rate):
+  """A learning rate as a schedule (a factor traced in the fitness then
+  scales it inside the optimizer, not at the host's rate check)."""
+  return rate if callable(rate) else (lambda count: rate)
+
+
 def build_es(cfg, agents, references):
   """Config -> (learned optimizer, ES trainer) scoring each candidate by
   whole runs of every task, normalised per task (random 0, Adam 1) and
-  averaged over tasks and `meta.es.seeds_per_member` runs."""
+  averaged over tasks and `meta.es.seeds_per_member` runs. With
+  `meta.es.rate_factors` each run's rate is the task's times a factor drawn
+  from them: the fitness then rewards an optimizer that trains well at
+  rates it was not tuned to (Adam's 1 is still its best rate's score)."""
   e = cfg.meta.es
   lo = lopt.learned_optimizer(learning_rate=cfg.tasks.learning_rates[0],
                               config=cell_config(cfg), total_steps=None)
@@ -365,13 +379,25 @@ def build_es(cfg, agents, references):
         cfg.tasks.get('lr_end', 0.), steps)
     runs.append((_task_run(cfg, kind, agent), rate, steps))
 
+  factors = jnp.asarray(tuple(e.get('rate_factors', ())) or (1.,),
+                        jnp.float32)
+
+  def scored_run(meta_params, run, rate, steps, key):
+    # The run's rate factor, drawn from its key (so the two members of an
+    # antithetic pair, which share their keys, share it too).
+    factor = factors[jax.random.randint(jax.random.fold_in(key, 1),
+                                        (), 0, factors.size)]
+    opt = lo.opt_fn(meta_params, _scaled(_as_schedule(rate), factor),
+                    total_steps=steps)
+    return run(opt, key)
+
   def fitness(meta_params, key):
     scores = []
     for i, ((run, rate, steps), (floor, adam)) in enumerate(
         zip(runs, references)):
-      opt = lo.opt_fn(meta_params, rate, total_steps=steps)
       keys = jax.random.split(jax.random.fold_in(key, i), e.seeds_per_member)
-      score = jnp.mean(jax.vmap(lambda k, opt=opt, run=run: run(opt, k))(keys))
+      score = jnp.mean(jax.vmap(functools.partial(
+          scored_run, meta_params, run, rate, steps))(keys))
       scores.append((score - floor) / (adam - floor))
     return jnp.mean(jnp.stack(scores))
 
