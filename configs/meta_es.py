@@ -36,6 +36,13 @@ MIX = (('catch', 1e-2, 1.0), ('small_dense_short', 3e-2, 1.0),
        ('small_dense_long', 1e-2, 1.0))
 
 
+def set_lifetime_inputs(optimizer) -> None:
+  """The lifetime-aware inputs: training progress and momenta of the
+  gradient at three timescales."""
+  optimizer.progress_input = True
+  optimizer.momentum_decays = (0.5, 0.99, 0.999)
+
+
 def get_config(arg: str = 'catch'):
   preset, *flags = (arg or 'catch').split(',')
   if preset not in ('catch', 'mix') or set(flags) - {'lifetime', 'residual',
@@ -68,8 +75,7 @@ def get_config(arg: str = 'catch'):
   if 'robust' in flags:
     config.meta.es.rate_factors = (0.3, 1., 3.)
   if 'lifetime' in flags:
-    config.optimizer.progress_input = True
-    config.optimizer.momentum_decays = (0.5, 0.99, 0.999)
+    set_lifetime_inputs(config.optimizer)
   config.num_meta_steps = 300
   config.log_every = 5
   config.save_every = 25

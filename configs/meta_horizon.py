@@ -47,8 +47,7 @@ def get_config(arg: str = '16'):
   config.optimizer.second_moment = 0.999
   config.optimizer.adam_residual = True
   if 'lifetime' in flags:
-    config.optimizer.progress_input = True
-    config.optimizer.momentum_decays = (0.5, 0.99, 0.999)
+    meta_es.set_lifetime_inputs(config.optimizer)
   config.num_meta_steps = 600
   config.log_every = 10
   config.save_every = 50
