@@ -182,6 +182,33 @@ def test_bad_es_fields_are_named_before_compiling(field, value, message):
     meta_training.validate(cfg)
 
 
+def test_saved_references_are_reused_across_search_settings(tmp_path,
+                                                          monkeypatch):
+  # The references depend on the tasks and runs, not on the search: a
+  # workdir's are read back after sigma or rate_factors change, and
+  # recomputed when the runs change.
+  cfg = _tiny_es_config()
+  agents = meta_training.validate(cfg, check_devices=False)
+  calls = []
+
+  def fake(cfg, agents):
+    calls.append(1)
+    return [(0., float(cfg.meta.es.run_updates))]
+
+  monkeypatch.setattr(meta_training, 'es_references', fake)
+  first = meta_training.es_references_in(str(tmp_path), cfg, agents, True)
+  cfg.meta.es.sigma = 0.5
+  cfg.meta.es.rate_factors = (0.3, 3.)
+  cfg.meta.es.score_center = False
+  assert meta_training.es_references_in(str(tmp_path), cfg, agents,
+                                        True) == first
+  assert len(calls) == 1
+  cfg.meta.es.run_updates = 31
+  assert meta_training.es_references_in(str(tmp_path), cfg, agents,
+                                        True) == [(0., 31.)]
+  assert len(calls) == 2
+
+
 def test_resumed_es_meta_training_equals_an_uninterrupted_run(tmp_path):
   cfg = _tiny_es_config()
   whole = meta_training.meta_train(cfg, str(tmp_path / 'whole'),

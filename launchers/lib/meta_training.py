@@ -430,11 +430,15 @@ def es_references_in(workdir: str, cfg, agents, primary: bool):
 
 
 def _reference_context(cfg) -> dict:
-  """What the references depend on (a workdir's are reused only for it)."""
+  """What the references depend on (a workdir's are reused only for it):
+  the tasks, their agents and runs, not the search's own settings."""
+  e = cfg.meta.es
   return json.loads(json.dumps({  # as read back (tuples are lists)
-      'tasks': list(cfg.tasks.env_names),
-      'learning_rates': list(cfg.tasks.learning_rates),
-      'es': cfg.meta.es.to_dict(), 'a2c': cfg.a2c.to_dict(),
+      'tasks': cfg.tasks.to_dict(),
+      'es': {k: e[k] for k in ('run_updates', 'fitness', 'reference_seeds',
+                               'reference_rates')},
+      'a2c': cfg.a2c.to_dict(), 'network': cfg.network.to_dict(),
+      'ppo': cfg.ppo.to_dict() if 'ppo' in cfg else None,
       'seed': cfg.seed}))
 
 
