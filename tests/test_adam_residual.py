@@ -172,8 +172,8 @@ HELD_OUT = {'breakout_minatar', 'freeway_minatar', 'space_invaders_minatar',
 
 def test_horizon_preset():
   # configs/meta_horizon.py: K inner updates from exactly Adam, agents
-  # reset after about the ES runs' 200 updates, only tasks outside the
-  # standard suite; a bad argument is named before anything is built.
+  # reset after about the ES runs' 200 updates, no held-out task; a bad
+  # argument is named before anything is built.
   from configs import meta_horizon  # pylint: disable=g-import-not-at-top
   from launchers.lib import meta_training  # pylint: disable=g-import-not-at-top
   for arg, k in (('16', 16), ('32,lifetime', 32)):
