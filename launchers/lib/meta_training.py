@@ -347,17 +347,13 @@ def es_references(cfg, agents) -> List[Tuple[float, float]]:
   return refs
 
 
-def _scaled(rate, factor: float):
-  """A learning rate (float or schedule) times `factor`."""
+def _scaled(rate, factor):
+  """A learning rate (float or schedule) times `factor`, as a schedule (a
+  traced factor then scales it inside the optimizer, past the host's rate
+  checks)."""
   if callable(rate):
     return lambda count: factor * rate(count)
-  return factor * rate
-
-
-def _as_schedule(rate):
-  """A learning rate as a schedule (a factor traced in the fitness then
-  scales it inside the optimizer, not at the host's rate check)."""
-  return rate if callable(rate) else (lambda count: rate)
+  return lambda count: factor * rate
 
 
 def build_es(cfg, agents, references):
@@ -387,7 +383,7 @@ def build_es(cfg, agents, references):
     # antithetic pair, which share their keys, share it too).
     factor = factors[jax.random.randint(jax.random.fold_in(key, 1),
                                         (), 0, factors.size)]
-    opt = lo.opt_fn(meta_params, _scaled(_as_schedule(rate), factor),
+    opt = lo.opt_fn(meta_params, _scaled(rate, factor),
                     total_steps=steps)
     return run(opt, key)
 
@@ -536,6 +532,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
   ckpt = _checkpointer(cfg, workdir)
   start_step = ckpt.check_compatible() or 0  # before compiling anything
   use_es = algorithm(cfg) == 'es'
+  score_center = use_es and bool(cfg.meta.es.get('score_center', True))
   if not use_es:
     check_population_fits(cfg.tasks.num_agents,
                           ckpt.saved_topology() if start_step else None)
@@ -574,10 +571,9 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
              **{k: float(np.asarray(v)[i]) for k, v in metrics.items()}}
             for i in range(cfg.log_every)]
     if use_es:  # fitness: normalised whole-run score (random 0, Adam 1)
-      center = np.asarray(metrics['fitness_center'])
       return rows, {'fitness': float(np.nanmean(metrics['fitness_mean'])),
-                    **({'search mean': float(np.nanmean(center))}
-                       if np.isfinite(center).any() else {}),
+                    **({'search mean': float(np.nanmean(
+                        metrics['fitness_center']))} if score_center else {}),
                     'best member': float(np.nanmax(metrics['fitness_max'])),
                     'non-finite members': int(state.skipped)}
     return rows, {'meta-loss': float(np.mean(metrics['meta_loss'])),
@@ -616,7 +612,7 @@ def meta_train(cfg, workdir: str, verbose: bool = True,
     common.plot_curves(
         os.path.join(workdir, 'meta_training.png'),
         {**({'search mean': curve('fitness_center')}
-            if cfg.meta.es.get('score_center', True) else {}),
+            if score_center else {}),
          'population mean': curve('fitness_mean'),
          'best member': curve('fitness_max')},
         x, 'generation', 'fitness (random 0, Adam 1; smoothed)',
