@@ -6,6 +6,9 @@ Usable on its own in any optax loop; knows nothing about RL agents.
     >>> opt = lopt.pretrained('optim4rl_gridworlds',
     ...                       learning_rate=optax.linear_schedule(3e-4, 0., 1000))
 
+`lopt.step_adaptation.step_adapted(direction)` gives any direction (Adam's,
+a learned one) a step size that adapts itself over the run.
+
 `import lopt` is light (jax, haiku, optax): `lopt.checkpointing` (Orbax) and
 `lopt.testing` (chex assertions for new cells), `lopt.imitation` (a
 cell fit to Adam) and `lopt.es` (evolution strategies, evosax) load on
@@ -21,6 +24,7 @@ from lopt import optimizer
 from lopt import preprocessing
 from lopt import pretrained as pretrained_lib
 from lopt import serialization
+from lopt import step_adaptation
 from lopt.cells import CellConfig
 from lopt.optimizer import direction_state
 from lopt.optimizer import LearnedOptimizer
@@ -63,5 +67,6 @@ __all__ = [
     'save',
     'scale_by_learned_optimizer',
     'serialization',
+    'step_adaptation',
     'testing',
 ]

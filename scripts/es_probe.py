@@ -7,11 +7,12 @@ tuned constant-rate Adam 1), on the same run keys throughout.
     whose members collapse at a sigma cannot be searched at that sigma.
   schedule: Adam (the residual cell's start) with each rate schedule and
     peak-rate factor: what a lifetime-aware step could gain on the mix.
-  adapt: Adam, and Adam whose step is scaled online by exp(h), with
-    h += beta * (cos(g_t, u_{t-1}) - c0) (a hypergradient-style step-size
-    adaptation; per parameter tensor with ':leaf'), at 0.1-10x the tasks'
-    rates: whether a step that adapts itself to the run could buy rate
-    robustness on the mix. Each spec is beta:c0[:leaf].
+  adapt: Adam, and directions whose step adapts itself over the run
+    (`lopt.step_adaptation`: scaled by exp(h), h += beta * (cos(g_t,
+    u_{t-1}) - target)), at 0.1-10x the tasks' rates: whether such a step
+    buys rate robustness on the mix. Each spec is [NAME@]beta:target, NAME
+    a shipped learned optimizer's direction (default Adam's); beta 0 is the
+    direction as it is.
   compare: meta-params exported by an ES run against its start, on fresh
     run keys (paired): whether the search found anything beyond the noise
     its per-generation figures carry. The run's config is read from the
@@ -20,14 +21,13 @@ tuned constant-rate Adam 1), on the same run keys throughout.
     python scripts/es_probe.py sigma mix,lifetime 0.01,0.003,0.001
     python scripts/es_probe.py sigma mix,lifetime,residual 0.03,0.01,0.003
     python scripts/es_probe.py schedule mix,residual constant:1,linear:1,linear:2,cosine:1,cosine:2
-    python scripts/es_probe.py adapt mix,residual 0.05:0,0.05:0:leaf,0.2:0:leaf 8
+    python scripts/es_probe.py adapt mix,residual 0.05:0,1:0.01,optim4rl_from_adam_mix@0:0 8
     python scripts/es_probe.py compare runs/meta_es/meta_params.npz 24
 
 Arguments: the probe, the preset, its values, and the number of run keys
 (default 8 for sigma and adapt, 16 for schedule); compare takes the file and the
 number of run keys (default 24).
 """
-import functools
 import sys
 import time
 
@@ -99,58 +99,7 @@ def schedule_probe(preset, specs, n):
                     start, keys)), flush=True)
 
 
-def step_adapted_adam(learning_rate, beta, c0=0., per_leaf=False,
-                      limit=3.):
-  """Adam's direction u_t times exp(h_t), then times -learning_rate:
-  h_t = clip(h_{t-1} + beta * (cos(g_t, u_{t-1}) - c0), +-limit), one h
-  for all parameters or one per leaf. A gradient that agrees with the last
-  step (cos > c0) says the step was too short, and the reverse too long.
-  beta = 0 is Adam."""
-  adam = optax.scale_by_adam()
-
-  def cosines(a, b):
-    a, b = jax.tree.leaves(a), jax.tree.leaves(b)
-    if not per_leaf:
-      a = [jnp.concatenate([x.ravel() for x in a])]
-      b = [jnp.concatenate([x.ravel() for x in b])]
-    return jnp.stack([jnp.sum(x * y) / (jnp.linalg.norm(x) * jnp.linalg.norm(y)
-                                        + 1e-30) for x, y in zip(a, b)])
-
-  def init(params):
-    h = jnp.zeros((len(jax.tree.leaves(params)) if per_leaf else 1,))
-    return adam.init(params), jax.tree.map(jnp.zeros_like, params), h, (
-        jnp.zeros((), jnp.int32))
-
-  def update(grads, state, params=None):
-    del params
-    adam_state, last, h, count = state
-    u, adam_state = adam.update(grads, adam_state)
-    h = jnp.clip(h + beta * (cosines(grads, last) - c0), -limit, limit)
-    leaves, treedef = jax.tree.flatten(u)
-    scales = jnp.broadcast_to(jnp.exp(h), (len(leaves),))
-    rate = learning_rate(count) if callable(learning_rate) else learning_rate
-    steps = jax.tree.unflatten(treedef, [-rate * s * x for s, x in
-                                         zip(scales, leaves)])
-    return steps, (adam_state, u, h, optax.safe_increment(count))
-
-  return optax.GradientTransformation(init, update)
-
-
-def _check_is_adam_at_beta_0():
-  """beta = 0 gives optax.adam's steps (the probe's control)."""
-  params = {'a': jnp.ones(3), 'b': jnp.ones((2, 2))}
-  ours, adam = step_adapted_adam(1e-2, 0.), optax.adam(1e-2)
-  s1, s2 = ours.init(params), adam.init(params)
-  for i in range(3):
-    g = jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1.)) + i, params)
-    u1, s1 = ours.update(g, s1)
-    u2, s2 = adam.update(g, s2)
-    for x, y in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
-      np.testing.assert_allclose(x, y, rtol=1e-6)
-
-
 def adapt_probe(preset, specs, n):
-  _check_is_adam_at_beta_0()
   cfg = meta_es.get_config(preset)
   agents = meta_training.validate(cfg, check_devices=False)
   references = meta_training.es_references(cfg, agents)
@@ -159,16 +108,20 @@ def adapt_probe(preset, specs, n):
           in zip(meta_training.task_agents(cfg), agents,
                  cfg.tasks.learning_rates)]
   for spec in ['adam'] + specs.split(','):
-    if spec == 'adam':
-      make = optax.adam
+    name, _, adapt = spec.rpartition('@') if '@' in spec else (
+        'adam', '', spec)
+    if name == 'adam':
+      direction = optax.scale_by_adam()
     else:
-      beta, c0, *leaf = spec.split(':')
-      make = functools.partial(step_adapted_adam, beta=float(beta),
-                               c0=float(c0), per_leaf=leaf == ['leaf'])
+      lo, meta_params = lopt.pretrained_lib.load(name)
+      direction = lo.direction_fn(meta_params)
+    if spec != 'adam':
+      beta, target = (float(x) for x in adapt.split(':'))
+      direction = lopt.step_adaptation.step_adapted(direction, beta, target)
     # One program a task: the factor is an argument, not a constant.
-    scorers = [jax.jit(jax.vmap(lambda k, f, run=run, lr=lr: run(
-        make(lambda count: f * lr), k), in_axes=(0, None)))
-               for run, lr in runs]
+    scorers = [jax.jit(jax.vmap(lambda k, f, run=run, lr=lr, d=direction: run(
+        optax.chain(d, optax.scale_by_learning_rate(lambda count: f * lr)),
+        k), in_axes=(0, None))) for run, lr in runs]
     for factor in (0.1, 0.3, 1., 3., 10.):
       scores = []
       for i, (score, (floor, adam)) in enumerate(zip(scorers, references)):

@@ -25,7 +25,9 @@ from agents import ppo
 from agents import wrappers
 import lopt
 
-# Named optax optimizers train.py accepts, with their learning rate argument.
+# Named optax optimizers train.py accepts, with their learning rate argument
+# (and Adam with a step that adapts itself over the run, lopt.step_adaptation,
+# at its default constants).
 OPTAX_OPTIMIZERS = {
     'adam': optax.adam,
     'adamw': optax.adamw,
@@ -37,6 +39,7 @@ OPTAX_OPTIMIZERS = {
     'nadam': optax.nadam,
     'yogi': optax.yogi,
     'adagrad': optax.adagrad,
+    'adam_step_adapted': lopt.step_adaptation.adam,
 }
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))

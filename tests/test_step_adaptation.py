@@ -1,0 +1,119 @@
+"""lopt.step_adaptation: a direction times exp(h), h moved by the cosine."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lopt
+from lopt import step_adaptation
+
+PARAMS = {'a': jnp.zeros(3), 'b': jnp.zeros((2, 2))}
+
+
+def _grads(i):
+  return {'a': jnp.array([1., -2., 0.5]) * (i + 1.) + i,
+          'b': jnp.array([[0.3, -1.], [2., 1.]]) * (-1.) ** i}
+
+
+def test_beta_zero_is_the_inner_optimizer():
+  ours, adam = step_adaptation.adam(1e-2, beta=0.), optax.adam(1e-2)
+  s1, s2 = ours.init(PARAMS), adam.init(PARAMS)
+  for i in range(4):
+    u1, s1 = ours.update(_grads(i), s1)
+    u2, s2 = adam.update(_grads(i), s2)
+    for x, y in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
+      np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
+def test_log_scale_follows_the_cosine_by_hand():
+  """With the identity as direction, u_t = g_t: h_1 = -beta * target (no
+  last step), h_2 = h_1 + beta * (cos(g_2, g_1) - target)."""
+  beta, target = 0.7, 0.1
+  opt = step_adaptation.step_adapted(optax.identity(), beta, target)
+  g1 = {'a': jnp.array([1., 0., 0.]), 'b': jnp.zeros((2, 2))}
+  g2 = {'a': jnp.array([1., 1., 0.]), 'b': jnp.zeros((2, 2))}
+  state = opt.init(PARAMS)
+  u1, state = opt.update(g1, state)
+  np.testing.assert_allclose(state.log_scale, -beta * target, rtol=1e-6)
+  np.testing.assert_allclose(u1['a'], np.exp(-beta * target) * g1['a'],
+                             rtol=1e-6)
+  u2, state = opt.update(g2, state)
+  h2 = -beta * target + beta * (1. / np.sqrt(2.) - target)
+  np.testing.assert_allclose(state.log_scale, h2, rtol=1e-5)
+  np.testing.assert_allclose(u2['a'], np.exp(h2) * g2['a'], rtol=1e-5)
+
+
+def test_log_scale_is_clipped():
+  opt = step_adaptation.step_adapted(optax.identity(), beta=10.,
+                                     target_cosine=0., limit=0.5)
+  state = opt.init(PARAMS)
+  for _ in range(3):  # the same gradient: cosine 1, h would reach 20
+    u, state = opt.update(_grads(0), state)
+  np.testing.assert_allclose(state.log_scale, 0.5)
+  np.testing.assert_allclose(u['a'], np.exp(0.5) * _grads(0)['a'], rtol=1e-6)
+
+
+def test_a_short_step_grows_and_reaches_further():
+  """Adam at a rate far too small for a quadratic: the adapted step grows
+  (the gradient keeps agreeing with the last step) and gets closer."""
+  def loss(p):
+    return jnp.sum((p['x'] - 5.) ** 2)
+
+  def run(opt):
+    params = {'x': jnp.zeros(4)}
+    state = opt.init(params)
+
+    def step(carry, _):
+      params, state = carry
+      updates, state = opt.update(jax.grad(loss)(params), state, params)
+      return (optax.apply_updates(params, updates), state), None
+
+    (params, state), _ = jax.lax.scan(step, (params, state), None, length=200)
+    return loss(params), state
+
+  adam_loss, _ = run(optax.adam(1e-3))
+  adapted_loss, state = run(step_adaptation.adam(1e-3, beta=0.5))
+  assert float(state[0].log_scale) > 2.
+  assert float(adapted_loss) < 0.5 * float(adam_loss)
+
+
+def test_non_finite_coordinates_leave_the_others_adapting():
+  opt = step_adaptation.adam(1e-2)
+  state = opt.init(PARAMS)
+  for i in range(3):
+    g = _grads(i)
+    if i == 1:
+      g = {'a': g['a'].at[0].set(jnp.nan), 'b': g['b']}
+    u, state = opt.update(g, state)
+  assert np.isnan(u['a'][0])
+  assert np.all(np.isfinite(u['a'][1:])) and np.all(np.isfinite(u['b']))
+  assert np.isfinite(state[0].log_scale)
+
+
+def test_wraps_a_learned_direction_under_vmap():
+  """Drop-in around a learned optimizer's direction, for a population."""
+  lo = lopt.learned_optimizer(learning_rate=1e-3, cell='optim4rl')
+  meta_params = lo.init(jax.random.PRNGKey(0))
+  plain = lo.opt_fn(meta_params)
+  adapted = optax.chain(
+      step_adaptation.step_adapted(lo.direction_fn(meta_params), beta=0.),
+      optax.scale_by_learning_rate(1e-3))
+  grads = jax.vmap(lambda k: {'w': jax.random.normal(k, (5,))})(
+      jax.random.split(jax.random.PRNGKey(1), 3))
+
+  def one(opt, g):
+    return opt.update(g, opt.init(g), g)[0]['w']
+
+  np.testing.assert_allclose(jax.vmap(lambda g: one(adapted, g))(grads),
+                             jax.vmap(lambda g: one(plain, g))(grads),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize('kwargs, field', [
+    ({'beta': -1.}, 'beta'), ({'target_cosine': 2.}, 'target_cosine'),
+    ({'limit': 0.}, 'limit')])
+def test_bad_settings_are_named(kwargs, field):
+  with pytest.raises(ValueError, match=field):
+    step_adaptation.step_adapted(optax.identity(), **kwargs)
