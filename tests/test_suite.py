@@ -167,6 +167,9 @@ def test_iqm_and_ci_hand_values():
   assert hi < 100.  # the outlier is trimmed in most resamples
   assert suite_summary.iqm_ci({'a': scores}, reps=500, seed=0)['a'] == (
       iqm, lo, hi)
+  # Another name beside it (drawn first) leaves its CI as it was.
+  assert suite_summary.iqm_ci({'b': scores[::-1] * 2., 'a': scores},
+                              reps=500, seed=0)['a'] == (iqm, lo, hi)
 
 
 @pytest.mark.parametrize('field,value,match', [

@@ -134,23 +134,27 @@ def iqm_ci(scores: Dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS,
 
   rliable's interquartile mean over all runs and tasks, with a 95%
   percentile CI from a bootstrap stratified by task (runs resampled within
-  each task), seeded by `seed`.
+  each task), seeded by `seed` for each name alike: a name's CI does not
+  depend on which other names are in `scores`.
   """
   from rliable import library as rly  # pylint: disable=g-import-not-at-top
   from rliable import metrics  # pylint: disable=g-import-not-at-top
-  # rliable's StratifiedBootstrap draws its indices from NumPy's global
-  # generator (not from its random_state), so that one is seeded here and
-  # restored after.
-  saved = np.random.get_state()
-  np.random.seed(seed)
-  try:
-    points, intervals = rly.get_interval_estimates(
-        {k: np.asarray(v, np.float64) for k, v in scores.items()},
-        lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
-  finally:
-    np.random.set_state(saved)
-  return {k: (float(points[k][0]), float(intervals[k][0, 0]),
-              float(intervals[k][1, 0])) for k in scores}
+  out = {}
+  for name, value in scores.items():
+    # rliable's StratifiedBootstrap draws its indices from NumPy's global
+    # generator (not from its random_state), so that one is seeded here and
+    # restored after.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+      points, intervals = rly.get_interval_estimates(
+          {name: np.asarray(value, np.float64)},
+          lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+    finally:
+      np.random.set_state(saved)
+    out[name] = (float(points[name][0]), float(intervals[name][0, 0]),
+                 float(intervals[name][1, 0]))
+  return out
 
 
 def _finals(rows, stage, task, optimizer, factor=None) -> Optional[np.ndarray]:
