@@ -25,7 +25,8 @@ tuned constant-rate Adam 1), on the same run keys throughout.
     python scripts/es_probe.py compare runs/meta_es/meta_params.npz 24
 
 Arguments: the probe, the preset, its values, and the number of run keys
-(default 8 for sigma and adapt, 16 for schedule); compare takes the file and the
+(default 8 for sigma and adapt, 16 for schedule); adapt takes a seed of
+its run keys last (default 555); compare takes the file and the
 number of run keys (default 24).
 """
 import sys
@@ -99,11 +100,11 @@ def schedule_probe(preset, specs, n):
                     start, keys)), flush=True)
 
 
-def adapt_probe(preset, specs, n):
+def adapt_probe(preset, specs, n, seed=555):
   cfg = meta_es.get_config(preset)
   agents = meta_training.validate(cfg, check_devices=False)
   references = meta_training.es_references(cfg, agents)
-  key = jax.random.PRNGKey(555)
+  key = jax.random.PRNGKey(seed)
   runs = [(meta_training._task_run(cfg, kind, agent), lr) for kind, agent, lr
           in zip(meta_training.task_agents(cfg), agents,
                  cfg.tasks.learning_rates)]
@@ -159,6 +160,8 @@ def main(argv):
   if len(argv) < 4 or argv[1] not in probes:
     raise SystemExit(__doc__)
   n = int(argv[4]) if len(argv) > 4 else (16 if argv[1] == 'schedule' else 8)
+  if argv[1] == 'adapt' and len(argv) > 5:  # other run keys than the default
+    return adapt_probe(argv[2], argv[3], n, int(argv[5]))
   probes[argv[1]](argv[2], argv[3], n)
 
 
