@@ -7,8 +7,12 @@ run, moved at every step by how the new gradient agrees with the last
 direction:
 
     c_t = cos(g_t, u_{t-1})                 (over all coordinates)
-    h_t = clip(h_{t-1} + beta * (c_t - target_cosine), -limit, limit)
+    h_t = clip(h_{t-1} + beta * (c_t - target_t), -limit, limit)
     d_t = exp(h_t) * u_t
+
+with `target_t = target_cosine + target_slope * p_t`, `p_t` the training
+progress `min(t / total_steps, 1)` (a lifetime-aware target: `target_slope`
+> 0 asks for more agreement late in the run, so the step shrinks there).
 
 A gradient that still points along the last step (c > target) says the
 step was short of the valley, one that turns against it (c < target) that
@@ -17,6 +21,7 @@ the learning rate (Baydin et al. 2018), whose plain form moves the rate by
 `beta * g_t . u_{t-1}`. RL gradients are noisy, and Adam's direction keeps
 momentum, so the cosine of a well-sized step is a little above 0:
 `target_cosine` is where the scale stays put. `beta = 0` is `inner`.
+The constants may be JAX values (traced, e.g. searched by `lopt.es`).
 
 Chain it with the learning rate as any direction:
 
@@ -30,6 +35,7 @@ updates are non-finite as `inner` makes them (Adam's stay so), and `h` goes
 on adapting on the others.
 """
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -43,11 +49,13 @@ class StepAdaptationState(NamedTuple):
   """State of `step_adapted`.
 
   Attributes:
+    count: [] int32, updates done.
     inner: the wrapped transformation's state.
     last: the last direction `u_{t-1}` (zeros before the first step), in the
       updates' structure.
     log_scale: [] float32, `h`: the direction is scaled by `exp(h)`.
   """
+  count: jax.Array
   inner: Any
   last: Any
   log_scale: jax.Array
@@ -64,8 +72,20 @@ def cosine(a, b) -> jax.Array:
                    0.)
 
 
-def step_adapted(inner: optax.GradientTransformation, beta: float = 1.,
-                 target_cosine: float = 0.01, limit: float = 3.
+def _check(value, field: str, ok, allowed: str):
+  """`value` (a number) if `ok(value)`, else ValueError naming `field`; a
+  JAX value passes unchecked (it may be traced)."""
+  if isinstance(value, (jax.Array, jax.core.Tracer)):
+    return value
+  value = float(value)
+  if not ok(value):
+    raise ValueError(f'{field}: must be {allowed}, got {value}')
+  return value
+
+
+def step_adapted(inner: optax.GradientTransformation, beta=1.,
+                 target_cosine=0.01, limit: float = 3.,
+                 target_slope=0., total_steps=None
                  ) -> optax.GradientTransformation:
   """`inner`'s direction times `exp(h)`, `h` adapted by the gradient's
   cosine with the last direction (module docstring).
@@ -74,38 +94,52 @@ def step_adapted(inner: optax.GradientTransformation, beta: float = 1.,
     inner: a direction transformation (no learning rate, no sign flip):
       `optax.scale_by_adam()`, a learned optimizer's `direction_fn(...)`.
     beta: >= 0, how far one step's cosine moves `h`.
-    target_cosine: in [-1, 1], the cosine at which `h` stays put.
+    target_cosine: in [-1, 1], the cosine at which `h` stays put (at the
+      start of the run, with `target_slope`).
     limit: > 0, `|h| <= limit`: the step stays within `exp(+-limit)` of
       `inner`'s.
+    target_slope: the target's change over the run (0: constant).
+    total_steps: the run's number of updates, for the progress; needed when
+      `target_slope` is not 0.
 
   Returns:
     An optax transformation whose updates are the scaled directions; chain
     `optax.scale_by_learning_rate(lr)` after it.
   """
-  beta, target_cosine, limit = float(beta), float(target_cosine), float(limit)
-  if not beta >= 0:
-    raise ValueError(f'beta: must be >= 0 (0 = no adaptation), got {beta}')
-  if not -1. <= target_cosine <= 1.:
-    raise ValueError('target_cosine: must be a cosine, in [-1, 1], got '
-                     f'{target_cosine}')
-  if not limit > 0:
-    raise ValueError(f'limit: must be > 0, got {limit}')
+  beta = _check(beta, 'beta', lambda v: v >= 0, '>= 0 (0 = no adaptation)')
+  target_cosine = _check(target_cosine, 'target_cosine',
+                         lambda v: -1. <= v <= 1., 'a cosine, in [-1, 1]')
+  limit = _check(limit, 'limit', lambda v: v > 0, '> 0')
+  target_slope = _check(target_slope, 'target_slope', math.isfinite,
+                        'a finite number')
+  if total_steps is None:
+    if isinstance(target_slope, jax.Array) or target_slope:
+      raise ValueError('total_steps: a target_slope needs the run length '
+                       '(the number of updates) for the training progress')
+  else:
+    total_steps = optimizer_lib.check_total_steps(total_steps)
 
   def init_fn(params):
     return StepAdaptationState(
+        count=jnp.zeros((), jnp.int32),
         inner=inner.init(params),
         last=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
         log_scale=jnp.zeros((), jnp.float32))
 
   def update_fn(updates, state, params=None):
     direction, inner_state = inner.update(updates, state.inner, params)
+    target = target_cosine
+    if total_steps is not None:
+      target = target + target_slope * optimizer_lib.progress(
+          state.count, total_steps)
     c = cosine(updates, state.last)
-    log_scale = jnp.clip(state.log_scale + beta * (c - target_cosine),
+    log_scale = jnp.clip(state.log_scale + beta * (c - target),
                          -limit, limit)
     scale = jnp.exp(log_scale)
     scaled = jax.tree.map(lambda u: (scale * u).astype(u.dtype), direction)
     last = jax.tree.map(lambda u: u.astype(jnp.float32), direction)
-    return scaled, StepAdaptationState(inner_state, last, log_scale)
+    return scaled, StepAdaptationState(optax.safe_increment(state.count),
+                                       inner_state, last, log_scale)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -117,3 +117,39 @@ def test_wraps_a_learned_direction_under_vmap():
 def test_bad_settings_are_named(kwargs, field):
   with pytest.raises(ValueError, match=field):
     step_adaptation.step_adapted(optax.identity(), **kwargs)
+
+
+def test_target_moves_with_the_training_progress_by_hand():
+  """target_t = target + slope * t / total_steps: at t = 0 and t = 1 of 2."""
+  beta, target, slope = 0.5, 0.1, 0.4
+  opt = step_adaptation.step_adapted(optax.identity(), beta, target,
+                                     target_slope=slope, total_steps=2)
+  g1 = {'a': jnp.array([1., 0., 0.]), 'b': jnp.zeros((2, 2))}
+  g2 = {'a': jnp.array([1., 1., 0.]), 'b': jnp.zeros((2, 2))}
+  state = opt.init(PARAMS)
+  _, state = opt.update(g1, state)
+  h1 = beta * (0. - target)
+  np.testing.assert_allclose(state.log_scale, h1, rtol=1e-6)
+  _, state = opt.update(g2, state)
+  h2 = h1 + beta * (1. / np.sqrt(2.) - (target + slope * 0.5))
+  np.testing.assert_allclose(state.log_scale, h2, rtol=1e-5)
+  with pytest.raises(ValueError, match='total_steps'):
+    step_adaptation.step_adapted(optax.identity(), target_slope=0.1)
+
+
+def test_constants_may_be_traced():
+  """Searched constants (jit, vmap over a population of them) give what
+  the same numbers give as floats."""
+  def first_updates(beta, target):
+    opt = step_adaptation.step_adapted(optax.identity(), beta, target)
+    state = opt.init(PARAMS)
+    for i in range(3):
+      u, state = opt.update(_grads(i), state)
+    return u['a']
+
+  betas, targets = jnp.array([0.5, 2.]), jnp.array([0.1, -0.2])
+  traced = jax.jit(jax.vmap(first_updates))(betas, targets)
+  for k in range(2):
+    np.testing.assert_allclose(
+        traced[k], first_updates(float(betas[k]), float(targets[k])),
+        rtol=1e-5)
