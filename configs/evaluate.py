@@ -66,11 +66,10 @@ STANDARD_ENVS = ('cartpole,acrobot,asterix_minatar,breakout_minatar,'
                  'freeway_minatar,space_invaders_minatar,'
                  'hopper,walker2d,inverted_pendulum')
 # Its optimizers, by name (each swept over `rate_grid`): two classic
-# baselines, one recent optax optimizer, Adam with a self-adapting step
-# (lopt.step_adaptation), the default shipped learned optimizer, the
-# gridworld one and the untrained cell.
-STANDARD_OPTIMIZERS = ('adam,rmsprop,lion,adam_step_adapted,'
-                       'optim4rl_from_adam_mix,optim4rl_gridworlds,optim4rl')
+# baselines, one recent optax optimizer, the default shipped learned
+# optimizer, the gridworld one and the untrained cell.
+STANDARD_OPTIMIZERS = ('adam,rmsprop,lion,optim4rl_from_adam_mix,'
+                       'optim4rl_gridworlds,optim4rl')
 # Brax's budget in env steps per agent: the largest this 2-core machine runs
 # in at most 20 minutes per (optimizer, rate) with 4 seeds batched. PPO
 # (configs/ppo_brax.py's CPU variant, Adam, 4 seeds) ran at 10.9k (hopper),
