@@ -10,9 +10,10 @@ tuned constant-rate Adam 1), on the same run keys throughout.
   adapt: Adam, and directions whose step adapts itself over the run
     (`lopt.step_adaptation`: scaled by exp(h), h += beta * (cos(g_t,
     u_{t-1}) - target)), at 0.1-10x the tasks' rates: whether such a step
-    buys rate robustness on the mix. Each spec is [NAME@]beta:target, NAME
-    a shipped learned optimizer's direction (default Adam's); beta 0 is the
-    direction as it is.
+    buys rate robustness on the mix. Each spec is
+    [NAME@]beta:target[:slope], NAME a shipped learned optimizer's
+    direction (default Adam's), slope the target's change over the run;
+    beta 0 is the direction as it is.
   compare: meta-params exported by an ES run against its start, on fresh
     run keys (paired): whether the search found anything beyond the noise
     its per-generation figures carry. The run's config is read from the
@@ -105,24 +106,32 @@ def adapt_probe(preset, specs, n, seed=555):
   agents = meta_training.validate(cfg, check_devices=False)
   references = meta_training.es_references(cfg, agents)
   key = jax.random.PRNGKey(seed)
-  runs = [(meta_training._task_run(cfg, kind, agent), lr) for kind, agent, lr
-          in zip(meta_training.task_agents(cfg), agents,
-                 cfg.tasks.learning_rates)]
+  runs = [(meta_training._task_run(cfg, kind, agent), lr,
+           meta_training.task_optimizer_steps(cfg, kind))
+          for kind, agent, lr in zip(meta_training.task_agents(cfg), agents,
+                                     cfg.tasks.learning_rates)]
   for spec in ['adam'] + specs.split(','):
     name, _, adapt = spec.rpartition('@') if '@' in spec else (
         'adam', '', spec)
-    if name == 'adam':
-      direction = optax.scale_by_adam()
-    else:
-      lo, meta_params = lopt.pretrained_lib.load(name)
-      direction = lo.direction_fn(meta_params)
-    if spec != 'adam':
-      beta, target = (float(x) for x in adapt.split(':'))
-      direction = lopt.step_adaptation.step_adapted(direction, beta, target)
+
+    def direction(steps, name=name, adapt=adapt, spec=spec):
+      if name == 'adam':
+        d = optax.scale_by_adam()
+      else:
+        lo, meta_params = lopt.pretrained_lib.load(name)
+        d = lo.direction_fn(meta_params)
+      if spec == 'adam':
+        return d
+      beta, target, *slope = (float(x) for x in adapt.split(':'))
+      return lopt.step_adaptation.step_adapted(
+          d, beta, target, target_slope=slope[0] if slope else 0.,
+          total_steps=steps if slope else None)
+
     # One program a task: the factor is an argument, not a constant.
-    scorers = [jax.jit(jax.vmap(lambda k, f, run=run, lr=lr, d=direction: run(
-        optax.chain(d, optax.scale_by_learning_rate(lambda count: f * lr)),
-        k), in_axes=(0, None))) for run, lr in runs]
+    scorers = [jax.jit(jax.vmap(lambda k, f, run=run, lr=lr, d=direction(
+        steps): run(optax.chain(d, optax.scale_by_learning_rate(
+            lambda count: f * lr)), k), in_axes=(0, None)))
+               for run, lr, steps in runs]
     for factor in (0.1, 0.3, 1., 3., 10.):
       scores = []
       for i, (score, (floor, adam)) in enumerate(zip(scorers, references)):
