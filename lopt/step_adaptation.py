@@ -21,13 +21,17 @@ the learning rate (Baydin et al. 2018), whose plain form moves the rate by
 `beta * g_t . u_{t-1}`. RL gradients are noisy, and Adam's direction keeps
 momentum, so the cosine of a well-sized step is a little above 0:
 `target_cosine` is where the scale stays put. `beta = 0` is `inner`.
+Within `limit`, the rate then sets only where `h` starts: every run is
+steered to the step at which the cosine averages the target, and which
+step that is depends on the task's gradient noise.
 The constants may be JAX values (traced, e.g. searched by `lopt.es`).
 
 Chain it with the learning rate as any direction:
 
     >>> import optax, lopt
-    >>> opt = optax.chain(lopt.step_adapted(optax.scale_by_adam()),
-    ...                   optax.scale_by_learning_rate(1e-3))
+    >>> opt = optax.chain(
+    ...     lopt.step_adaptation.step_adapted(optax.scale_by_adam()),
+    ...     optax.scale_by_learning_rate(1e-3))
 
 The state holds the last direction (the parameters' shapes, never their
 values) and `h`. Non-finite coordinates are left out of the cosine: their
