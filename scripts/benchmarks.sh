@@ -24,5 +24,5 @@ b --mode=opt --impls=fused --cells=optim4rl --shapes=16x16 \
   --coords=70420,1e6 --bwd_max_coords=1e6 --repeats=11
 # Our PPO vs a purejaxrl-style single file on MinAtar Breakout (64 x 128,
 # 4 seeds vmapped), alternated in one process (issue 33).
-python -m launchers.ppo_benchmark --env=breakout_minatar --seeds=4 \
+.venv/bin/python -m launchers.ppo_benchmark --env=breakout_minatar --seeds=4 \
   --updates_per_call=8 --rounds=8
