@@ -65,15 +65,21 @@ class StepAdaptationState(NamedTuple):
   log_scale: jax.Array
 
 
-def cosine(a, b) -> jax.Array:
+def cosine(a, b, standardize: bool = False) -> jax.Array:
   """The cosine between two pytrees as flat vectors, over the coordinates
-  finite in both; 0 if either is 0 there."""
+  finite in both; 0 if either is 0 there. `standardize`: times the square
+  root of that number of coordinates, so in standard deviations of the
+  cosine between two independent random directions (whose spread is
+  `1 / sqrt(N)`): the same scale for any model size."""
   x, y = optimizer_lib.flatten(a), optimizer_lib.flatten(b)
   finite = jnp.isfinite(x) & jnp.isfinite(y)
   x, y = jnp.where(finite, x, 0.), jnp.where(finite, y, 0.)
   norms = jnp.linalg.norm(x) * jnp.linalg.norm(y)
-  return jnp.where(norms > 0, jnp.dot(x, y) / jnp.where(norms > 0, norms, 1.),
-                   0.)
+  c = jnp.where(norms > 0, jnp.dot(x, y) / jnp.where(norms > 0, norms, 1.),
+                0.)
+  if standardize:
+    c = c * jnp.sqrt(jnp.sum(finite).astype(jnp.float32))
+  return c
 
 
 def _check(value, field: str, ok, allowed: str):
@@ -89,8 +95,8 @@ def _check(value, field: str, ok, allowed: str):
 
 def step_adapted(inner: optax.GradientTransformation, beta=1.,
                  target_cosine=0.01, limit: float = 3.,
-                 target_slope=0., total_steps=None
-                 ) -> optax.GradientTransformation:
+                 target_slope=0., total_steps=None,
+                 standardize: bool = False) -> optax.GradientTransformation:
   """`inner`'s direction times `exp(h)`, `h` adapted by the gradient's
   cosine with the last direction (module docstring).
 
@@ -98,21 +104,30 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
     inner: a direction transformation (no learning rate, no sign flip):
       `optax.scale_by_adam()`, a learned optimizer's `direction_fn(...)`.
     beta: >= 0, how far one step's cosine moves `h`.
-    target_cosine: in [-1, 1], the cosine at which `h` stays put (at the
-      start of the run, with `target_slope`).
+    target_cosine: in [-1, 1] (any number with `standardize`), the
+      cosine at which `h` stays put (at the start of the run, with
+      `target_slope`).
     limit: > 0, `|h| <= limit`: the step stays within `exp(+-limit)` of
       `inner`'s.
     target_slope: the target's change over the run (0: constant).
     total_steps: the run's number of updates, for the progress; needed when
       `target_slope` is not 0.
+    standardize: measure the cosine (and so the target, then any number)
+      in standard deviations of the cosine between independent random
+      directions, `c * sqrt(N)` over N coordinates (`cosine`), so one target
+      means the same agreement above chance for a small and a large model.
+      A cosine's noise is then about 1 a step whatever the model, so beta
+      is in those units too (about `1 / sqrt(N)` of the raw one's).
 
   Returns:
     An optax transformation whose updates are the scaled directions; chain
     `optax.scale_by_learning_rate(lr)` after it.
   """
   beta = _check(beta, 'beta', lambda v: v >= 0, '>= 0 (0 = no adaptation)')
-  target_cosine = _check(target_cosine, 'target_cosine',
-                         lambda v: -1. <= v <= 1., 'a cosine, in [-1, 1]')
+  target_cosine = _check(
+      target_cosine, 'target_cosine',
+      math.isfinite if standardize else lambda v: -1. <= v <= 1.,
+      'a finite number' if standardize else 'a cosine, in [-1, 1]')
   limit = _check(limit, 'limit', lambda v: v > 0, '> 0')
   target_slope = _check(target_slope, 'target_slope', math.isfinite,
                         'a finite number')
@@ -136,7 +151,7 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
     if total_steps is not None:
       target = target + target_slope * optimizer_lib.progress(
           state.count, total_steps)
-    c = cosine(updates, state.last)
+    c = cosine(updates, state.last, standardize)
     log_scale = jnp.clip(state.log_scale + beta * (c - target),
                          -limit, limit)
     scale = jnp.exp(log_scale)

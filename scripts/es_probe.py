@@ -13,7 +13,8 @@ tuned constant-rate Adam 1), on the same run keys throughout.
     buys rate robustness on the mix. Each spec is
     [NAME@]beta:target[:slope], NAME a shipped learned optimizer's
     direction (default Adam's), slope the target's change over the run;
-    beta 0 is the direction as it is.
+    a final 'z' measures the cosine and target in standard deviations of
+    chance (`standardize`); beta 0 is the direction as it is.
   compare: meta-params exported by an ES run against its start, on fresh
     run keys (paired): whether the search found anything beyond the noise
     its per-generation figures carry. The run's config is read from the
@@ -122,10 +123,11 @@ def adapt_probe(preset, specs, n, seed=555):
         d = lo.direction_fn(meta_params)
       if spec == 'adam':
         return d
-      beta, target, *slope = (float(x) for x in adapt.split(':'))
+      standardize = adapt.endswith('z')  # the target in sqrt(N) units
+      beta, target, *slope = (float(x) for x in adapt.rstrip('z').split(':'))
       return lopt.step_adaptation.step_adapted(
           d, beta, target, target_slope=slope[0] if slope else 0.,
-          total_steps=steps if slope else None)
+          total_steps=steps if slope else None, standardize=standardize)
 
     # One program a task: the factor is an argument, not a constant.
     scorers = [jax.jit(jax.vmap(lambda k, f, run=run, lr=lr, d=direction(

@@ -153,3 +153,24 @@ def test_constants_may_be_traced():
     np.testing.assert_allclose(
         traced[k], first_updates(float(betas[k]), float(targets[k])),
         rtol=1e-5)
+
+
+def test_standardized_cosine_is_in_units_of_chance():
+  """cos * sqrt(N): two orthogonal-ish random directions give about unit
+  spread at any N, and the step's h moves by beta * (z - target)."""
+  def z(n, k):
+    a, b = jax.random.normal(jax.random.PRNGKey(k), (2, n))
+    return float(step_adaptation.cosine({'x': a}, {'x': b}, standardize=True))
+
+  for n in (100, 100_000):
+    spread = np.std([z(n, k) for k in range(200)])
+    assert 0.8 < spread < 1.2, (n, spread)
+  opt = step_adaptation.step_adapted(optax.identity(), beta=0.1,
+                                     target_cosine=2., standardize=True)
+  g = {'a': jnp.array([1., 0., 0.]), 'b': jnp.zeros((2, 2))}
+  state = opt.init(PARAMS)
+  _, state = opt.update(g, state)
+  _, state = opt.update(g, state)  # cosine 1 over 7 coordinates
+  np.testing.assert_allclose(state.log_scale,
+                             0.1 * (0. - 2.) + 0.1 * (np.sqrt(7.) - 2.),
+                             rtol=1e-5)
