@@ -164,9 +164,11 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
 
 
 def adam(learning_rate, beta: float = 1., target_cosine: float = 0.01,
-         limit: float = 3.) -> optax.GradientTransformation:
+         limit: float = 3., standardize: bool = False
+         ) -> optax.GradientTransformation:
   """optax's Adam (default moments) with a self-adapting step
   (`step_adapted`); `learning_rate` a float or a schedule."""
   return optax.chain(
-      step_adapted(optax.scale_by_adam(), beta, target_cosine, limit),
+      step_adapted(optax.scale_by_adam(), beta, target_cosine, limit,
+                   standardize=standardize),
       optax.scale_by_learning_rate(learning_rate))

@@ -7,6 +7,7 @@ jitted calls (logging, CSV, plots); nothing here is traced.
 """
 
 import csv
+import functools
 import json
 import os
 import time
@@ -26,8 +27,9 @@ from agents import wrappers
 import lopt
 
 # Named optax optimizers train.py accepts, with their learning rate argument
-# (and Adam with a step that adapts itself over the run, lopt.step_adaptation,
-# at its default constants).
+# (and Adam with a step that adapts itself over the run, lopt.step_adaptation:
+# at its default constants, and with the cosine in units of chance, its two
+# constants chosen on the ES mix, docs/results/es).
 OPTAX_OPTIMIZERS = {
     'adam': optax.adam,
     'adamw': optax.adamw,
@@ -40,6 +42,9 @@ OPTAX_OPTIMIZERS = {
     'yogi': optax.yogi,
     'adagrad': optax.adagrad,
     'adam_step_adapted': lopt.step_adaptation.adam,
+    'adam_step_adapted_z': functools.partial(
+        lopt.step_adaptation.adam, beta=0.015, target_cosine=0.8,
+        standardize=True),
 }
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
