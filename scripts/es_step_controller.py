@@ -59,8 +59,7 @@ def make_fitness(cfg, agents, references):
   factors = jnp.asarray(FACTORS, jnp.float32)
 
   def scored_run(w, run, lr, steps, key):
-    factor = factors[jax.random.randint(jax.random.fold_in(key, 1), (), 0,
-                                        factors.size)]
+    factor = meta_training.drawn_rate_factor(key, factors)
     beta, target, slope = constants(w['w'])
     opt = optax.chain(
         lopt.step_adaptation.step_adapted(

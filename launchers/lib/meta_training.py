@@ -356,6 +356,14 @@ def _scaled(rate, factor):
   return lambda count: factor * rate
 
 
+def drawn_rate_factor(key, factors) -> Array:
+  """The rate factor of the run with this key: one of `factors` (a 1-D
+  array), drawn from the key, so the two members of an antithetic pair,
+  which share their run keys, share it too."""
+  return factors[jax.random.randint(jax.random.fold_in(key, 1), (), 0,
+                                    factors.size)]
+
+
 def build_es(cfg, agents, references):
   """Config -> (learned optimizer, ES trainer) scoring each candidate by
   whole runs of every task, normalised per task (random 0, Adam 1) and
@@ -379,10 +387,7 @@ def build_es(cfg, agents, references):
                         jnp.float32)
 
   def scored_run(meta_params, run, rate, steps, key):
-    # The run's rate factor, drawn from its key (so the two members of an
-    # antithetic pair, which share their keys, share it too).
-    factor = factors[jax.random.randint(jax.random.fold_in(key, 1),
-                                        (), 0, factors.size)]
+    factor = drawn_rate_factor(key, factors)
     opt = lo.opt_fn(meta_params, _scaled(rate, factor),
                     total_steps=steps)
     return run(opt, key)
