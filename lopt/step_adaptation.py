@@ -6,21 +6,32 @@ scales its direction `u_t` by `exp(h_t)`, one log-scale `h` for the whole
 run, moved at every step by how the new gradient agrees with the last
 direction:
 
-    c_t = cos(g_t, u_{t-1})                 (over all coordinates)
+    c_t = cos(g_t, U_{t-1})                 (over all coordinates)
     h_t = clip(h_{t-1} + beta * (c_t - target_t), -limit, limit)
     d_t = exp(h_t) * u_t
+    U_t = (1 - 1 / horizon) * U_{t-1} + u_t
 
-with `target_t = target_cosine + target_slope * p_t`, `p_t` the training
-progress `min(t / total_steps, 1)` (a lifetime-aware target: `target_slope`
-> 0 asks for more agreement late in the run, so the step shrinks there).
+with `U` the last direction (`horizon` 1, the default) or a decayed sum
+of the last ~`horizon` directions, and `target_t = target_cosine +
+target_slope * p_t`, `p_t` the training progress `min(t / total_steps, 1)`
+(a lifetime-aware target: `target_slope` > 0 asks for more agreement late
+in the run, so the step shrinks there). With `adapt_until` < 1, `h`
+adapts only over that first fraction of the run and is then held, so a
+rate schedule chained after it (annealing) acts on the step it found
+rather than being undone by it: a step that keeps the gradient's agreement
+at its target grows as the schedule shrinks the rate.
 
 A gradient that still points along the last step (c > target) says the
 step was short of the valley, one that turns against it (c < target) that
 it overshot: a multiplicative, normalised form of hypergradient descent on
 the learning rate (Baydin et al. 2018), whose plain form moves the rate by
-`beta * g_t . u_{t-1}`. RL gradients are noisy, and Adam's direction keeps
-momentum, so the cosine of a well-sized step is a little above 0:
-`target_cosine` is where the scale stays put. `beta = 0` is `inner`.
+`beta * g_t . u_{t-1}`: the derivative of the loss after one more step
+with respect to the log rate, a greedy objective whose best step is short
+when gradients are noisy (the short-horizon bias, Wu et al. 2018). With a
+longer `horizon`, `g_t . U_{t-1}` is, up to curvature terms, that
+derivative for the loss ~`horizon` steps on. RL gradients are noisy, and
+Adam's direction keeps momentum, so the cosine of a well-sized step is a
+little above 0: `target_cosine` is where the scale stays put. `beta = 0` is `inner`.
 Within `limit`, the rate then sets only where `h` starts: every run is
 steered to the step at which the cosine averages the target, and which
 step that is depends on the task's gradient noise.
@@ -33,8 +44,8 @@ Chain it with the learning rate as any direction:
     ...     lopt.step_adaptation.step_adapted(optax.scale_by_adam()),
     ...     optax.scale_by_learning_rate(1e-3))
 
-The state holds the last direction (the parameters' shapes, never their
-values) and `h`. Non-finite coordinates are left out of the cosine: their
+The state holds `U` (the parameters' shapes, never their values) and
+`h`. Non-finite coordinates are left out of the cosine: their
 updates are non-finite as `inner` makes them (Adam's stay so), and `h` goes
 on adapting on the others.
 """
@@ -55,8 +66,8 @@ class StepAdaptationState(NamedTuple):
   Attributes:
     count: [] int32, updates done.
     inner: the wrapped transformation's state.
-    last: the last direction `u_{t-1}` (zeros before the first step), in the
-      updates' structure.
+    last: `U_{t-1}`, the last direction or the decayed sum of the last
+      directions (zeros before the first step), in the updates' structure.
     log_scale: [] float32, `h`: the direction is scaled by `exp(h)`.
   """
   count: jax.Array
@@ -96,7 +107,8 @@ def _check(value, field: str, ok, allowed: str):
 def step_adapted(inner: optax.GradientTransformation, beta=1.,
                  target_cosine=0.01, limit: float = 3.,
                  target_slope=0., total_steps=None,
-                 standardize: bool = False) -> optax.GradientTransformation:
+                 standardize: bool = False, horizon: float = 1.,
+                 adapt_until: float = 1.) -> optax.GradientTransformation:
   """`inner`'s direction times `exp(h)`, `h` adapted by the gradient's
   cosine with the last direction (module docstring).
 
@@ -118,6 +130,10 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
       means the same agreement above chance for a small and a large model.
       A cosine's noise is then about 1 a step whatever the model, so beta
       is in those units too (about `1 / sqrt(N)` of the raw one's).
+    horizon: >= 1, the number of steps (the decay's time scale) of the
+      past directions the gradient is compared with; 1: the last one.
+    adapt_until: in (0, 1], the fraction of the run over which `h`
+      adapts; it is held after. Below 1 it needs `total_steps`.
 
   Returns:
     An optax transformation whose updates are the scaled directions; chain
@@ -131,9 +147,17 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
   limit = _check(limit, 'limit', lambda v: v > 0, '> 0')
   target_slope = _check(target_slope, 'target_slope', math.isfinite,
                         'a finite number')
+  horizon = _check(horizon, 'horizon', lambda v: v >= 1,
+                   '>= 1 (a number of steps; 1 = the last direction)')
+  keep = 1. - 1. / horizon
+  adapt_until = _check(adapt_until, 'adapt_until', lambda v: 0. < v <= 1.,
+                       'a fraction of the run, in (0, 1]')
   if total_steps is None:
     if isinstance(target_slope, jax.Array) or target_slope:
       raise ValueError('total_steps: a target_slope needs the run length '
+                       '(the number of updates) for the training progress')
+    if isinstance(adapt_until, jax.Array) or adapt_until < 1.:
+      raise ValueError('total_steps: adapt_until < 1 needs the run length '
                        '(the number of updates) for the training progress')
   else:
     total_steps = optimizer_lib.check_total_steps(total_steps)
@@ -147,16 +171,18 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
 
   def update_fn(updates, state, params=None):
     direction, inner_state = inner.update(updates, state.inner, params)
-    target = target_cosine
+    target, rate = target_cosine, beta
     if total_steps is not None:
-      target = target + target_slope * optimizer_lib.progress(
-          state.count, total_steps)
+      p = optimizer_lib.progress(state.count, total_steps)
+      target = target + target_slope * p
+      rate = jnp.where(p < adapt_until, beta, 0.)
     c = cosine(updates, state.last, standardize)
-    log_scale = jnp.clip(state.log_scale + beta * (c - target),
+    log_scale = jnp.clip(state.log_scale + rate * (c - target),
                          -limit, limit)
     scale = jnp.exp(log_scale)
     scaled = jax.tree.map(lambda u: (scale * u).astype(u.dtype), direction)
-    last = jax.tree.map(lambda u: u.astype(jnp.float32), direction)
+    last = jax.tree.map(lambda v, u: keep * v + u.astype(jnp.float32),
+                        state.last, direction)
     return scaled, StepAdaptationState(optax.safe_increment(state.count),
                                        inner_state, last, log_scale)
 
@@ -164,11 +190,13 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
 
 
 def adam(learning_rate, beta: float = 1., target_cosine: float = 0.01,
-         limit: float = 3., standardize: bool = False
+         limit: float = 3., standardize: bool = False, horizon: float = 1.,
+         adapt_until: float = 1., total_steps=None
          ) -> optax.GradientTransformation:
   """optax's Adam (default moments) with a self-adapting step
   (`step_adapted`); `learning_rate` a float or a schedule."""
   return optax.chain(
       step_adapted(optax.scale_by_adam(), beta, target_cosine, limit,
-                   standardize=standardize),
+                   standardize=standardize, horizon=horizon,
+                   adapt_until=adapt_until, total_steps=total_steps),
       optax.scale_by_learning_rate(learning_rate))

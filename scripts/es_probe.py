@@ -11,10 +11,13 @@ tuned constant-rate Adam 1), on the same run keys throughout.
     (`lopt.step_adaptation`: scaled by exp(h), h += beta * (cos(g_t,
     u_{t-1}) - target)), at 0.1-10x the tasks' rates: whether such a step
     buys rate robustness on the mix. Each spec is
-    [NAME@]beta:target[:slope], NAME a shipped learned optimizer's
-    direction (default Adam's), slope the target's change over the run;
+    [NAME@]beta:target[:slope][hH][z], NAME a shipped learned optimizer's
+    direction (default Adam's), slope the target's change over the run,
+    H the horizon (the gradient is compared with ~H past directions);
     a final 'z' measures the cosine and target in standard deviations of
-    chance (`standardize`); beta 0 is the direction as it is.
+    chance (`standardize`); beta 0 is the direction as it is. A spec
+    optax:NAME is one of optax's step-finding optimizers (SCALE_FINDERS:
+    mechanize, prodigy, dadapt, dog).
   compare: meta-params exported by an ES run against its start, on fresh
     run keys (paired): whether the search found anything beyond the noise
     its per-generation figures carry. The run's config is read from the
@@ -102,6 +105,19 @@ def schedule_probe(preset, specs, n):
                     start, keys)), flush=True)
 
 
+# Optimizers that find their own step size (optax.contrib), as functions of
+# the rate factor f and the task's tuned Adam rate lr: Mechanic learns the
+# scale of Adam at rate f * lr; Prodigy, D-Adaptation and DoG estimate the
+# step from the distance travelled, their rate (default 1) times f.
+SCALE_FINDERS = {
+    'mechanize': lambda f, lr: optax.contrib.mechanize(optax.adam(
+        lambda count: f * lr)),
+    'prodigy': lambda f, lr: optax.contrib.prodigy(lambda count: f),
+    'dadapt': lambda f, lr: optax.contrib.dadapt_adamw(lambda count: f),
+    'dog': lambda f, lr: optax.contrib.dog(lambda count: f),
+}
+
+
 def adapt_probe(preset, specs, n, seed=555):
   cfg = meta_es.get_config(preset)
   agents = meta_training.validate(cfg, check_devices=False)
@@ -124,15 +140,22 @@ def adapt_probe(preset, specs, n, seed=555):
       if spec == 'adam':
         return d
       standardize = adapt.endswith('z')  # the target in sqrt(N) units
-      beta, target, *slope = (float(x) for x in adapt.rstrip('z').split(':'))
+      adapt, _, horizon = adapt.rstrip('z').partition('h')
+      beta, target, *slope = (float(x) for x in adapt.split(':'))
       return lopt.step_adaptation.step_adapted(
           d, beta, target, target_slope=slope[0] if slope else 0.,
-          total_steps=steps if slope else None, standardize=standardize)
+          total_steps=steps if slope else None, standardize=standardize,
+          horizon=float(horizon or 1))
+
+    def optimizer(f, lr, steps, spec=spec):
+      if spec.startswith('optax:'):  # a step-finding optimizer of optax's
+        return SCALE_FINDERS[spec[len('optax:'):]](f, lr)
+      return optax.chain(direction(steps), optax.scale_by_learning_rate(
+          lambda count: f * lr))
 
     # One program a task: the factor is an argument, not a constant.
-    scorers = [jax.jit(jax.vmap(lambda k, f, run=run, lr=lr, d=direction(
-        steps): run(optax.chain(d, optax.scale_by_learning_rate(
-            lambda count: f * lr)), k), in_axes=(0, None)))
+    scorers = [jax.jit(jax.vmap(lambda k, f, run=run, lr=lr, steps=steps: run(
+        optimizer(f, lr, steps), k), in_axes=(0, None)))
                for run, lr, steps in runs]
     for factor in (0.1, 0.3, 1., 3., 10.):
       scores = []

@@ -113,10 +113,88 @@ def test_wraps_a_learned_direction_under_vmap():
 
 @pytest.mark.parametrize('kwargs, field', [
     ({'beta': -1.}, 'beta'), ({'target_cosine': 2.}, 'target_cosine'),
-    ({'limit': 0.}, 'limit')])
+    ({'limit': 0.}, 'limit'), ({'horizon': 0.5}, 'horizon')])
 def test_bad_settings_are_named(kwargs, field):
   with pytest.raises(ValueError, match=field):
     step_adaptation.step_adapted(optax.identity(), **kwargs)
+
+
+def test_horizon_compares_with_the_decayed_sum_by_hand():
+  """horizon 2: U_t = U_{t-1} / 2 + u_t, and h_3 uses cos(g_3, U_2) where
+  U_2 = g_1 / 2 + g_2 (identity direction); horizon 1 is the last one."""
+  beta, target = 0.5, 0.
+  g = [{'a': jnp.array(v), 'b': jnp.zeros((2, 2))} for v in
+       ([1., 0., 0.], [0., 1., 0.], [1., 0., 1.])]
+
+  def h3(horizon):
+    opt = step_adaptation.step_adapted(optax.identity(), beta, target,
+                                       horizon=horizon)
+    state = opt.init(PARAMS)
+    for gi in g:
+      _, state = opt.update(gi, state)
+    return state.log_scale
+
+  def cos(x, y):
+    return np.dot(x, y) / np.linalg.norm(x) / np.linalg.norm(y)
+
+  g1, g2, g3 = (np.asarray(gi['a']) for gi in g)
+  h2 = beta * cos(g2, g1)  # U_1 = g_1 for any horizon: 0 here
+  np.testing.assert_allclose(h3(2.), h2 + beta * cos(g3, g1 / 2 + g2),
+                             rtol=1e-5)
+  np.testing.assert_allclose(h3(1.), h2 + beta * cos(g3, g2), atol=1e-6)
+  assert float(h3(2.)) > 0.1 > float(h3(1.))  # g_3 agrees with g_1 only
+
+
+def test_adapt_until_holds_the_scale_after_that_fraction():
+  """adapt_until 0.5 of 4 steps: h moves at steps 0 and 1 (progress 0,
+  0.25) and is held at 2 and 3; the updates keep exp(h) times the
+  direction. Without total_steps it is refused."""
+  opt = step_adaptation.step_adapted(optax.identity(), beta=1.,
+                                     target_cosine=0., total_steps=4,
+                                     adapt_until=0.5)
+  full = step_adaptation.step_adapted(optax.identity(), beta=1.,
+                                      target_cosine=0.)
+  s, f = opt.init(PARAMS), full.init(PARAMS)
+  hs, hf = [], []
+  for i in range(4):
+    u, s = opt.update(_grads(0), s)  # the same gradient: cosine 1
+    _, f = full.update(_grads(0), f)
+    hs.append(float(s.log_scale))
+    hf.append(float(f.log_scale))
+  np.testing.assert_allclose(hs, [0., 1., 1., 1.], atol=1e-6)
+  np.testing.assert_allclose(hf, [0., 1., 2., 3.], atol=1e-6)
+  np.testing.assert_allclose(u['a'], np.e * _grads(0)['a'], rtol=1e-6)
+  with pytest.raises(ValueError, match='total_steps: adapt_until'):
+    step_adaptation.step_adapted(optax.identity(), adapt_until=0.5)
+  with pytest.raises(ValueError, match='adapt_until'):
+    step_adaptation.step_adapted(optax.identity(), adapt_until=0.,
+                                 total_steps=4)
+
+
+def test_launcher_gives_the_calibrated_adam_the_run_length():
+  """`adam_step_calibrated` adapts over the first 10% of the run the
+  launcher passes on (here 15 steps: the first two move h, at progress 0
+  and 1/15; the third, at 2/15, does not) and is refused without it."""
+  from launchers.lib import common  # pylint: disable=g-import-not-at-top
+  from configs import a2c_catch  # pylint: disable=g-import-not-at-top
+  cfg = a2c_catch.get_config()
+  cfg.optimizer.name = 'adam_step_calibrated'
+  cfg.optimizer.max_grad_norm = 0.
+  opt = common.make_optimizer(cfg.optimizer, total_steps=15)
+  g = {'w': jnp.array([0.3, -2., 1.])}
+  s = opt.init(g)
+  for _ in range(3):
+    _, s = opt.update(g, s)
+  inner = s[0]
+  assert isinstance(inner, step_adaptation.StepAdaptationState)
+  # Step 0: no last direction (c 0); step 1: c = cos(g, Adam's first
+  # direction, sign(g)); step 2: held.
+  w = np.asarray(g['w'])
+  np.testing.assert_allclose(
+      inner.log_scale, w @ np.sign(w) / np.linalg.norm(w) / np.sqrt(3.),
+      rtol=1e-5)
+  with pytest.raises(ValueError, match='total_steps'):
+    common.make_optimizer(cfg.optimizer)
 
 
 def test_target_moves_with_the_training_progress_by_hand():

@@ -45,7 +45,19 @@ OPTAX_OPTIMIZERS = {
     'adam_step_adapted_z': functools.partial(
         lopt.step_adaptation.adam, beta=0.015, target_cosine=0.8,
         standardize=True),
+    # The gradient compared with the decayed sum of ~H past directions.
+    'adam_step_adapted_h10': functools.partial(
+        lopt.step_adaptation.adam, target_cosine=0., horizon=10.),
+    'adam_step_adapted_h100': functools.partial(
+        lopt.step_adaptation.adam, target_cosine=0., horizon=100.),
+    # The same, adapting over the first 10% of the run only (then held,
+    # so the rate's annealing is not undone).
+    'adam_step_calibrated': functools.partial(
+        lopt.step_adaptation.adam, target_cosine=0., horizon=100.,
+        adapt_until=0.1),
 }
+# Those of OPTAX_OPTIMIZERS that take the run's length (`total_steps`).
+OPTAX_LIFETIME_AWARE = ('adam_step_calibrated',)
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
 # 'learned' loads meta-params (and the cell config) from a file; the
@@ -125,7 +137,8 @@ def make_optimizer(opt_cfg, seed: int = 0,
                           1 if total_steps is None else total_steps)
   name = opt_cfg.name
   if name in OPTAX_OPTIMIZERS:
-    opt = OPTAX_OPTIMIZERS[name](lr)
+    opt = (OPTAX_OPTIMIZERS[name](lr, total_steps=total_steps)
+           if name in OPTAX_LIFETIME_AWARE else OPTAX_OPTIMIZERS[name](lr))
   elif name == 'learned':
     lo, meta_params = lopt.serialization.load(opt_cfg.meta_params_path)
     opt = lo.opt_fn(meta_params, learning_rate=lr, total_steps=total_steps)
