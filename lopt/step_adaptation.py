@@ -4,7 +4,7 @@
 `scale_by_adam()`, a learned optimizer's `direction_fn(meta_params)`) and
 scales its direction `u_t` by `exp(h_t)`, one log-scale `h` for the whole
 run, moved at every step by how the new gradient agrees with the last
-direction:
+direction (or the last ~`horizon` ones):
 
     c_t = cos(g_t, U_{t-1})                 (over all coordinates)
     h_t = clip(h_{t-1} + beta * (c_t - target_t), -limit, limit)
@@ -31,10 +31,10 @@ when gradients are noisy (the short-horizon bias, Wu et al. 2018). With a
 longer `horizon`, `g_t . U_{t-1}` is, up to curvature terms, that
 derivative for the loss ~`horizon` steps on. RL gradients are noisy, and
 Adam's direction keeps momentum, so the cosine of a well-sized step is a
-little above 0: `target_cosine` is where the scale stays put. `beta = 0` is `inner`.
-Within `limit`, the rate then sets only where `h` starts: every run is
-steered to the step at which the cosine averages the target, and which
-step that is depends on the task's gradient noise.
+little above 0: `target_cosine` is where the scale stays put. `beta = 0`
+is `inner`. Within `limit`, the rate then sets only where `h` starts:
+every run is steered to the step at which the cosine averages the target,
+and which step that is depends on the task's gradient noise.
 The constants may be JAX values (traced, e.g. searched by `lopt.es`).
 
 Chain it with the learning rate as any direction:
@@ -175,7 +175,8 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
     if total_steps is not None:
       p = optimizer_lib.progress(state.count, total_steps)
       target = target + target_slope * p
-      rate = jnp.where(p < adapt_until, beta, 0.)
+      # Held from `adapt_until` on (never, at 1: also past the run's end).
+      rate = jnp.where((p < adapt_until) | (adapt_until >= 1.), beta, 0.)
     c = cosine(updates, state.last, standardize)
     log_scale = jnp.clip(state.log_scale + rate * (c - target),
                          -limit, limit)
