@@ -11,9 +11,10 @@ tuned constant-rate Adam 1), on the same run keys throughout.
     (`lopt.step_adaptation`: scaled by exp(h), h += beta * (cos(g_t,
     u_{t-1}) - target)), at 0.1-10x the tasks' rates: whether such a step
     buys rate robustness on the mix. Each spec is
-    [NAME@]beta:target[:slope][hH][z], NAME a shipped learned optimizer's
-    direction (default Adam's), slope the target's change over the run,
-    H the horizon (the gradient is compared with ~H past directions);
+    [NAME@]beta:target[:slope][hH][uF][z], NAME a shipped learned
+    optimizer's direction (default Adam's), slope the target's change over
+    the run, H the horizon (the gradient is compared with ~H past
+    directions), F the fraction of the run it adapts over (`adapt_until`);
     a final 'z' measures the cosine and target in standard deviations of
     chance (`standardize`); beta 0 is the direction as it is. A spec
     optax:NAME is one of optax's step-finding optimizers (SCALE_FINDERS:
@@ -140,12 +141,14 @@ def adapt_probe(preset, specs, n, seed=555):
       if spec == 'adam':
         return d
       standardize = adapt.endswith('z')  # the target in sqrt(N) units
-      adapt, _, horizon = adapt.rstrip('z').partition('h')
+      adapt, _, until = adapt.rstrip('z').partition('u')
+      adapt, _, horizon = adapt.partition('h')
       beta, target, *slope = (float(x) for x in adapt.split(':'))
       return lopt.step_adaptation.step_adapted(
           d, beta, target, target_slope=slope[0] if slope else 0.,
-          total_steps=steps if slope else None, standardize=standardize,
-          horizon=float(horizon or 1))
+          total_steps=steps if slope or until else None,
+          standardize=standardize, horizon=float(horizon or 1),
+          adapt_until=float(until or 1))
 
     def optimizer(f, lr, steps, spec=spec):
       if spec.startswith('optax:'):  # a step-finding optimizer of optax's
