@@ -14,7 +14,6 @@ factor (x the task's Adam rate), env steps (default 1e6), seed (0).
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from launchers.lib import common
@@ -42,7 +41,8 @@ def main(argv):
   seed = int(argv[5]) if len(argv) > 5 else 0
   cfg = suite.task_config(task, name, factor, seed, 1, steps, steps)
   agent, algo, per_update = training.validate(cfg)
-  total = cfg.num_updates * common.optimizer_steps_per_update(cfg)
+  per_step = common.optimizer_steps_per_update(cfg)
+  total = cfg.num_updates * per_step
   optimizer = common.make_optimizer(cfg.optimizer, seed=seed,
                                     total_steps=total)
   lr = common.make_learning_rate(cfg.optimizer.learning_rate,
@@ -55,7 +55,7 @@ def main(argv):
   for i in range(cfg.num_updates // cfg.log_every):
     state, metrics = chunk(state)
     if i % 10 == 9 or i == 0:
-      t = (i + 1) * cfg.log_every * common.optimizer_steps_per_update(cfg)
+      t = (i + 1) * cfg.log_every * per_step
       rate = float(lr(t)) if callable(lr) else lr
       h = float(_log_scale(state.opt_state))
       ret = float(np.nanmean(common.mean_episode_return(
