@@ -190,6 +190,12 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+# The calibrated rule (`adam_step_calibrated` in the launchers): the
+# gradient against ~100 past directions, target 0, `h` adapting over the
+# first 10% of the run and held after (docs/results/es). Needs total_steps.
+CALIBRATED = dict(target_cosine=0., horizon=100., adapt_until=0.1)
+
+
 def adam(learning_rate, beta: float = 1., target_cosine: float = 0.01,
          limit: float = 3., standardize: bool = False, horizon: float = 1.,
          adapt_until: float = 1., total_steps=None

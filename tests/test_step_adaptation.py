@@ -197,6 +197,42 @@ def test_launcher_gives_the_calibrated_adam_the_run_length():
     common.make_optimizer(cfg.optimizer)
 
 
+def test_a_shipped_direction_under_the_calibrated_rule():
+  """'<shipped>_calibrated' is the shipped optimizer's own update times
+  exp(h), h moved by cos(g, its past directions) as in `step_adapted`: the
+  first step is the shipped one's (no past direction, h = 0), the second
+  exp(h_1) times it with h_1 the cosine with the first direction."""
+  from launchers.lib import common  # pylint: disable=g-import-not-at-top
+  from configs import a2c_catch  # pylint: disable=g-import-not-at-top
+  cfg = a2c_catch.get_config()
+  cfg.optimizer.max_grad_norm = 0.
+  cfg.optimizer.learning_rate = 0.01
+  cfg.optimizer.name = lopt.pretrained_lib.DEFAULT + '_calibrated'
+  opt = common.make_optimizer(cfg.optimizer, total_steps=100)
+  plain = lopt.pretrained(lopt.pretrained_lib.DEFAULT, 0.01)
+  params = {'w': jnp.zeros((2, 3)), 'b': jnp.zeros(3)}
+  grads = [{'w': jnp.array([[0.3, -2., 1.], [0.5, 0.1, -0.4]]),
+            'b': jnp.array([1., -0.2, 0.])},
+           {'w': jnp.array([[0.2, -1., 1.5], [-0.5, 0.3, -0.1]]),
+            'b': jnp.array([0.7, 0.1, 0.3])}]
+  s, p = opt.init(params), plain.init(params)
+  first, s = opt.update(grads[0], s, params)
+  ref, p = plain.update(grads[0], p, params)
+  def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+
+  jax.tree.map(close, first, ref)
+  second, s = opt.update(grads[1], s, params)
+  ref2, _ = plain.update(grads[1], p, params)
+  # The first direction (before the rate, whose sign flips it).
+  h1 = step_adaptation.cosine(grads[1], jax.tree.map(lambda u: -u / 0.01,
+                                                     ref))
+  assert abs(float(h1)) > 0.05
+  jax.tree.map(lambda a, b: close(a, np.exp(float(h1)) * b), second, ref2)
+  with pytest.raises(ValueError, match='total_steps'):
+    common.make_optimizer(cfg.optimizer)
+
+
 def test_target_moves_with_the_training_progress_by_hand():
   """target_t = target + slope * t / total_steps: at t = 0 and t = 1 of 2."""
   beta, target, slope = 0.5, 0.1, 0.4

@@ -108,11 +108,21 @@ def test_reduced_sweep_rechecked_at_the_standard_budget(tmp_path,
     del seed
     return -abs(np.log(factor / (1. if updates == 2 else 0.3)))
 
-  cfg = tiny_config(budgets='cartpole=2048', tune_steps='cartpole=1024')
+  cfg = tiny_config(envs='cartpole,acrobot',
+                    budgets='cartpole=2048,acrobot=2048',
+                    tune_steps='cartpole=1024,acrobot=1024')
   plan, store, train = run_fake(cfg, tmp_path, returns, monkeypatch, True)
   assert suite.choices(plan, store)[('cartpole', 'adam')] == 0.3
   rechecked = [c for c in train.calls if c.startswith('recheck_cartpole_adam')]
   assert len(rechecked) == 3 and all(c.endswith('_2048') for c in rechecked)
+  # Every sweep before any recheck; the rechecks optimizer by optimizer.
+  stages = [c.split('_')[:3] for c in train.calls if not
+            c.startswith('report')]
+  first = stages.index(['recheck', 'cartpole', 'adam'])
+  assert all(s[0] == 'tune' for s in stages[:first])
+  assert [s[1:] for s in stages[first:]][::3] == [
+      ['cartpole', 'adam'], ['acrobot', 'adam'], ['cartpole', 'rmsprop'],
+      ['acrobot', 'rmsprop']]
   assert any(c.startswith('report_cartpole_adam_x0.3_') and
              c.endswith('_2048') for c in train.calls)
 

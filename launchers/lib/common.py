@@ -53,8 +53,7 @@ OPTAX_OPTIMIZERS = {
     # The same, adapting over the first 10% of the run only (then held,
     # so the rate's annealing is not undone).
     'adam_step_calibrated': functools.partial(
-        lopt.step_adaptation.adam, target_cosine=0., horizon=100.,
-        adapt_until=0.1),
+        lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED),
 }
 # Those of OPTAX_OPTIMIZERS that take the run's length (`total_steps`).
 OPTAX_LIFETIME_AWARE = ('adam_step_calibrated',)
@@ -62,8 +61,13 @@ OPTAX_LIFETIME_AWARE = ('adam_step_calibrated',)
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
 # 'learned' loads meta-params (and the cell config) from a file; the
 # optimizers shipped in lopt/pretrained load by their name.
+# A shipped optimizer's learned direction under adam_step_calibrated's step
+# rule: '<shipped name>_calibrated' (lifetime-aware: takes total_steps).
+CALIBRATED = '_calibrated'
+CALIBRATED_NAMES = tuple(n + CALIBRATED for n in lopt.pretrained_lib.names())
 OPTIMIZER_NAMES = (tuple(sorted(OPTAX_OPTIMIZERS)) + LEARNED_CELLS +
-                   ('learned',) + lopt.pretrained_lib.names())
+                   ('learned',) + lopt.pretrained_lib.names() +
+                   CALIBRATED_NAMES)
 
 
 # Learning-rate schedules a config may name (`optimizer.lr_schedule`): the
@@ -142,6 +146,13 @@ def make_optimizer(opt_cfg, seed: int = 0,
   elif name == 'learned':
     lo, meta_params = lopt.serialization.load(opt_cfg.meta_params_path)
     opt = lo.opt_fn(meta_params, learning_rate=lr, total_steps=total_steps)
+  elif name in CALIBRATED_NAMES:
+    lo, meta_params = lopt.pretrained_lib.load(name[:-len(CALIBRATED)])
+    opt = optax.chain(
+        lopt.step_adaptation.step_adapted(
+            lo.direction_fn(meta_params, total_steps),
+            total_steps=total_steps, **lopt.step_adaptation.CALIBRATED),
+        optax.scale_by_learning_rate(lr))
   elif name in lopt.pretrained_lib.names():
     # lopt.pretrained(name, lr), with the run length passed on.
     lo, meta_params = lopt.pretrained_lib.load(name)

@@ -425,13 +425,16 @@ def tune(plan: Plan, store: Store, brax_steps: int) -> None:
                                 plan.tune_steps[t])]
   runner = Runner(store, brax_steps, known, files=plan.files)
   # Every cheap sweep first, then the standard-budget rechecks, so that a
-  # stopped run has swept every task.
+  # stopped run has swept every task; the rechecks optimizer by optimizer
+  # (Adam, the yardstick, first), so a stopped run has each one's whole row.
   for recheck in (False, True):
-    for task in plan.tasks:
-      for optimizer in plan.optimizers:
-        factor = chosen_factor(plan, store, task, optimizer, runner, recheck)
-        print(f'-- {task} {optimizer}: chosen x{factor:g} (tuning seeds'
-              f'{"" if recheck else ", sweep"})', flush=True)
+    pairs = [(t, o) for t in plan.tasks for o in plan.optimizers]
+    if recheck:
+      pairs.sort(key=lambda p: plan.optimizers.index(p[1]))
+    for task, optimizer in pairs:
+      factor = chosen_factor(plan, store, task, optimizer, runner, recheck)
+      print(f'-- {task} {optimizer}: chosen x{factor:g} (tuning seeds'
+            f'{"" if recheck else ", sweep"})', flush=True)
 
 
 def report(plan: Plan, store: Store, brax_steps: int) -> None:
