@@ -144,12 +144,16 @@ def test_sweep_so_far_table_hand_values():
   # Two optimizers' tuning runs on a task with no fresh seeds yet: each
   # row's mean over seeds per factor, its best in bold, a factor not yet
   # run left blank, an optimizer with no runs left out.
-  def row(opt, factor, seed, value):
-    return {'stage': 'tune', 'task': 'asterix_minatar', 'optimizer': opt,
+  # Then the rechecks at the standard budget so far, in a table of their
+  # own.
+  def row(opt, factor, seed, value, stage='tune', steps='1000000'):
+    return {'stage': stage, 'task': 'asterix_minatar', 'optimizer': opt,
             'factor': str(factor), 'seed_start': '0', 'seed': str(seed),
-            'env_steps': '1000000', 'final_return': str(value)}
+            'env_steps': steps, 'final_return': str(value)}
   rows = [row('adam', 1, 0, 1.), row('adam', 1, 1, 2.), row('adam', 3, 0, 4.),
-          row('adam', 3, 1, 5.), row('lion', 1, 0, 7.), row('lion', 1, 1, 8.)]
+          row('adam', 3, 1, 5.), row('lion', 1, 0, 7.), row('lion', 1, 1, 8.),
+          row('adam', 3, 0, 20., 'recheck', '10000000'),
+          row('adam', 3, 1, 30., 'recheck', '10000000')]
   info = suite_summary.SuiteInfo(('asterix_minatar', 'cartpole'),
                                  ('adam', 'lion', 'rmsprop'), (1., 3.), {},
                                  {}, 2, 2, [0], [100], '')
@@ -159,7 +163,10 @@ def test_sweep_so_far_table_hand_values():
   assert lines[2] == '| optimizer | x1 | x3 |'
   assert lines[4] == '| adam | 1.5 | **4.5** |'
   assert lines[5] == '| lion | **7.5** |  |'
-  assert lines[6] == '' and len(lines) == 7  # no rmsprop, no cartpole
+  assert lines[6] == ''  # no rmsprop
+  assert lines[7:] == [
+      '### asterix_minatar (10,000,000 env steps, 2 tuning seeds, rechecks)',
+      '', '| optimizer | x3 |', '|---|---|', '| adam | **25** |', '']
 
 
 def test_normalize_hand_values():

@@ -410,33 +410,40 @@ def plot_task_curves(path: str, task: str, curve_files: Dict[str, List[str]],
 
 
 def sweep_tables(rows, info: SuiteInfo, tasks: Sequence[str]) -> List[str]:
-  """Per task without fresh-seed figures yet, the tuning sweep so far:
-  mean final return on the tuning seeds per (optimizer, factor), the best
-  of each row in bold. A choosing set, not a report (no normalisation, no
-  fresh seeds)."""
+  """Per task without fresh-seed figures yet, the tuning sweep so far, and
+  the standard-budget rechecks of a reduced-budget sweep so far: mean final
+  return on the tuning seeds per (optimizer, factor), the best of each row
+  in bold. A choosing set, not a report (no normalisation, no fresh
+  seeds)."""
   out = []
   for task in tasks:
-    tuned = [r for r in rows if r['stage'] == 'tune' and r['task'] == task]
-    if not tuned:
-      continue
-    factors = sorted({float(r['factor']) for r in tuned})
-    steps = sorted({int(r['env_steps']) for r in tuned})
-    out += [f'### {task} ({", ".join(f"{s:,}" for s in steps)} env steps, '
-            f'{info.tune_seeds} tuning seeds)', '',
-            '| optimizer | ' + ' | '.join(f'x{f:g}' for f in factors) + ' |',
-            '|---|' + '---|' * len(factors)]
-    for opt in info.optimizers:
-      means = {f: _mean(_finals(tuned, 'tune', task, opt, f)) for f in factors}
-      done = {f: m for f, m in means.items() if np.isfinite(m)}
-      if not done:
-        continue
-      best = max(done, key=done.get)
-      out.append(f'| {opt} | ' + ' | '.join(
-          '' if f not in done else
-          (f'**{done[f]:.3g}**' if f == best else f'{done[f]:.3g}')
-          for f in factors) + ' |')
-    out.append('')
+    for stage, what in (('tune', ''), ('recheck', ', rechecks')):
+      done_rows = [r for r in rows
+                   if r['stage'] == stage and r['task'] == task]
+      if done_rows:
+        out += _sweep_table(done_rows, info, task, stage, what)
   return out
+
+
+def _sweep_table(rows, info: SuiteInfo, task: str, stage: str,
+                 what: str) -> List[str]:
+  factors = sorted({float(r['factor']) for r in rows})
+  steps = sorted({int(r['env_steps']) for r in rows})
+  out = [f'### {task} ({", ".join(f"{s:,}" for s in steps)} env steps, '
+         f'{info.tune_seeds} tuning seeds{what})', '',
+         '| optimizer | ' + ' | '.join(f'x{f:g}' for f in factors) + ' |',
+         '|---|' + '---|' * len(factors)]
+  for opt in info.optimizers:
+    means = {f: _mean(_finals(rows, stage, task, opt, f)) for f in factors}
+    done = {f: m for f, m in means.items() if np.isfinite(m)}
+    if not done:
+      continue
+    best = max(done, key=done.get)
+    out.append(f'| {opt} | ' + ' | '.join(
+        '' if f not in done else
+        (f'**{done[f]:.3g}**' if f == best else f'{done[f]:.3g}')
+        for f in factors) + ' |')
+  return out + ['']
 
 
 def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
@@ -496,8 +503,10 @@ def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
   if sweeps:
     text += ['## Tuning sweep so far (tasks without fresh-seed figures)', '',
              'Mean final return on the tuning seeds, per rate factor (best '
-             'of each row in bold): the rates are chosen from these, and '
-             'they are not a result (no fresh seeds, not normalised).', '',
+             'of each row in bold), in the sweep and then in the rechecks '
+             'of its best rate and neighbours at the standard budget: the '
+             'rates are chosen from these, and they are not a result (no '
+             'fresh seeds, not normalised).', '',
              *sweeps]
   path = os.path.join(out_dir, 'summary.md')
   with open(path, 'w') as f:
