@@ -44,6 +44,10 @@ Chain it with the learning rate as any direction:
     ...     lopt.step_adaptation.step_adapted(optax.scale_by_adam()),
     ...     optax.scale_by_learning_rate(1e-3))
 
+With `group_by`, each group of parameters (by default one per network:
+`by_network`, e.g. a PPO agent's policy and value nets) has its own `h`,
+moved by the cosine over that group's coordinates only.
+
 The state holds `U` (the parameters' shapes, never their values) and
 `h`. Non-finite coordinates are left out of the cosine: their
 updates are non-finite as `inner` makes them (Adam's stay so), and `h` goes
@@ -68,7 +72,8 @@ class StepAdaptationState(NamedTuple):
     inner: the wrapped transformation's state.
     last: `U_{t-1}`, the last direction or the decayed sum of the last
       directions (zeros before the first step), in the updates' structure.
-    log_scale: [] float32, `h`: the direction is scaled by `exp(h)`.
+    log_scale: [] float32, `h`: the direction is scaled by `exp(h)`
+      ([G], one per group, with `group_by`).
   """
   count: jax.Array
   inner: Any
@@ -93,6 +98,31 @@ def cosine(a, b, standardize: bool = False) -> jax.Array:
   return c
 
 
+def by_network(path) -> str:
+  """A leaf's group for `step_adapted(group_by=...)`: the first name of
+  its top-level module (Haiku's `'policy/~/linear_1'` -> `'policy'`), so
+  one group per network of an agent with separate policy and value nets,
+  and one per top-level layer otherwise."""
+  if not path:
+    return ''
+  first = path[0]
+  name = getattr(first, 'key', getattr(first, 'name', getattr(
+      first, 'idx', first)))
+  return str(name).split('/')[0]
+
+
+def groups(tree, group_by) -> tuple:
+  """(group index of each leaf of `tree`, in leaf order; number of
+  groups), groups numbered in order of first appearance; one group (0)
+  when `group_by` is None."""
+  paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  if group_by is None:
+    return (0,) * len(paths), 1
+  labels = [group_by(p) for p in paths]
+  order = list(dict.fromkeys(labels))
+  return tuple(order.index(label) for label in labels), len(order)
+
+
 def _check(value, field: str, ok, allowed: str):
   """`value` (a number) if `ok(value)`, else ValueError naming `field`; a
   JAX value passes unchecked (it may be traced)."""
@@ -108,7 +138,8 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
                  target_cosine=0.01, limit: float = 3.,
                  target_slope=0., total_steps=None,
                  standardize: bool = False, horizon: float = 1.,
-                 adapt_until: float = 1.) -> optax.GradientTransformation:
+                 adapt_until: float = 1.,
+                 group_by=None) -> optax.GradientTransformation:
   """`inner`'s direction times `exp(h)`, `h` adapted by the gradient's
   cosine with the last direction (module docstring).
 
@@ -134,6 +165,10 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
       past directions the gradient is compared with; 1: the last one.
     adapt_until: in (0, 1], the fraction of the run over which `h`
       adapts; it is held after. Below 1 it needs `total_steps`.
+    group_by: None (one `h` for all parameters) or a function of a leaf's
+      tree path (`jax.tree_util` keys) to a group label: one `h` per group,
+      moved by the cosine over its coordinates (`by_network`: one per
+      top-level network).
 
   Returns:
     An optax transformation whose updates are the scaled directions; chain
@@ -162,12 +197,29 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
   else:
     total_steps = optimizer_lib.check_total_steps(total_steps)
 
+  if group_by is not None and not callable(group_by):
+    raise ValueError('group_by: must be None or a function of a tree path '
+                     f'(e.g. step_adaptation.by_network), got {group_by!r}')
+
   def init_fn(params):
+    num_groups = groups(params, group_by)[1]
     return StepAdaptationState(
         count=jnp.zeros((), jnp.int32),
         inner=inner.init(params),
         last=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
-        log_scale=jnp.zeros((), jnp.float32))
+        log_scale=jnp.zeros(() if group_by is None else (num_groups,),
+                            jnp.float32))
+
+  def group_cosines(updates, last):
+    """[G] cosines, group by group (a scalar without group_by)."""
+    if group_by is None:
+      return cosine(updates, last, standardize)
+    ids, num_groups = groups(updates, group_by)
+    ups, lasts = jax.tree.leaves(updates), jax.tree.leaves(last)
+    return jnp.stack([
+        cosine([u for u, i in zip(ups, ids) if i == g],
+               [v for v, i in zip(lasts, ids) if i == g], standardize)
+        for g in range(num_groups)])
 
   def update_fn(updates, state, params=None):
     direction, inner_state = inner.update(updates, state.inner, params)
@@ -177,11 +229,17 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
       target = target + target_slope * p
       # Held from `adapt_until` on (never, at 1: also past the run's end).
       rate = jnp.where((p < adapt_until) | (adapt_until >= 1.), beta, 0.)
-    c = cosine(updates, state.last, standardize)
+    c = group_cosines(updates, state.last)
     log_scale = jnp.clip(state.log_scale + rate * (c - target),
                          -limit, limit)
     scale = jnp.exp(log_scale)
-    scaled = jax.tree.map(lambda u: (scale * u).astype(u.dtype), direction)
+    if group_by is None:
+      scaled = jax.tree.map(lambda u: (scale * u).astype(u.dtype), direction)
+    else:
+      leaves, treedef = jax.tree.flatten(direction)
+      scaled = treedef.unflatten([
+          (scale[i] * u).astype(u.dtype)
+          for u, i in zip(leaves, groups(direction, group_by)[0])])
     last = jax.tree.map(lambda v, u: keep * v + u.astype(jnp.float32),
                         state.last, direction)
     return scaled, StepAdaptationState(optax.safe_increment(state.count),
@@ -198,12 +256,13 @@ CALIBRATED = dict(target_cosine=0., horizon=100., adapt_until=0.1)
 
 def adam(learning_rate, beta: float = 1., target_cosine: float = 0.01,
          limit: float = 3., standardize: bool = False, horizon: float = 1.,
-         adapt_until: float = 1., total_steps=None
+         adapt_until: float = 1., total_steps=None, group_by=None
          ) -> optax.GradientTransformation:
   """optax's Adam (default moments) with a self-adapting step
   (`step_adapted`); `learning_rate` a float or a schedule."""
   return optax.chain(
       step_adapted(optax.scale_by_adam(), beta, target_cosine, limit,
                    standardize=standardize, horizon=horizon,
-                   adapt_until=adapt_until, total_steps=total_steps),
+                   adapt_until=adapt_until, total_steps=total_steps,
+                   group_by=group_by),
       optax.scale_by_learning_rate(learning_rate))

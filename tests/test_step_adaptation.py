@@ -119,6 +119,47 @@ def test_bad_settings_are_named(kwargs, field):
     step_adaptation.step_adapted(optax.identity(), **kwargs)
 
 
+def test_one_scale_per_network_by_hand():
+  """`group_by=by_network`: the policy's and the value net's `h` move by
+  the cosine over their own coordinates (identity direction, beta 0.5,
+  target 0), and each net's update is scaled by its own exp(h)."""
+  params = {'policy/~/linear': {'w': jnp.zeros((2, 2)), 'b': jnp.zeros(2)},
+            'value/~/linear': {'w': jnp.zeros((2, 1))}}
+  assert step_adaptation.groups(params, step_adaptation.by_network) == (
+      (0, 0, 1), 2)
+  g1 = {'policy/~/linear': {'w': jnp.array([[1., 0.], [0., 0.]]),
+                            'b': jnp.array([0., 1.])},
+        'value/~/linear': {'w': jnp.array([[1.], [1.]])}}
+  g2 = {'policy/~/linear': {'w': jnp.array([[1., 1.], [0., 0.]]),
+                            'b': jnp.array([0., -1.])},
+        'value/~/linear': {'w': jnp.array([[-2.], [-2.]])}}
+  opt = step_adaptation.step_adapted(
+      optax.identity(), beta=0.5, target_cosine=0.,
+      group_by=step_adaptation.by_network)
+  state = opt.init(params)
+  assert state.log_scale.shape == (2,)
+  _, state = opt.update(g1, state)
+  np.testing.assert_allclose(state.log_scale, [0., 0.])
+  out, state = opt.update(g2, state)
+  # Policy: (1*1 + 1*(-1)) / (sqrt 2 sqrt 3) = 0; value: -1.
+  h = np.array([0., -0.5])
+  np.testing.assert_allclose(state.log_scale, h, atol=1e-7)
+  np.testing.assert_allclose(out['policy/~/linear']['b'], [0., -1.])
+  np.testing.assert_allclose(out['value/~/linear']['w'],
+                             np.exp(-0.5) * np.array([[-2.], [-2.]]),
+                             rtol=1e-6)
+  # The whole-network form moves one h by the cosine over all of them.
+  whole = step_adaptation.step_adapted(optax.identity(), beta=0.5,
+                                       target_cosine=0.)
+  ws = whole.init(params)
+  _, ws = whole.update(g1, ws)
+  _, ws = whole.update(g2, ws)
+  np.testing.assert_allclose(ws.log_scale, 0.5 * (-4.) / (2. * np.sqrt(11.)),
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match='group_by'):
+    step_adaptation.step_adapted(optax.identity(), group_by='network')
+
+
 def test_horizon_compares_with_the_decayed_sum_by_hand():
   """horizon 2: U_t = U_{t-1} / 2 + u_t, and h_3 uses cos(g_3, U_2) where
   U_2 = g_1 / 2 + g_2 (identity direction); horizon 1 is the last one."""

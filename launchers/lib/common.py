@@ -54,9 +54,13 @@ OPTAX_OPTIMIZERS = {
     # so the rate's annealing is not undone).
     'adam_step_calibrated': functools.partial(
         lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED),
+    # The same with one step per network (a PPO agent's policy and value).
+    'adam_step_calibrated_split': functools.partial(
+        lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED,
+        group_by=lopt.step_adaptation.by_network),
 }
 # Those of OPTAX_OPTIMIZERS that take the run's length (`total_steps`).
-OPTAX_LIFETIME_AWARE = ('adam_step_calibrated',)
+OPTAX_LIFETIME_AWARE = ('adam_step_calibrated', 'adam_step_calibrated_split')
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
 # 'learned' loads meta-params (and the cell config) from a file; the
