@@ -74,11 +74,14 @@ class StepAdaptationState(NamedTuple):
       directions (zeros before the first step), in the updates' structure.
     log_scale: [] float32, `h`: the direction is scaled by `exp(h)`
       ([G], one per group, with `group_by`).
+    recent: with `delay` d > 0, the last d directions, not yet in `last`
+      ([d, ...] per leaf; step t's at index t mod d); else ().
   """
   count: jax.Array
   inner: Any
   last: Any
   log_scale: jax.Array
+  recent: Any = ()
 
 
 def cosine(a, b, standardize: bool = False) -> jax.Array:
@@ -138,8 +141,8 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
                  target_cosine=0.01, limit: float = 3.,
                  target_slope=0., total_steps=None,
                  standardize: bool = False, horizon: float = 1.,
-                 adapt_until: float = 1.,
-                 group_by=None) -> optax.GradientTransformation:
+                 adapt_until: float = 1., group_by=None,
+                 delay: int = 0) -> optax.GradientTransformation:
   """`inner`'s direction times `exp(h)`, `h` adapted by the gradient's
   cosine with the last direction (module docstring).
 
@@ -169,6 +172,12 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
       tree path (`jax.tree_util` keys) to a group label: one `h` per group,
       moved by the cosine over its coordinates (`by_network`: one per
       top-level network).
+    delay: >= 0 steps: the gradient is compared with the directions taken
+      at least `delay` + 1 steps before (`U_{t-1-delay}`), not the most
+      recent ones. With the optimizer steps of one agent update (PPO:
+      epochs x minibatches), the comparison leaves out the steps taken on
+      the gradient's own batch, which agree with it because they fit the
+      same samples.
 
   Returns:
     An optax transformation whose updates are the scaled directions; chain
@@ -197,6 +206,9 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
   else:
     total_steps = optimizer_lib.check_total_steps(total_steps)
 
+  if isinstance(delay, bool) or int(delay) != delay or delay < 0:
+    raise ValueError(f'delay: must be an int >= 0 (steps), got {delay!r}')
+  delay = int(delay)
   if group_by is not None and not callable(group_by):
     raise ValueError('group_by: must be None or a function of a tree path '
                      f'(e.g. step_adaptation.by_network), got {group_by!r}')
@@ -208,7 +220,9 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
         inner=inner.init(params),
         last=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
         log_scale=jnp.zeros(() if group_by is None else (num_groups,),
-                            jnp.float32))
+                            jnp.float32),
+        recent=() if not delay else jax.tree.map(
+            lambda p: jnp.zeros((delay,) + p.shape, jnp.float32), params))
 
   def group_cosines(updates, last):
     """[G] cosines, group by group (a scalar without group_by)."""
@@ -240,10 +254,17 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
       scaled = treedef.unflatten([
           (scale[i] * u).astype(u.dtype)
           for u, i in zip(leaves, groups(direction, group_by)[0])])
-    last = jax.tree.map(lambda v, u: keep * v + u.astype(jnp.float32),
-                        state.last, direction)
+    new = jax.tree.map(lambda u: u.astype(jnp.float32), direction)
+    recent = state.recent
+    if delay:
+      # U takes the direction of `delay` steps ago; this one waits.
+      slot = state.count % delay
+      new, recent = (jax.tree.map(lambda r: r[slot], recent),
+                     jax.tree.map(lambda r, u: r.at[slot].set(u), recent,
+                                  new))
+    last = jax.tree.map(lambda v, u: keep * v + u, state.last, new)
     return scaled, StepAdaptationState(optax.safe_increment(state.count),
-                                       inner_state, last, log_scale)
+                                       inner_state, last, log_scale, recent)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -256,13 +277,13 @@ CALIBRATED = dict(target_cosine=0., horizon=100., adapt_until=0.1)
 
 def adam(learning_rate, beta: float = 1., target_cosine: float = 0.01,
          limit: float = 3., standardize: bool = False, horizon: float = 1.,
-         adapt_until: float = 1., total_steps=None, group_by=None
-         ) -> optax.GradientTransformation:
+         adapt_until: float = 1., total_steps=None, group_by=None,
+         delay: int = 0) -> optax.GradientTransformation:
   """optax's Adam (default moments) with a self-adapting step
   (`step_adapted`); `learning_rate` a float or a schedule."""
   return optax.chain(
       step_adapted(optax.scale_by_adam(), beta, target_cosine, limit,
                    standardize=standardize, horizon=horizon,
                    adapt_until=adapt_until, total_steps=total_steps,
-                   group_by=group_by),
+                   group_by=group_by, delay=delay),
       optax.scale_by_learning_rate(learning_rate))

@@ -10,6 +10,9 @@ rate's annealing).
 
 Arguments: task, optimizer (a named one built on `step_adapted`), rate
 factor (x the task's Adam rate), env steps (default 1e6), seed (0).
+With one scale per network (`adam_step_calibrated_split`) each line has
+one h and one step rate per network, in the parameters' order (PPO:
+policy, then value).
 """
 import sys
 
@@ -57,13 +60,16 @@ def main(argv):
     if i % 10 == 9 or i == 0:
       t = (i + 1) * cfg.log_every * per_step
       rate = float(lr(t)) if callable(lr) else lr
-      h = float(_log_scale(state.opt_state))
+      # One h, or one per group (`group_by`).
+      hs = np.atleast_1d(np.asarray(_log_scale(state.opt_state)))
       ret = float(np.nanmean(common.mean_episode_return(
           jax.tree.map(lambda x: x[None], metrics))))
+      h_text = ' '.join(f'{h:+.2f} (x{np.exp(h):.2f})' for h in hs)
+      steps = ' '.join(f'{rate * np.exp(h):.2e}' for h in hs)
       print(f'update {(i + 1) * cfg.log_every:5d} | env steps '
-            f'{(i + 1) * cfg.log_every * per_update:9d} | h {h:+.2f} '
-            f'(x{np.exp(h):.2f}) | rate {rate:.2e} | step rate '
-            f'{rate * np.exp(h):.2e} | return {ret:.2f}', flush=True)
+            f'{(i + 1) * cfg.log_every * per_update:9d} | h {h_text} '
+            f'| rate {rate:.2e} | step rate {steps} | return {ret:.2f}',
+            flush=True)
 
 
 if __name__ == '__main__':

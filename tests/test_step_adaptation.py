@@ -119,6 +119,32 @@ def test_bad_settings_are_named(kwargs, field):
     step_adaptation.step_adapted(optax.identity(), **kwargs)
 
 
+def test_delay_compares_with_older_directions_by_hand():
+  """delay 2 (horizon 1): h_t moves by cos(g_t, u_{t-3}); the first three
+  steps see no direction yet (c 0), the fourth the first one's."""
+  g = [{'a': jnp.array(v), 'b': jnp.zeros((2, 2))} for v in
+       ([1., 0., 0.], [0., 1., 0.], [0., 0., 1.], [1., 1., 0.])]
+  opt = step_adaptation.step_adapted(optax.identity(), beta=0.5,
+                                     target_cosine=0., delay=2)
+  state = opt.init(PARAMS)
+  for i in range(3):
+    _, state = opt.update(g[i], state)
+    np.testing.assert_allclose(state.log_scale, 0.)
+  _, state = opt.update(g[3], state)
+  np.testing.assert_allclose(state.log_scale, 0.5 / np.sqrt(2.), rtol=1e-6)
+  # Without the delay the fourth step meets the third direction (c 0) and
+  # the second step the first (c 0), the third the second (c 0).
+  plain = step_adaptation.step_adapted(optax.identity(), beta=0.5,
+                                       target_cosine=0.)
+  ps = plain.init(PARAMS)
+  for i in range(4):
+    _, ps = plain.update(g[i], ps)
+  np.testing.assert_allclose(ps.log_scale, 0.)
+  for bad in (-1, 1.5, True):
+    with pytest.raises(ValueError, match='delay'):
+      step_adaptation.step_adapted(optax.identity(), delay=bad)
+
+
 def test_one_scale_per_network_by_hand():
   """`group_by=by_network`: the policy's and the value net's `h` move by
   the cosine over their own coordinates (identity direction, beta 0.5,

@@ -58,9 +58,15 @@ OPTAX_OPTIMIZERS = {
     'adam_step_calibrated_split': functools.partial(
         lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED,
         group_by=lopt.step_adaptation.by_network),
+    # The same comparing with directions at least one MinAtar PPO update
+    # old (4 epochs x 8 minibatches = 32 steps), not its own batch's.
+    'adam_step_calibrated_delayed': functools.partial(
+        lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED,
+        delay=32),
 }
 # Those of OPTAX_OPTIMIZERS that take the run's length (`total_steps`).
-OPTAX_LIFETIME_AWARE = ('adam_step_calibrated', 'adam_step_calibrated_split')
+OPTAX_LIFETIME_AWARE = ('adam_step_calibrated', 'adam_step_calibrated_split',
+                        'adam_step_calibrated_delayed')
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
 # 'learned' loads meta-params (and the cell config) from a file; the
