@@ -376,7 +376,7 @@ def plot_aggregate(path: str, agg: List[dict], optimizers) -> str:
     ax.set_yticks(range(len(optimizers)))
     ax.set_yticklabels(optimizers)
     ax.set_title(title)
-    ax.set_xlabel('IQM normalized return (random 0, tuned Adam 1), 95% CI')
+    ax.set_xlabel('IQM normalized return, 95% CI\n(random 0, tuned Adam 1)')
     ax.grid(alpha=0.3, axis='x')
   axes[0].legend(fontsize=8)
   fig.tight_layout()
