@@ -36,9 +36,10 @@ _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed calls of each.')
 def ours(cfg, seeds: int, updates: int):
   """(run, state): our PPO from the config, `seeds` agents vmapped."""
   agent, algo, _ = common.make_agent(cfg)
-  opt = common.make_optimizer(
-      cfg.optimizer, total_steps=cfg.num_updates *
-      common.optimizer_steps_per_update(cfg))
+  per_step = common.optimizer_steps_per_update(cfg)
+  opt = common.make_optimizer(cfg.optimizer,
+                              total_steps=cfg.num_updates * per_step,
+                              steps_per_update=per_step)
   state = jax.jit(jax.vmap(lambda k: algo.init_state(agent, opt, k)))(
       jax.random.split(jax.random.PRNGKey(0), seeds))
   run = jax.jit(jax.vmap(algo.make_train(agent, opt, updates)))

@@ -47,7 +47,8 @@ def main(argv):
   per_step = common.optimizer_steps_per_update(cfg)
   total = cfg.num_updates * per_step
   optimizer = common.make_optimizer(cfg.optimizer, seed=seed,
-                                    total_steps=total)
+                                    total_steps=total,
+                                    steps_per_update=per_step)
   lr = common.make_learning_rate(cfg.optimizer.learning_rate,
                                  cfg.optimizer.get('lr_schedule', 'constant'),
                                  cfg.optimizer.get('lr_end', 0.), total)

@@ -264,6 +264,35 @@ def test_launcher_gives_the_calibrated_adam_the_run_length():
     common.make_optimizer(cfg.optimizer)
 
 
+def test_launcher_delays_by_the_agents_update():
+  """`adam_step_calibrated_delayed` compares with directions one agent
+  update old: with 2 steps an update, h stays 0 for three steps (no
+  direction that old yet) and the fourth meets Adam's first direction
+  (sign g); refused without `steps_per_update`."""
+  from launchers.lib import common  # pylint: disable=g-import-not-at-top
+  from configs import a2c_catch  # pylint: disable=g-import-not-at-top
+  cfg = a2c_catch.get_config()
+  cfg.optimizer.name = 'adam_step_calibrated_delayed'
+  cfg.optimizer.max_grad_norm = 0.
+  opt = common.make_optimizer(cfg.optimizer, total_steps=100,
+                              steps_per_update=2)
+  g = {'w': jnp.array([0.3, -2., 1.])}
+  s = opt.init(g)
+  assert s[0].recent['w'].shape == (2, 3)
+  for _ in range(3):
+    _, s = opt.update(g, s)
+    np.testing.assert_allclose(s[0].log_scale, 0.)
+  _, s = opt.update(g, s)
+  w = np.asarray(g['w'])
+  np.testing.assert_allclose(
+      s[0].log_scale, w @ np.sign(w) / np.linalg.norm(w) / np.sqrt(3.),
+      rtol=1e-5)
+  for bad in (None, 0):
+    with pytest.raises(ValueError, match='steps_per_update'):
+      common.make_optimizer(cfg.optimizer, total_steps=100,
+                            steps_per_update=bad)
+
+
 def test_a_shipped_direction_under_the_calibrated_rule():
   """'<shipped>_calibrated' is the shipped optimizer's own update times
   exp(h), h moved by cos(g, its past directions) as in `step_adapted`: the

@@ -58,15 +58,17 @@ OPTAX_OPTIMIZERS = {
     'adam_step_calibrated_split': functools.partial(
         lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED,
         group_by=lopt.step_adaptation.by_network),
-    # The same comparing with directions at least one MinAtar PPO update
-    # old (4 epochs x 8 minibatches = 32 steps), not its own batch's.
+    # The same comparing the gradient with directions at least one agent
+    # update old (`delay` = the update's optimizer steps, given by
+    # make_optimizer), not those taken on its own batch.
     'adam_step_calibrated_delayed': functools.partial(
-        lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED,
-        delay=32),
+        lopt.step_adaptation.adam, **lopt.step_adaptation.CALIBRATED),
 }
 # Those of OPTAX_OPTIMIZERS that take the run's length (`total_steps`).
 OPTAX_LIFETIME_AWARE = ('adam_step_calibrated', 'adam_step_calibrated_split',
                         'adam_step_calibrated_delayed')
+# Those that take the optimizer steps of one agent update (as `delay`).
+OPTAX_UPDATE_AWARE = ('adam_step_calibrated_delayed',)
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
 # 'learned' loads meta-params (and the cell config) from a file; the
@@ -133,7 +135,8 @@ def check_optimizer_config(opt_cfg) -> None:
 
 
 def make_optimizer(opt_cfg, seed: int = 0,
-                   total_steps: Optional[int] = None
+                   total_steps: Optional[int] = None,
+                   steps_per_update: Optional[int] = None
                    ) -> optax.GradientTransformation:
   """Builds the optimizer named by `config.optimizer` (validated first).
 
@@ -142,7 +145,8 @@ def make_optimizer(opt_cfg, seed: int = 0,
   optimizers and the learned ones alike. A learned optimizer also gets
   `total_steps` as its run length: one whose cell has the training-progress
   input (`CellConfig.progress_input`) needs it and refuses None, the others
-  ignore it.
+  ignore it. `steps_per_update` (the agent's optimizer steps per update,
+  `optimizer_steps_per_update`) is needed by the OPTAX_UPDATE_AWARE ones.
   """
   check_optimizer_config(opt_cfg)
   lr = make_learning_rate(opt_cfg.learning_rate,
@@ -151,8 +155,16 @@ def make_optimizer(opt_cfg, seed: int = 0,
                           1 if total_steps is None else total_steps)
   name = opt_cfg.name
   if name in OPTAX_OPTIMIZERS:
-    opt = (OPTAX_OPTIMIZERS[name](lr, total_steps=total_steps)
-           if name in OPTAX_LIFETIME_AWARE else OPTAX_OPTIMIZERS[name](lr))
+    kwargs = {}
+    if name in OPTAX_LIFETIME_AWARE:
+      kwargs['total_steps'] = total_steps
+    if name in OPTAX_UPDATE_AWARE:
+      if steps_per_update is None or int(steps_per_update) < 1:
+        raise ValueError(f'steps_per_update: {name} needs the optimizer '
+                         'steps of one agent update (an int >= 1), got '
+                         f'{steps_per_update}')
+      kwargs['delay'] = int(steps_per_update)
+    opt = OPTAX_OPTIMIZERS[name](lr, **kwargs)
   elif name == 'learned':
     lo, meta_params = lopt.serialization.load(opt_cfg.meta_params_path)
     opt = lo.opt_fn(meta_params, learning_rate=lr, total_steps=total_steps)

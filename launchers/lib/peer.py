@@ -180,9 +180,10 @@ def make_ours(cfg, agent):
   Each run returns its chunk timings (the first seed's first chunk includes
   compilation) and the evaluation return after each chunk.
   """
+  per_step = common.optimizer_steps_per_update(cfg)
   optimizer = common.make_optimizer(
-      cfg.optimizer, seed=cfg.seed,
-      total_steps=cfg.num_updates * common.optimizer_steps_per_update(cfg))
+      cfg.optimizer, seed=cfg.seed, total_steps=cfg.num_updates * per_step,
+      steps_per_update=per_step)
   per_chunk = cfg.num_updates // cfg.peer.num_chunks
   chunk = jax.jit(ppo.make_train(agent, optimizer, per_chunk))
   init = jax.jit(lambda k: ppo.init_state(agent, optimizer, k))

@@ -89,9 +89,10 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
     `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
   """
   agent, algo, steps_per_update = validate(cfg)
+  per_step = common.optimizer_steps_per_update(cfg)
   optimizer = common.make_optimizer(
-      cfg.optimizer, seed=cfg.seed,
-      total_steps=cfg.num_updates * common.optimizer_steps_per_update(cfg))
+      cfg.optimizer, seed=cfg.seed, total_steps=cfg.num_updates * per_step,
+      steps_per_update=per_step)
   num_chunks = math.ceil(cfg.num_updates / cfg.log_every)
   steps_per_chunk = steps_per_update * cfg.log_every
 

@@ -77,8 +77,10 @@ def profile(spec: str, steps: int = 40, coords: int = 2000,
   (`CellConfig.unit_rms`) shows its spread only there.
   """
   check_sizes(steps, coords)
-  # A cell that sees the training progress runs a lifetime of `steps`.
-  opt = common.make_optimizer(optimizer_config(spec), total_steps=steps)
+  # A cell that sees the training progress runs a lifetime of `steps`, one
+  # step an update.
+  opt = common.make_optimizer(optimizer_config(spec), total_steps=steps,
+                              steps_per_update=1)
   half = coords // 2
   mixed_mean = jnp.concatenate([jnp.ones(half), jnp.zeros(coords - half)])
   rows = [(s * m * jnp.ones(coords), s * d * jnp.ones(coords))
