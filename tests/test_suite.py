@@ -103,7 +103,8 @@ def test_reduced_sweep_rechecked_at_the_standard_budget(tmp_path,
                                                        monkeypatch):
   # The 1,024-step sweep (2 updates) prefers 1x; at the standard 2,048
   # steps (4 updates) 0.3x is better, and the recheck of 1x and its
-  # neighbours on the tuning seeds finds it.
+  # neighbours on the tuning seeds finds it; 0.3x is their edge, so 0.09x
+  # (past the grid: the one extension allowed) is rechecked too, and loses.
   def returns(factor, seed, updates):
     del seed
     return -abs(np.log(factor / (1. if updates == 2 else 0.3)))
@@ -114,17 +115,32 @@ def test_reduced_sweep_rechecked_at_the_standard_budget(tmp_path,
   plan, store, train = run_fake(cfg, tmp_path, returns, monkeypatch, True)
   assert suite.choices(plan, store)[('cartpole', 'adam')] == 0.3
   rechecked = [c for c in train.calls if c.startswith('recheck_cartpole_adam')]
-  assert len(rechecked) == 3 and all(c.endswith('_2048') for c in rechecked)
+  assert [c.split('_')[3] for c in rechecked] == ['x0.3', 'x1', 'x3', 'x0.09']
+  assert all(c.endswith('_2048') for c in rechecked)
   # Every sweep before any recheck; the rechecks optimizer by optimizer.
   stages = [c.split('_')[:3] for c in train.calls if not
             c.startswith('report')]
   first = stages.index(['recheck', 'cartpole', 'adam'])
   assert all(s[0] == 'tune' for s in stages[:first])
-  assert [s[1:] for s in stages[first:]][::3] == [
+  assert [s[1:] for s in stages[first:]][::4] == [
       ['cartpole', 'adam'], ['acrobot', 'adam'], ['cartpole', 'rmsprop'],
       ['acrobot', 'rmsprop']]
   assert any(c.startswith('report_cartpole_adam_x0.3_') and
              c.endswith('_2048') for c in train.calls)
+
+
+def test_recheck_walks_past_a_winning_edge_hand_values():
+  grid = (0.1, 0.3, 1., 3., 10.)
+  swept = grid + (33.3,)
+  # Inside the rechecked factors: done.
+  assert suite_summary.walk(10., [3., 10., 33.3], swept, grid, 2) is None
+  # On an edge with a swept factor beyond it: that factor.
+  assert suite_summary.walk(3., [3., 10., 33.3], swept, grid, 2) == 1.
+  # On the swept edge: past it, by the grid's step, while extensions last.
+  assert suite_summary.walk(33.3, [3., 10., 33.3], swept, grid, 2) == 111.
+  assert suite_summary.walk(111., [3., 10., 33.3, 111.], swept, grid,
+                            2) is None
+  assert suite_summary.walk(0.1, [0.1, 0.3], grid, grid, 1) == 0.0333
 
 
 def test_selection_and_extension_helpers():

@@ -11,7 +11,8 @@ already in `units.csv`, so stopping loses at most the unit in flight.
 Stages: 'tune' (every optimizer over the rate grid on the tuning seeds,
 extended past an edge that wins), 'recheck' (only where the sweep ran at a
 reduced budget: the chosen rate and its neighbours again at the standard
-budget on the tuning seeds; the choice is made again among them), 'report'
+budget on the tuning seeds; the choice is made again among them, walking
+on past a winning edge), 'report'
 (the chosen rate and 1x on fresh seeds at the standard budget) and 'random'
 (the uniform-random policy's floor on the fresh seeds).
 """
@@ -371,8 +372,9 @@ def chosen_factor(plan: Plan, store: Store, task: str, optimizer: str,
   The sweep covers `plan.grid`, plus a point beyond an edge that wins
   (`suite_summary.extension`); where it ran at a reduced budget, the choice
   and its neighbours are rerun at the standard budget (stage 'recheck') and
-  chosen among again (`recheck=False` stops before that and returns the
-  sweep's choice). With no `runner`, None when a needed unit is missing.
+  chosen among again, walking on past an edge of the rechecked factors
+  that wins (`suite_summary.walk`; `recheck=False` stops before that and
+  returns the sweep's choice). With no `runner`, None when a needed unit is missing.
   """
   steps, standard = plan.tune_steps[task], plan.standard_steps[task]
 
@@ -396,11 +398,17 @@ def chosen_factor(plan: Plan, store: Store, task: str, optimizer: str,
       break
     factors.append(more)
   if steps < standard and recheck:
-    got = scores('recheck', suite_summary.neighbours(best, factors),
-                 standard)
-    if got is None:
-      return None
-    best = suite_summary.select_rate(got)
+    checked = suite_summary.neighbours(best, factors)
+    while True:
+      got = scores('recheck', checked, standard)
+      if got is None:
+        return None
+      best = suite_summary.select_rate(got)
+      more = suite_summary.walk(best, checked, factors, plan.grid,
+                                plan.max_extensions)
+      if more is None:
+        break
+      checked.append(more)
   return best
 
 

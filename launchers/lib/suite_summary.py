@@ -123,6 +123,29 @@ def neighbours(best: float, factors: Sequence[float]) -> List[float]:
   return factors[max(0, i - 1):i + 2]
 
 
+def walk(best: float, checked: Sequence[float], swept: Sequence[float],
+         grid: Sequence[float], max_extensions: int) -> Optional[float]:
+  """The next factor to recheck when `best` is on an edge of `checked`
+  (the factors rechecked so far), or None when it is inside them.
+
+  Past that edge: the nearest swept factor, else a point past the swept
+  ones (`extension`, the grid's step, at most `max_extensions` past the
+  grid), so a choice that moves at the standard budget is bracketed there
+  as the sweep's was.
+  """
+  checked = sorted(checked)
+  if len(checked) > 1 and checked[0] < best < checked[-1]:
+    return None
+  known = sorted(set(swept) | set(checked))
+  i = known.index(best)
+  if best == checked[0] and i > 0:
+    return known[i - 1]
+  if best == checked[-1] and i < len(known) - 1:
+    return known[i + 1]
+  more = extension(best, known, grid, max_extensions)
+  return None if more in known else more
+
+
 def normalize(value, random: float, adam: float):
   """Random policy = 0, tuned Adam = 1."""
   return (np.asarray(value, np.float64) - random) / (adam - random)
