@@ -7,7 +7,10 @@ r"""The standard suite: tuned baselines, fresh-seed reports, IQM with CIs.
 Every optimizer of `config.optimizers` is swept over `config.rate_grid` x
 each task's Adam rate on the tuning seeds; the best rate is then run on
 fresh seeds at the standard budget, scored per task (random policy 0, tuned
-Adam 1) and aggregated with IQM and bootstrap CIs. Resumable: each finished
+Adam 1) and aggregated with IQM and bootstrap CIs. With --phase=all each
+(task, optimizer) is reported as soon as its rate is final (after every
+sweep; rechecks and reports optimizer by optimizer, Adam first), so a
+stopped run has whole rows. Resumable: each finished
 unit (task, optimizer, rate, seed batch) is a set of rows in
 <workdir>/units.csv and is skipped on rerun. The summarize phase writes
 summary.md, CSVs and PNGs to --output_dir (default config.output_dir,

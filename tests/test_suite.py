@@ -129,6 +129,37 @@ def test_reduced_sweep_rechecked_at_the_standard_budget(tmp_path,
              c.endswith('_2048') for c in train.calls)
 
 
+def test_all_reports_each_row_once_its_choice_is_final(tmp_path,
+                                                       monkeypatch):
+  # tune(then_report=True), as phase 'all' runs it: after every sweep,
+  # Adam's recheck then its fresh-seed report, before rmsprop's recheck.
+  def returns(factor, seed, updates):
+    del seed
+    return -abs(np.log(factor / (1. if updates == 2 else 0.3)))
+
+  train = fake_train(returns, True)
+  monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
+      'final_return': np.full(unit.num_seeds, 10.)})
+  monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
+                      (train, False, None))
+  cfg = tiny_config(budgets='cartpole=2048', tune_steps='cartpole=1024')
+  plan = suite.make_plan(cfg)
+  store = suite.Store(str(tmp_path))
+  suite.tune(plan, store, cfg.brax_steps, then_report=True)
+  kinds = [c.split('_')[0] + '_' + c.split('_')[2] for c in train.calls]
+  first_recheck = kinds.index('recheck_adam')
+  assert set(kinds[:first_recheck]) == {'tune_adam', 'tune_rmsprop'}
+  assert kinds[first_recheck:] == (['recheck_adam'] * 4 +
+                                   ['report_adam'] * 2 +
+                                   ['recheck_rmsprop'] * 4 +
+                                   ['report_rmsprop'] * 2)
+  # The random floor is there too; report() then has nothing left to run.
+  assert any(r['stage'] == 'random' for r in store.rows)
+  calls = len(train.calls)
+  suite.report(plan, store, cfg.brax_steps)
+  assert len(train.calls) == calls
+
+
 def test_recheck_walks_past_a_winning_edge_hand_values():
   grid = (0.1, 0.3, 1., 3., 10.)
   swept = grid + (33.3,)

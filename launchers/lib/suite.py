@@ -426,8 +426,14 @@ def random_units(plan: Plan, task: str) -> List[Unit]:
           for start, n in plan.report_batches]
 
 
-def tune(plan: Plan, store: Store, brax_steps: int) -> None:
-  """Sweeps every (task, optimizer) and rechecks reduced-budget choices."""
+def tune(plan: Plan, store: Store, brax_steps: int,
+         then_report: bool = False) -> None:
+  """Sweeps every (task, optimizer) and rechecks reduced-budget choices.
+
+  `then_report`: each (task, optimizer)'s fresh-seed units (and the task's
+  random floor) right after its choice is final, so a stopped run has
+  whole rows (Adam's first) rather than every choice and no report.
+  """
   known = [u for t in plan.tasks for o in plan.optimizers
            for u in _tune_units(plan, t, o, plan.grid, 'tune',
                                 plan.tune_steps[t])]
@@ -443,6 +449,10 @@ def tune(plan: Plan, store: Store, brax_steps: int) -> None:
       factor = chosen_factor(plan, store, task, optimizer, runner, recheck)
       print(f'-- {task} {optimizer}: chosen x{factor:g} (tuning seeds'
             f'{"" if recheck else ", sweep"})', flush=True)
+      if recheck and then_report:
+        for unit in (random_units(plan, task) +
+                     report_units(plan, task, optimizer, factor)):
+          runner.ensure(unit)
 
 
 def report(plan: Plan, store: Store, brax_steps: int) -> None:
@@ -487,7 +497,7 @@ def run(cfg, workdir: str, phase: str = 'all', tasks: str = '',
   plan = make_plan(cfg, tasks)
   store = Store(workdir)
   if phase in ('tune', 'all'):
-    tune(plan, store, cfg.brax_steps)
+    tune(plan, store, cfg.brax_steps, then_report=phase == 'all')
   if phase in ('report', 'all'):
     report(plan, store, cfg.brax_steps)
   if phase not in ('summarize', 'all'):
