@@ -44,9 +44,11 @@ Chain it with the learning rate as any direction:
     ...     lopt.step_adaptation.step_adapted(optax.scale_by_adam()),
     ...     optax.scale_by_learning_rate(1e-3))
 
-With `group_by`, each group of parameters (by default one per network:
-`by_network`, e.g. a PPO agent's policy and value nets) has its own `h`,
-moved by the cosine over that group's coordinates only.
+With `group_by`, each group of parameters (e.g. one per network,
+`by_network`: a PPO agent's policy and value nets) has its own `h`, moved
+by the cosine over that group's coordinates only. With `delay` d, the
+gradient is compared with directions at least d + 1 steps old: with one
+agent update's steps, not those fitted to the gradient's own batch.
 
 The state holds `U` (the parameters' shapes, never their values) and
 `h`. Non-finite coordinates are left out of the cosine: their
@@ -206,7 +208,8 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
   else:
     total_steps = optimizer_lib.check_total_steps(total_steps)
 
-  if isinstance(delay, bool) or int(delay) != delay or delay < 0:
+  if (isinstance(delay, bool) or not isinstance(delay, (int, float)) or
+      int(delay) != delay or delay < 0):
     raise ValueError(f'delay: must be an int >= 0 (steps), got {delay!r}')
   delay = int(delay)
   if group_by is not None and not callable(group_by):

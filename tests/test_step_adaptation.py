@@ -140,7 +140,7 @@ def test_delay_compares_with_older_directions_by_hand():
   for i in range(4):
     _, ps = plain.update(g[i], ps)
   np.testing.assert_allclose(ps.log_scale, 0.)
-  for bad in (-1, 1.5, True):
+  for bad in (-1, 1.5, True, '2'):
     with pytest.raises(ValueError, match='delay'):
       step_adaptation.step_adapted(optax.identity(), delay=bad)
 

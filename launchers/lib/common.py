@@ -71,12 +71,12 @@ OPTAX_LIFETIME_AWARE = ('adam_step_calibrated', 'adam_step_calibrated_split',
 OPTAX_UPDATE_AWARE = ('adam_step_calibrated_delayed',)
 # Learned-optimizer cells usable untrained (fresh meta-params from the seed).
 LEARNED_CELLS = tuple(sorted(lopt.cells.CELLS))
-# 'learned' loads meta-params (and the cell config) from a file; the
-# optimizers shipped in lopt/pretrained load by their name.
 # A shipped optimizer's learned direction under adam_step_calibrated's step
 # rule: '<shipped name>_calibrated' (lifetime-aware: takes total_steps).
 CALIBRATED = '_calibrated'
 CALIBRATED_NAMES = tuple(n + CALIBRATED for n in lopt.pretrained_lib.names())
+# 'learned' loads meta-params (and the cell config) from a file; the
+# optimizers shipped in lopt/pretrained load by their name.
 OPTIMIZER_NAMES = (tuple(sorted(OPTAX_OPTIMIZERS)) + LEARNED_CELLS +
                    ('learned',) + lopt.pretrained_lib.names() +
                    CALIBRATED_NAMES)

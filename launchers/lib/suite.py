@@ -12,9 +12,9 @@ Stages: 'tune' (every optimizer over the rate grid on the tuning seeds,
 extended past an edge that wins), 'recheck' (only where the sweep ran at a
 reduced budget: the chosen rate and its neighbours again at the standard
 budget on the tuning seeds; the choice is made again among them, walking
-on past a winning edge), 'report'
-(the chosen rate and 1x on fresh seeds at the standard budget) and 'random'
-(the uniform-random policy's floor on the fresh seeds).
+on past a winning edge), 'report' (the chosen rate and 1x on fresh seeds
+at the standard budget) and 'random' (the uniform-random policy's floor
+on the fresh seeds).
 """
 
 import csv
@@ -374,7 +374,8 @@ def chosen_factor(plan: Plan, store: Store, task: str, optimizer: str,
   and its neighbours are rerun at the standard budget (stage 'recheck') and
   chosen among again, walking on past an edge of the rechecked factors
   that wins (`suite_summary.walk`; `recheck=False` stops before that and
-  returns the sweep's choice). With no `runner`, None when a needed unit is missing.
+  returns the sweep's choice). With no `runner`, None when a needed unit
+  is missing.
   """
   steps, standard = plan.tune_steps[task], plan.standard_steps[task]
 
