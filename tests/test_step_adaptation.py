@@ -132,8 +132,7 @@ def test_delay_compares_with_older_directions_by_hand():
     np.testing.assert_allclose(state.log_scale, 0.)
   _, state = opt.update(g[3], state)
   np.testing.assert_allclose(state.log_scale, 0.5 / np.sqrt(2.), rtol=1e-6)
-  # Without the delay the fourth step meets the third direction (c 0) and
-  # the second step the first (c 0), the third the second (c 0).
+  # Without the delay each step meets the one before: orthogonal here.
   plain = step_adaptation.step_adapted(optax.identity(), beta=0.5,
                                        target_cosine=0.)
   ps = plain.init(PARAMS)
@@ -314,6 +313,7 @@ def test_a_shipped_direction_under_the_calibrated_rule():
   s, p = opt.init(params), plain.init(params)
   first, s = opt.update(grads[0], s, params)
   ref, p = plain.update(grads[0], p, params)
+
   def close(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
 
