@@ -227,11 +227,10 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
         recent=() if not delay else jax.tree.map(
             lambda p: jnp.zeros((delay,) + p.shape, jnp.float32), params))
 
-  def group_cosines(updates, last):
+  def group_cosines(updates, last, ids, num_groups):
     """[G] cosines, group by group (a scalar without group_by)."""
     if group_by is None:
       return cosine(updates, last, standardize)
-    ids, num_groups = groups(updates, group_by)
     ups, lasts = jax.tree.leaves(updates), jax.tree.leaves(last)
     return jnp.stack([
         cosine([u for u, i in zip(ups, ids) if i == g],
@@ -246,7 +245,8 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
       target = target + target_slope * p
       # Held from `adapt_until` on (never, at 1: also past the run's end).
       rate = jnp.where((p < adapt_until) | (adapt_until >= 1.), beta, 0.)
-    c = group_cosines(updates, state.last)
+    ids, num_groups = groups(updates, group_by)  # static, at trace time
+    c = group_cosines(updates, state.last, ids, num_groups)
     log_scale = jnp.clip(state.log_scale + rate * (c - target),
                          -limit, limit)
     scale = jnp.exp(log_scale)
@@ -256,7 +256,7 @@ def step_adapted(inner: optax.GradientTransformation, beta=1.,
       leaves, treedef = jax.tree.flatten(direction)
       scaled = treedef.unflatten([
           (scale[i] * u).astype(u.dtype)
-          for u, i in zip(leaves, groups(direction, group_by)[0])])
+          for u, i in zip(leaves, ids)])
     new = jax.tree.map(lambda u: u.astype(jnp.float32), direction)
     recent = state.recent
     if delay:

@@ -134,7 +134,7 @@ def walk(best: float, checked: Sequence[float], swept: Sequence[float],
   as the sweep's was.
   """
   checked = sorted(checked)
-  if len(checked) > 1 and checked[0] < best < checked[-1]:
+  if checked[0] < best < checked[-1]:
     return None
   known = sorted(set(swept) | set(checked))
   i = known.index(best)
@@ -142,8 +142,7 @@ def walk(best: float, checked: Sequence[float], swept: Sequence[float],
     return known[i - 1]
   if best == checked[-1] and i < len(known) - 1:
     return known[i + 1]
-  more = extension(best, known, grid, max_extensions)
-  return None if more in known else more
+  return extension(best, known, grid, max_extensions)
 
 
 def normalize(value, random: float, adam: float):
