@@ -12,7 +12,8 @@ Adam 1) and aggregated with IQM and bootstrap CIs. With --phase=all each
 sweep; rechecks and reports optimizer by optimizer, Adam first), so a
 stopped run has whole rows. Resumable: each finished
 unit (task, optimizer, rate, seed batch) is a set of rows in
-<workdir>/units.csv and is skipped on rerun. The summarize phase writes
+<workdir>/units.csv and is skipped on rerun; the unit in flight checkpoints
+every two minutes and on SIGTERM, and the same command continues it. The summarize phase writes
 summary.md, CSVs and PNGs to --output_dir (default config.output_dir,
 docs/results/standard/); --readme also puts the headline table into
 README.md between its standard-suite markers, and --cards=lopt/pretrained
@@ -22,11 +23,13 @@ The work is
 """
 
 import os
+import signal
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from launchers.lib import driver
 from launchers.lib import runtime
 from launchers.lib import suite
 from launchers.lib import suite_summary
@@ -50,8 +53,13 @@ _CARDS = flags.DEFINE_string('cards', '', 'If set (e.g. lopt/pretrained), '
 
 def main(argv):
   cfg = runtime.start(argv, _CONFIG.value)
-  summary = suite.run(cfg, _WORKDIR.value, _PHASE.value, _TASKS.value,
-                      _OUTPUT.value or None)
+  stop = driver.StopFlag()
+  signal.signal(signal.SIGTERM, stop)
+  try:
+    summary = suite.run(cfg, _WORKDIR.value, _PHASE.value, _TASKS.value,
+                        _OUTPUT.value or None, stop=stop)
+  except suite.Stopped as e:
+    raise SystemExit(str(e)) from None
   if summary and _README.value:
     suite_summary.write_readme_table(_README.value, summary)
   if summary and _CARDS.value:

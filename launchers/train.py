@@ -11,16 +11,21 @@ r"""Trains A2C or PPO agents with a named optax or a learned optimizer.
 
 Several seeds train at once (`--config.num_seeds=N`, vmapped). Writes
 `returns.csv` (mean episode return per logging chunk, per seed),
-`learning_curve.png` and `summary.json` into --workdir. The work is
+`learning_curve.png` and `summary.json` into --workdir. The agents are
+checkpointed into --workdir every two minutes and on SIGTERM, and the same
+command continues from the latest checkpoint (another config in the same
+--workdir is refused, naming the fields that differ). The work is
 `launchers.lib.training.train`; this file is its command line.
 """
 
 import os
+import signal
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from launchers.lib import driver
 from launchers.lib import training
 from launchers.lib import runtime
 from ml_collections import config_flags
@@ -32,11 +37,20 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 def main(argv):
   cfg = runtime.start(argv, _CONFIG.value)
   workdir = _WORKDIR.value or os.path.join('runs', f'train_{cfg.env_name}')
-  result = training.train(cfg, workdir)
+  stop = driver.StopFlag()
+  signal.signal(signal.SIGTERM, stop)
+  result = training.train(cfg, workdir, resume=True, stop=stop)
+  if result['stopped_early']:
+    raise SystemExit(f'stopped at {result["env_steps"][-1]:,} env steps '
+                     f'(per agent); the same command continues from '
+                     f'{os.path.join(workdir, "checkpoints")}')
+  speed = (f'{result["steps_per_second"]:,.0f} env-steps/s after '
+           f'{result["compile_seconds"]:.1f}s compile'
+           if np.isfinite(result['compile_seconds'])
+           else 'finished before (nothing left to run)')
   print(f'final mean return {np.nanmean(result["final_return"]):.3f} '
         f'(per seed {np.round(result["final_return"], 3).tolist()}); '
-        f'{result["steps_per_second"]:,.0f} env-steps/s after '
-        f'{result["compile_seconds"]:.1f}s compile; outputs in {workdir}')
+        f'{speed}; outputs in {workdir}')
   if result['nonfinite']:
     raise SystemExit('parameters became NaN/inf')
 

@@ -10,6 +10,7 @@ from configs import evaluate as evaluate_config
 from launchers.lib import suite
 from launchers.lib import suite_summary
 from launchers.lib import training
+import stopping
 
 
 def tiny_config(**overrides):
@@ -36,8 +37,8 @@ def fake_train(returns, budget_aware=False):
   is the unit's rate over Adam's (2.5e-4)."""
   calls = []
 
-  def train(cfg, workdir, label='', verbose=True):
-    del workdir, verbose
+  def train(cfg, workdir, label='', verbose=True, resume=False, stop=None):
+    del workdir, verbose, resume, stop
     calls.append(label)
     factor = round(cfg.optimizer.learning_rate / 2.5e-4, 6)
     args = (factor, cfg.seed) + ((cfg.num_updates,) if budget_aware else ())
@@ -57,7 +58,7 @@ def run_fake(cfg, workdir, returns, monkeypatch, budget_aware=False):
   monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
       'final_return': np.full(unit.num_seeds, 10.)})
   monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
-                      (train, False, None))
+                      (train, False, None, None))
   plan = suite.make_plan(cfg)
   store = suite.Store(str(workdir))
   suite.tune(plan, store, cfg.brax_steps)
@@ -141,7 +142,7 @@ def test_all_reports_each_row_once_its_choice_is_final(tmp_path,
   monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
       'final_return': np.full(unit.num_seeds, 10.)})
   monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
-                      (train, False, None))
+                      (train, False, None, None))
   cfg = tiny_config(budgets='cartpole=2048', tune_steps='cartpole=1024')
   plan = suite.make_plan(cfg)
   store = suite.Store(str(tmp_path))
@@ -285,6 +286,34 @@ def test_resume_skips_finished_units(tmp_path):
   assert len(rows) == 4  # 2 units x 2 seeds, none repeated
   assert all(np.isfinite(float(r['final_return'])) for r in rows)
   assert os.path.exists(store.curve_path(units[1]))
+  assert not os.path.exists(os.path.join(tmp_path, suite.PARTIAL,
+                                         units[1].key))
+
+
+def test_stopped_unit_continues_from_its_checkpoint(tmp_path):
+  # One real unit (CartPole, 2 seeds, 4 chunks of updates) stopped after
+  # its second chunk: the runner raises `Stopped`, writes no rows and keeps
+  # the checkpoint; a new process continues the unit from it, and its rows
+  # are those of the unit run straight through.
+  unit = suite.Unit('tune', 'cartpole', 'adam', 1., 0, 2, 2048)
+  straight = suite.Store(str(tmp_path / 'straight'))
+  suite.Runner(straight, 0, [unit], verbose=False).ensure(unit)
+  work = str(tmp_path / 'stopped')
+  partial = os.path.join(work, suite.PARTIAL, unit.key)
+  stop = stopping.StopAfterRows(os.path.join(partial, 'returns.csv'), 2)
+  with pytest.raises(suite.Stopped, match='the same command continues'):
+    suite.Runner(suite.Store(work), 0, [unit], verbose=False,
+                 stop=stop).ensure(unit)
+  store = suite.Store(work)
+  assert not store.done and os.listdir(os.path.join(partial, 'checkpoints'))
+  suite.Runner(store, 0, [unit], verbose=False).ensure(unit)
+  key = lambda r: (r['seed'], r['final_return'], r['env_steps'])
+  assert ([key(r) for r in suite.Store(work).rows] ==
+          [key(r) for r in suite.Store(str(tmp_path / 'straight')).rows])
+  with open(store.curve_path(unit)) as a, open(
+      straight.curve_path(unit)) as b:
+    assert a.read() == b.read()
+  assert not os.path.exists(partial)
 
 
 def test_readme_table_between_markers(tmp_path):
@@ -331,8 +360,8 @@ def test_a_meta_params_file_joins_the_suite_under_its_label(tmp_path,
   # The runner trains the file's optimizer under the label (fake training
   # records the config it was given).
   given = []
-  def train(cfg, workdir, label='', verbose=True):
-    del workdir, verbose
+  def train(cfg, workdir, label='', verbose=True, **kwargs):
+    del workdir, verbose, kwargs
     given.append((label, cfg.optimizer.name, cfg.optimizer.meta_params_path))
     return {'final_return': np.ones(cfg.num_seeds), 'env_steps':
             np.array([1024]), 'returns': np.ones((1, cfg.num_seeds)),

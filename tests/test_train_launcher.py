@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lopt
+import stopping
 from configs import a2c_catch
 from configs import a2c_gridworld
 from launchers.lib import runtime
@@ -160,3 +161,36 @@ def test_meta_training_task_rate_follows_the_config_schedule():
   cfg.tasks.lr_schedule = 'exp'
   with pytest.raises(ValueError, match='tasks.lr_schedule: unknown'):
     meta_training.validate(cfg)
+
+
+def test_stopped_run_resumes_exactly(tmp_path):
+  cfg = _tiny(a2c_catch.get_config(), num_updates=40, num_seeds=2)
+  runtime.enable_executable_cache(str(tmp_path / 'cache'), enabled=True)
+  try:
+    whole = training.train(cfg, '', verbose=False)
+    run = str(tmp_path / 'run')
+    first = training.train(cfg, run, verbose=False, resume=True,
+                           stop=stopping.StopAfterRows(f'{run}/returns.csv', 2))
+    # Another config in the same folder is refused before compiling, naming
+    # the field, and the checkpoint is kept.
+    other = _tiny(a2c_catch.get_config(), num_updates=40, num_seeds=2,
+                  **{'optimizer.learning_rate': 3e-3})
+    with pytest.raises(ValueError, match='optimizer.learning_rate: '
+                       'checkpoint has 0.001'):
+      training.train(other, run, verbose=False, resume=True)
+    rest = training.train(cfg, run, verbose=False, resume=True)
+    again = training.train(cfg, run, verbose=False, resume=True)  # finished
+  finally:
+    runtime.enable_executable_cache('')
+  assert first['stopped_early'] and not rest['stopped_early']
+  assert first['returns'].shape == (2, 2)
+  np.testing.assert_array_equal(first['returns'], whole['returns'][:2])
+  # The resumed run continues the agents, their optimizer states, envs and
+  # keys: the same curve as the run that never stopped, to the bit.
+  np.testing.assert_array_equal(rest['returns'], whole['returns'])
+  np.testing.assert_array_equal(rest['final_return'], whole['final_return'])
+  np.testing.assert_array_equal(again['returns'], whole['returns'])
+  with open(f'{run}/returns.csv') as f:
+    assert len(f.read().splitlines()) == 1 + 4  # no row written twice
+  with pytest.raises(ValueError, match='resume: needs a workdir'):
+    training.train(cfg, '', verbose=False, resume=True)

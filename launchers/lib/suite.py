@@ -6,7 +6,10 @@ configs/evaluate.py, `standard_fields`). The work is cut into units, one
 `training.train` call with the batch's seeds vmapped (one compile). A
 finished unit appends its per-seed final returns to `units.csv` in the
 workdir and its curves to `curves/<unit>.csv`; a rerun skips every unit
-already in `units.csv`, so stopping loses at most the unit in flight.
+already in `units.csv`. The unit in flight checkpoints its agents into
+`partial/<unit>/` every two minutes and on SIGTERM (`training.train`'s
+`resume`), and a rerun continues it from there, so a stop loses at most
+two minutes of work.
 
 Stages: 'tune' (every optimizer over the rate grid on the tuning seeds,
 extended past an edge that wins), 'recheck' (only where the sweep ran at a
@@ -20,6 +23,7 @@ on the fresh seeds).
 import csv
 import os
 import re
+import shutil
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -42,6 +46,12 @@ UNIT_FIELDS = ('stage', 'task', 'optimizer', 'factor', 'learning_rate',
                'seed_start', 'num_seeds', 'seed', 'env_steps', 'final_return',
                'env_steps_per_second', 'nonfinite')
 RANDOM = comparison.RANDOM_LABEL
+PARTIAL = 'partial'  # the unit in flight's checkpoints, under the workdir
+
+
+class Stopped(Exception):
+  """A stop was asked for (SIGTERM): the unit in flight was checkpointed
+  and the same command continues it."""
 
 
 class Unit(NamedTuple):
@@ -316,8 +326,9 @@ class Runner:
 
   def __init__(self, store: Store, brax_steps: int, pending: Sequence[Unit],
                train_fn=training.train, verbose: bool = True,
-               files: Optional[Dict[str, str]] = None):
+               files: Optional[Dict[str, str]] = None, stop=None):
     self.store = store
+    self.stop = stop
     self.files = files or {}
     self.brax_steps = brax_steps
     self.train_fn = train_fn
@@ -344,8 +355,16 @@ class Runner:
                         unit.seed_start, unit.num_seeds, unit.env_steps,
                         self.brax_steps, self.files.get(unit.optimizer, ''))
       lr = float(cfg.optimizer.learning_rate)
-      result = self.train_fn(cfg, '', label=unit.key, verbose=self.verbose)
+      partial = os.path.join(self.store.workdir, PARTIAL, unit.key)
+      result = self.train_fn(cfg, partial, label=unit.key,
+                             verbose=self.verbose, resume=True,
+                             stop=self.stop)
+      if result.get('stopped_early'):
+        raise Stopped(f'stopped in {unit.key}; its checkpoint is in '
+                      f'{partial}: the same command continues it')
     self.store.add(unit, lr, result)
+    if unit.optimizer != RANDOM:  # its rows are the record now
+      shutil.rmtree(partial, ignore_errors=True)
     del self.pending[unit.key]
     self.steps_done += unit.env_steps * unit.num_seeds
     self.seconds += time.time() - t
@@ -428,7 +447,7 @@ def random_units(plan: Plan, task: str) -> List[Unit]:
 
 
 def tune(plan: Plan, store: Store, brax_steps: int,
-         then_report: bool = False) -> None:
+         then_report: bool = False, stop=None) -> None:
   """Sweeps every (task, optimizer) and rechecks reduced-budget choices.
 
   `then_report`: each (task, optimizer)'s fresh-seed units (and the task's
@@ -438,7 +457,7 @@ def tune(plan: Plan, store: Store, brax_steps: int,
   known = [u for t in plan.tasks for o in plan.optimizers
            for u in _tune_units(plan, t, o, plan.grid, 'tune',
                                 plan.tune_steps[t])]
-  runner = Runner(store, brax_steps, known, files=plan.files)
+  runner = Runner(store, brax_steps, known, files=plan.files, stop=stop)
   # Every cheap sweep first, then the standard-budget rechecks, so that a
   # stopped run has swept every task; the rechecks optimizer by optimizer
   # (Adam, the yardstick, first), so a stopped run has each one's whole row.
@@ -456,7 +475,7 @@ def tune(plan: Plan, store: Store, brax_steps: int,
           runner.ensure(unit)
 
 
-def report(plan: Plan, store: Store, brax_steps: int) -> None:
+def report(plan: Plan, store: Store, brax_steps: int, stop=None) -> None:
   """Runs the fresh-seed units of every (task, optimizer) already tuned."""
   todo, untuned = [], []
   for task in plan.tasks:
@@ -470,7 +489,7 @@ def report(plan: Plan, store: Store, brax_steps: int) -> None:
   if untuned:
     print(f'report: not tuned yet (run --phase=tune): {", ".join(untuned)}',
           flush=True)
-  runner = Runner(store, brax_steps, todo, files=plan.files)
+  runner = Runner(store, brax_steps, todo, files=plan.files, stop=stop)
   for unit in todo:
     runner.ensure(unit)
 
@@ -487,20 +506,21 @@ def choices(plan: Plan, store: Store) -> Dict[Tuple[str, str], float]:
 
 
 def run(cfg, workdir: str, phase: str = 'all', tasks: str = '',
-        output_dir: Optional[str] = None) -> Optional[str]:
+        output_dir: Optional[str] = None, stop=None) -> Optional[str]:
   """Runs `phase` ('tune', 'report', 'summarize' or 'all') of the suite.
 
   Everything is validated first. Returns the summary's path when the phase
-  summarizes.
+  summarizes. `stop` (a `driver.StopFlag`, set by SIGTERM in the command)
+  checkpoints the unit in flight and raises `Stopped`.
   """
   if phase not in PHASES:
     raise ValueError(f'phase: unknown {phase!r}; allowed: {list(PHASES)}')
   plan = make_plan(cfg, tasks)
   store = Store(workdir)
   if phase in ('tune', 'all'):
-    tune(plan, store, cfg.brax_steps, then_report=phase == 'all')
+    tune(plan, store, cfg.brax_steps, then_report=phase == 'all', stop=stop)
   if phase in ('report', 'all'):
-    report(plan, store, cfg.brax_steps)
+    report(plan, store, cfg.brax_steps, stop=stop)
   if phase not in ('summarize', 'all'):
     return None
   full = make_plan(cfg)  # the summary covers every task of the suite

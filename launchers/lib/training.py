@@ -7,12 +7,20 @@ jitted call, placed over every device (of every process, under
 seed's env batch over an 'envs' axis. The loop is `driver.Driver`'s.
 Writes `returns.csv` (mean episode return per logging chunk, per seed; as
 the run goes), `learning_curve.png` and `summary.json` into `workdir`.
+
+With `resume=True` the agents' whole state (params, optimizer and env
+states, keys) is saved to `workdir/checkpoints` (Orbax) every
+`save_seconds` and when a stop is asked for, and a later call with the
+same config continues from the latest one: the same returns as a run that
+was never stopped. A checkpoint of another config is refused, naming the
+differing fields, before anything compiles.
 """
 
 import math
 import os
 import time
 import warnings
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +29,7 @@ import numpy as np
 from launchers.lib import common
 from launchers.lib import driver as driver_lib
 from launchers.lib import multihost
+from lopt import checkpointing
 
 
 def num_envs(cfg) -> int:
@@ -76,19 +85,31 @@ def validate(cfg):
 
 
 def train(cfg, workdir: str, label: str = '', verbose: bool = True,
-          devices=None) -> dict:
+          devices=None, resume: bool = False,
+          stop: Optional[driver_lib.StopFlag] = None,
+          save_seconds: float = 120.) -> dict:
   """Trains `cfg.num_seeds` agents; returns curves and final returns.
 
   The seeds and their env batches are split over `devices` (default: every
-  device of every process; see `placement`).
+  device of every process; see `placement`). With `resume` (needs
+  `workdir`) the run checkpoints every `save_seconds` and on `stop`, and
+  starts from its latest checkpoint (see the module docstring).
 
   Returns:
     dict with `env_steps` [chunks], `returns` [chunks, seeds] (mean episode
     return over each logging chunk), `final_return` [seeds] (see
     `final_return`), `steps_per_second` (after compilation),
-    `compile_seconds` and `nonfinite` (whether any param became NaN/inf).
+    `compile_seconds`, `nonfinite` (whether any param became NaN/inf) and
+    `stopped_early` (a stop came before `cfg.num_updates`; the curves end
+    there).
   """
   agent, algo, steps_per_update = validate(cfg)
+  if resume and not workdir:
+    raise ValueError('resume: needs a workdir to keep checkpoints in')
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), cfg.to_dict(),
+      keep=1) if resume else None
+  start = (ckpt.check_compatible() or 0) if ckpt else 0  # before compiling
   per_step = common.optimizer_steps_per_update(cfg)
   optimizer = common.make_optimizer(
       cfg.optimizer, seed=cfg.seed, total_steps=cfg.num_updates * per_step,
@@ -131,14 +152,15 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
   states = driver.start(
       'train_init', lambda: jax.jit(init, out_shardings=where()), (keys,),
       'train_chunk', chunk_fn)
-  returns, env_steps = [], []
+  if start:
+    states, start = ckpt.restore(states)
+    if verbose and primary:
+      print(f'resumed from the checkpoint at update {start}', flush=True)
   t_start = time.time()
 
   def record(step, metrics, states):
     del states
     ret = common.mean_episode_return(metrics)  # [seeds]
-    env_steps.append(step * steps_per_update)
-    returns.append(ret)
     row = {'update': step, 'env_steps': step * steps_per_update,
            'mean_return': float(np.nanmean(ret)),
            **{f'return_seed{i}': float(r) for i, r in enumerate(ret)},
@@ -146,23 +168,39 @@ def train(cfg, workdir: str, label: str = '', verbose: bool = True,
            'wall_seconds': time.time() - t_start}
     return [row], {'mean return': float(np.nanmean(ret))}
 
-  run = driver.loop(states, first_step=0,
+  last_save = [time.time()]
+
+  def save(step, states, last):
+    if last or time.time() - last_save[0] >= save_seconds:
+      ckpt.save(step, states, force=True)
+      last_save[0] = time.time()
+
+  run = driver.loop(states, first_step=start or 0,
                     total=num_chunks * cfg.log_every, per_call=cfg.log_every,
                     units_per_step=steps_per_update * cfg.num_seeds,
-                    record=record)
-  states, compile_seconds = run.state, run.first_call_seconds
+                    record=record, stop=stop, save=save if ckpt else None)
+  if ckpt:
+    ckpt.close()
+  states = run.state
+  compile_seconds = (float('nan') if run.first_call_seconds is None
+                     else run.first_call_seconds)  # nan: nothing left to run
   steps_per_second = (run.later_calls * steps_per_chunk * cfg.num_seeds /
                       run.later_seconds if run.later_calls else float('nan'))
   nonfinite = not bool(multihost.fetch(jax.jit(
       lambda p: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
                                    for x in jax.tree.leaves(p)])))(
                                        states.params)))
-  returns = np.stack(returns)
+  # The rows (those of the CSV up to a resume point, then this call's).
+  env_steps = [int(float(r['env_steps'])) for r in run.rows]
+  returns = np.array([[float(r[f'return_seed{i}'])
+                       for i in range(cfg.num_seeds)] for r in run.rows],
+                     np.float64).reshape(len(run.rows), cfg.num_seeds)
   final = final_return(returns)
   result = {'label': label or cfg.optimizer.name, 'env': cfg.env_name,
             'env_steps': np.asarray(env_steps), 'returns': returns,
             'final_return': final, 'steps_per_second': steps_per_second,
             'compile_seconds': compile_seconds, 'nonfinite': nonfinite,
+            'stopped_early': run.stopped_early,
             'executable_cache': {'init': driver.init.status,
                                  'train': driver.run.status}}
   if workdir and primary:
