@@ -105,8 +105,11 @@ def standard_fields(config) -> None:
   # Reduced sweep budgets, 'ENV=STEPS,...' (env steps per agent); tasks not
   # named sweep at their standard budget. Where a sweep is reduced, the
   # chosen rate and its neighbours are rerun at the standard budget on the
-  # tuning seeds and the choice is made again among them.
-  config.tune_steps = ''
+  # tuning seeds and the choice is made again among them. Names of tasks
+  # outside `envs` are ignored. MinAtar sweeps at 1e6 (a tenth of its 1e7).
+  config.tune_steps = ('asterix_minatar=1000000,breakout_minatar=1000000,'
+                       'freeway_minatar=1000000,'
+                       'space_invaders_minatar=1000000')
   # Brax tasks' standard budget (env steps per agent).
   config.brax_steps = STANDARD_BRAX_STEPS
   # Budgets replacing the standard ones, 'ENV=STEPS,...' (smoke tests and

@@ -246,6 +246,8 @@ def test_iqm_and_ci_hand_values():
     ('rate_grid', '1,3', 'rate_grid: .* at least 3'),
     ('report_seed_start', 1, 'report_seed_start: the fresh seeds'),
     ('budgets', 'cartpole=0', 'budgets: .* positive integer'),
+    ('tune_steps', 'cartpol=512', "tune_steps: 'cartpol=512' is not ENV=N"),
+    ('tune_steps', 'cartpole=2048', 'tune_steps: cartpole=2048 is above'),
 ])
 def test_bad_input_names_the_field(tmp_path, field, value, match):
   workdir = tmp_path / 'w'
@@ -259,6 +261,15 @@ def test_bad_phase_and_task_subset(tmp_path):
     suite.run(tiny_config(), str(tmp_path), 'sweep')
   with pytest.raises(ValueError, match="tasks: unknown 'acrobot'"):
     suite.make_plan(tiny_config(), 'acrobot')
+
+
+def test_preset_sweeps_minatar_at_a_tenth():
+  # The standard preset sweeps MinAtar at 1e6 and rechecks at 1e7; a
+  # reduced budget named for a task outside `envs` is left out of the plan.
+  plan = suite.make_plan(tiny_config(envs='cartpole,asterix_minatar',
+                                     optimizers='adam'))
+  assert plan.tune_steps == {'cartpole': 1024, 'asterix_minatar': 1_000_000}
+  assert plan.standard_steps['asterix_minatar'] == 10_000_000
 
 
 def test_resume_skips_finished_units(tmp_path):

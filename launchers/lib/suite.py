@@ -178,7 +178,8 @@ def make_plan(cfg, tasks: str = '') -> Plan:
                                       all_tasks)
   standard = {t: replaced.get(t, standard_steps(t, cfg.brax_steps))
               for t in chosen}
-  reduced = comparison.parse_per_env('tune_steps', cfg.tune_steps, all_tasks)
+  reduced = comparison.parse_per_env('tune_steps', cfg.tune_steps, TASKS)
+  reduced = {t: n for t, n in reduced.items() if t in all_tasks}
   for t, n in reduced.items():
     if t in standard and n > standard[t]:
       raise ValueError(f'tune_steps: {t}={n} is above its standard budget '

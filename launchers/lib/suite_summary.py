@@ -432,7 +432,7 @@ def plot_task_curves(path: str, task: str, curve_files: Dict[str, List[str]],
 
 
 def sweep_tables(rows, info: SuiteInfo, tasks: Sequence[str]) -> List[str]:
-  """Per task without fresh-seed figures yet, the tuning sweep so far, and
+  """Per task not yet complete, the tuning sweep so far, and
   the standard-budget rechecks of a reduced-budget sweep so far: mean final
   return on the tuning seeds per (optimizer, factor), the best of each row
   in bold. A choosing set, not a report (no normalisation, no fresh
@@ -492,14 +492,16 @@ def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
     if r['task'] not in reported:
       continue
     f = r['chosen_factor']
+    num = lambda x, fmt: '-' if not np.isfinite(x) else format(x, fmt)
     per_task.append(
         f'| {r["task"]} | {r["optimizer"]} | '
         f'{"seen" if r["seen_in_meta_training"] else ""} | '
-        f'{"-" if f is None else f"{f:g}"} | '
-        f'{r["tuned_return_mean"]:.3g} ± {r["tuned_return_sem"]:.2g} | '
-        f'{r.get("normalized_tuned", float("nan")):.2f} | '
-        f'{r["return_at_1x_mean"]:.3g} | '
-        f'{r.get("normalized_at_1x", float("nan")):.2f} |')
+        f'{"-" if f is None else f"{f:g}"} | ' +
+        ('not yet' if not r['fresh_seeds'] else
+         f'{r["tuned_return_mean"]:.3g} ± {r["tuned_return_sem"]:.2g}') +
+        f' | {num(r.get("normalized_tuned", np.nan), ".2f")} | '
+        f'{num(r["return_at_1x_mean"], ".3g")} | '
+        f'{num(r.get("normalized_at_1x", np.nan), ".2f")} |')
   for task in info.tasks:
     if curve_files is None:
       break
@@ -521,9 +523,9 @@ def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
           'Plots: aggregate.png (IQM and CIs), <task>.png (learning curves).',
           '']
   sweeps = sweep_tables(rows, info,
-                        [t for t in info.tasks if t not in reported])
+                        [t for t in info.tasks if t not in complete])
   if sweeps:
-    text += ['## Tuning sweep so far (tasks without fresh-seed figures)', '',
+    text += ['## Tuning sweep so far (tasks not yet complete)', '',
              'Mean final return on the tuning seeds, per rate factor (best '
              'of each row in bold), in the sweep and then in the rechecks '
              'of its best rate and neighbours at the standard budget: the '
