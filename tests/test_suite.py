@@ -57,8 +57,7 @@ def run_fake(cfg, workdir, returns, monkeypatch, budget_aware=False):
   train = fake_train(returns, budget_aware)
   monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
       'final_return': np.full(unit.num_seeds, 10.)})
-  monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
-                      (train, False, None, None))
+  monkeypatch.setattr(training, 'train', train)
   plan = suite.make_plan(cfg)
   store = suite.Store(str(workdir))
   suite.tune(plan, store, cfg.brax_steps)
@@ -141,8 +140,7 @@ def test_all_reports_each_row_once_its_choice_is_final(tmp_path,
   train = fake_train(returns, True)
   monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
       'final_return': np.full(unit.num_seeds, 10.)})
-  monkeypatch.setattr(suite.Runner.__init__, '__defaults__',
-                      (train, False, None, None))
+  monkeypatch.setattr(training, 'train', train)
   cfg = tiny_config(budgets='cartpole=2048', tune_steps='cartpole=1024')
   plan = suite.make_plan(cfg)
   store = suite.Store(str(tmp_path))
@@ -261,6 +259,34 @@ def test_bad_phase_and_task_subset(tmp_path):
     suite.run(tiny_config(), str(tmp_path), 'sweep')
   with pytest.raises(ValueError, match="tasks: unknown 'acrobot'"):
     suite.make_plan(tiny_config(), 'acrobot')
+
+
+def test_units_left_for_the_eta(tmp_path, monkeypatch):
+  # CartPole, adam and rmsprop over 3 rates, one batch of 2 seeds a stage,
+  # sweeps at 1,024 env steps, rechecks and reports at 2,048, the random
+  # floor at 600: hand counts of (units, env steps over the seeds).
+  cfg = tiny_config(budgets='cartpole=2048', tune_steps='cartpole=1024')
+  plan = suite.make_plan(cfg)
+  store = suite.Store(str(tmp_path))
+  # Per optimizer 3 sweep units (1024 x 2), 3 rechecks and 2 reports
+  # (2048 x 2, guessed); the floor 600 x 2.
+  per_opt = 3 * 2048 + 3 * 4096 + 2 * 4096
+  assert suite.units_left(plan, store) == (17, 2 * per_opt + 1200)
+  assert suite.units_left(plan, store, report=False) == (
+      12, 2 * (3 * 2048 + 3 * 4096))
+  # Adam swept (1x wins): its rechecks are now named (0.3, 1, 3).
+  train = fake_train(lambda f, seed: -abs(np.log(f)))
+  runner = suite.Runner(store, 0, [], train_fn=train, verbose=False)
+  assert suite.chosen_factor(plan, store, 'cartpole', 'adam', runner,
+                             recheck=False) == 1.
+  assert suite.units_left(plan, store) == (
+      14, 3 * 4096 + 2 * 4096 + per_opt + 1200)
+  # Everything run: nothing left.
+  monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
+      'final_return': np.full(unit.num_seeds, 10.)})
+  monkeypatch.setattr(training, 'train', train)
+  suite.tune(plan, store, cfg.brax_steps, then_report=True)
+  assert suite.units_left(plan, store) == (0, 0)
 
 
 def test_preset_sweeps_minatar_at_a_tenth():

@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -323,16 +323,20 @@ def random_result(unit: Unit, brax_steps: int) -> dict:
 
 class Runner:
   """Runs the units missing from the store; prints unit i/N, env-steps/s
-  and an ETA (the pending env steps at this process's rate so far)."""
+  and an ETA: the env steps left at this process's rate so far, those of
+  the units known to be pending or, with `remaining`, its estimate of the
+  whole run's (`units_left`), whichever is more."""
 
   def __init__(self, store: Store, brax_steps: int, pending: Sequence[Unit],
-               train_fn=training.train, verbose: bool = True,
-               files: Optional[Dict[str, str]] = None, stop=None):
+               train_fn=None, verbose: bool = True,
+               files: Optional[Dict[str, str]] = None, stop=None,
+               remaining: Optional[Callable[[], Tuple[int, int]]] = None):
     self.store = store
     self.stop = stop
+    self.remaining = remaining
     self.files = files or {}
     self.brax_steps = brax_steps
-    self.train_fn = train_fn
+    self.train_fn = train_fn or training.train
     self.verbose = verbose
     self.pending = {u.key: u for u in pending if u.key not in store.done}
     self.total = len(self.pending)
@@ -370,12 +374,20 @@ class Runner:
     self.steps_done += unit.env_steps * unit.num_seeds
     self.seconds += time.time() - t
     rate = self.steps_done / max(self.seconds, 1e-9)
+    count = len(self.pending)
     left = sum(u.env_steps * u.num_seeds for u in self.pending.values())
+    what = f'{count} known units'
+    if self.remaining is not None:
+      count_all, left_all = self.remaining()
+      if left_all > left:
+        left, what = left_all, f'about {count_all} units'
+    eta = left / rate
+    eta = f'{eta / 3600:,.1f} h' if eta >= 3600 else f'{eta:,.0f} s'
     print(f'unit {self.count}/{self.total} done: {unit.task} '
           f'{unit.optimizer} x{unit.factor:g} final '
           f'{np.nanmean(result["final_return"]):.4g} | env-steps/s '
-          f'{rate:,.0f} (all seeds, this process) | ETA {left / rate:,.0f}s '
-          f'({len(self.pending)} known units left)', flush=True)
+          f'{rate:,.0f} (all seeds, this process) | ETA {eta} ({what} '
+          'left)', flush=True)
 
 
 def _tune_units(plan: Plan, task: str, optimizer: str,
@@ -442,6 +454,43 @@ def report_units(plan: Plan, task: str, optimizer: str,
           for start, n in plan.report_batches]
 
 
+def units_left(plan: Plan, store: Store,
+               report: bool = True) -> Tuple[int, int]:
+  """(units, env steps over all seeds) the run still needs, estimated for
+  the ETA: where a (task, optimizer)'s choice is known, its missing units;
+  where not, the missing units of the grid's sweep, the rechecks of the
+  sweep's choice and its neighbours (three rates while the sweep is not
+  done) and, with `report`, the fresh-seed units at two rates and the
+  random floor. Extensions and walks past an edge come on top."""
+  known, guessed = set(), []
+  for task in plan.tasks:
+    standard = plan.standard_steps[task]
+    per_rate = [(standard, n) for _, n in plan.report_batches]
+    if report:
+      known.update(random_units(plan, task))
+    for opt in plan.optimizers:
+      swept = chosen_factor(plan, store, task, opt, recheck=False)
+      final = chosen_factor(plan, store, task, opt)
+      if swept is None:
+        known.update(_tune_units(plan, task, opt, plan.grid, 'tune',
+                                 plan.tune_steps[task]))
+      if final is None and plan.tune_steps[task] < standard:
+        if swept is None:
+          guessed += [(standard, n) for _, n in plan.tune_batches] * 3
+        else:
+          checked = suite_summary.neighbours(
+              swept, sorted(set(plan.grid) | {swept}))
+          known.update(_tune_units(plan, task, opt, checked, 'recheck',
+                                   standard))
+      if report and final is None:
+        guessed += per_rate * 2
+      elif report:
+        known.update(report_units(plan, task, opt, final))
+  todo = [(u.env_steps, u.num_seeds) for u in known
+          if u.key not in store.done] + guessed
+  return len(todo), sum(steps * n for steps, n in todo)
+
+
 def random_units(plan: Plan, task: str) -> List[Unit]:
   return [Unit('random', task, RANDOM, 0., start, n, plan.random_steps)
           for start, n in plan.report_batches]
@@ -458,7 +507,8 @@ def tune(plan: Plan, store: Store, brax_steps: int,
   known = [u for t in plan.tasks for o in plan.optimizers
            for u in _tune_units(plan, t, o, plan.grid, 'tune',
                                 plan.tune_steps[t])]
-  runner = Runner(store, brax_steps, known, files=plan.files, stop=stop)
+  runner = Runner(store, brax_steps, known, files=plan.files, stop=stop,
+                  remaining=lambda: units_left(plan, store, then_report))
   # Every cheap sweep first, then the standard-budget rechecks, so that a
   # stopped run has swept every task; the rechecks optimizer by optimizer
   # (Adam, the yardstick, first), so a stopped run has each one's whole row.
@@ -490,7 +540,8 @@ def report(plan: Plan, store: Store, brax_steps: int, stop=None) -> None:
   if untuned:
     print(f'report: not tuned yet (run --phase=tune): {", ".join(untuned)}',
           flush=True)
-  runner = Runner(store, brax_steps, todo, files=plan.files, stop=stop)
+  runner = Runner(store, brax_steps, todo, files=plan.files, stop=stop,
+                  remaining=lambda: units_left(plan, store))
   for unit in todo:
     runner.ensure(unit)
 
