@@ -1,7 +1,8 @@
 """8 virtual CPU devices give the 1-device results: meta-training (the
 population split over devices), ES (a generation's members split) and PPO /
 A2C training (seeds and env batch split), each in one process that runs
-both placements."""
+both placements; a PPO run stopped and resumed across the 8 devices
+continues exactly."""
 
 import os
 import subprocess
@@ -13,6 +14,7 @@ import conftest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent('''
+    import os, sys, tempfile
     import jax, numpy as np
     import lopt
     from lopt import meta
@@ -91,6 +93,19 @@ SCRIPT = textwrap.dedent('''
     assert np.all(np.isfinite(one['returns'])), one['returns']
     print('OK ppo', flush=True)
 
+    # Stopped after its first chunk and resumed: the checkpoint restores
+    # into the 8-device placement and the run continues to the bit.
+    sys.path.insert(0, 'tests')
+    import stopping
+    work = tempfile.mkdtemp()
+    first = training.train(cfg, work, verbose=False, resume=True,
+                           stop=stopping.StopAfterRows(
+                               os.path.join(work, 'returns.csv'), 1))
+    rest = training.train(cfg, work, verbose=False, resume=True)
+    assert first['stopped_early'] and len(first['returns']) == 1
+    np.testing.assert_array_equal(rest['returns'], eight['returns'])
+    print('OK resume', flush=True)
+
     # 3 seeds x 16 envs: the seeds take 1 device, so envs split 8 ways.
     shape = training.mesh_shape(3, 16, 8)
     assert shape == (1, 8), shape
@@ -112,5 +127,5 @@ def test_eight_devices_match_one_device():
   proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  for tag in ('OK meta', 'OK es', 'OK ppo', 'OK placement'):
+  for tag in ('OK meta', 'OK es', 'OK ppo', 'OK resume', 'OK placement'):
     assert tag in proc.stdout, proc.stdout[-2000:]
