@@ -3,6 +3,8 @@ r"""The standard suite: tuned baselines, fresh-seed reports, IQM with CIs.
     python -m launchers.suite --config=configs/evaluate.py:standard \
         [--workdir=docs/results/standard/work] [--phase=tune|report|summarize|all] \
         [--tasks=cartpole,acrobot] [--config.tune_steps=breakout_minatar=2000000]
+    python -m launchers.suite --phase=extra --extra=recheck:1 \
+        --config.optimizers=adam,adam_step_calibrated --tasks=asterix_minatar
 
 Every optimizer of `config.optimizers` is swept over `config.rate_grid` x
 each task's Adam rate on the tuning seeds; the best rate is then run on
@@ -13,7 +15,10 @@ sweep; rechecks and reports optimizer by optimizer, Adam first), so a
 stopped run has whole rows. Resumable: each finished
 unit (task, optimizer, rate, seed batch) is a set of rows in
 <workdir>/units.csv and is skipped on rerun; the unit in flight checkpoints
-every two minutes and on SIGTERM, and the same command continues it. The summarize phase writes
+every two minutes and on SIGTERM, and the same command continues it.
+--phase=extra runs only the units --extra names, for a look beside the
+protocol (e.g. every optimizer at 1x on the tuning seeds at the standard
+budget); no choice or report reads them. The summarize phase writes
 summary.md, CSVs and PNGs to --output_dir (default config.output_dir,
 docs/results/standard/); --readme also puts the headline table into
 README.md between its standard-suite markers, and --cards=lopt/pretrained
@@ -42,6 +47,10 @@ _PHASE = flags.DEFINE_enum('phase', 'all', list(suite.PHASES),
                            'tune, report, summarize, or all three.')
 _TASKS = flags.DEFINE_string('tasks', '', 'Comma-separated subset of '
                              'config.envs to run (the summary covers all).')
+_EXTRA = flags.DEFINE_string(
+    'extra', '', "With --phase=extra: 'STAGE:F[,F...]', the units of stage "
+    'tune, recheck or report at those rate factors for every task and '
+    'optimizer (a look beside the protocol; no choice reads them).')
 _OUTPUT = flags.DEFINE_string('output_dir', '', 'Summary folder (default '
                               'config.output_dir).')
 _README = flags.DEFINE_string('readme', '', 'If set (e.g. README.md), write '
@@ -57,7 +66,8 @@ def main(argv):
   signal.signal(signal.SIGTERM, stop)
   try:
     summary = suite.run(cfg, _WORKDIR.value, _PHASE.value, _TASKS.value,
-                        _OUTPUT.value or None, stop=stop)
+                        _OUTPUT.value or None, stop=stop,
+                        extra=_EXTRA.value)
   except suite.Stopped as e:
     raise SystemExit(str(e)) from None
   if summary and _README.value:

@@ -289,6 +289,49 @@ def test_units_left_for_the_eta(tmp_path, monkeypatch):
   assert suite.units_left(plan, store) == (0, 0)
 
 
+def test_extra_units_change_no_choice(tmp_path, monkeypatch):
+  cfg = tiny_config(budgets='cartpole=2048', tune_steps='cartpole=1024')
+  plan = suite.make_plan(cfg)
+  keys = [u.key for u in suite.extra_units(plan, 'recheck:1,0.5')]
+  assert keys == ['recheck_cartpole_adam_x1_s0+2_2048',
+                  'recheck_cartpole_adam_x0.5_s0+2_2048',
+                  'recheck_cartpole_rmsprop_x1_s0+2_2048',
+                  'recheck_cartpole_rmsprop_x0.5_s0+2_2048']
+  assert [u.key for u in suite.extra_units(plan, 'tune:2')][0] == (
+      'tune_cartpole_adam_x2_s0+2_1024')
+  assert [u.key for u in suite.extra_units(plan, 'report:1')][0] == (
+      'report_cartpole_adam_x1_s100+2_2048')
+  for spec, match in (('sweep:1', "unknown stage 'sweep'"),
+                      ('recheck:', 'is not STAGE:F'),
+                      ('recheck:1,x', 'is not STAGE:F'),
+                      ('recheck:-1', 'is not STAGE:F')):
+    with pytest.raises(ValueError, match='extra: .*' + match):
+      suite.extra_units(plan, spec)
+  with pytest.raises(ValueError, match='extra: give it'):
+    suite.run(cfg, str(tmp_path / 'x'), 'extra')
+  with pytest.raises(ValueError, match='extra: give it'):
+    suite.run(cfg, str(tmp_path / 'x'), 'tune', extra='recheck:1')
+  assert not (tmp_path / 'x').exists()
+  # A fake suite whose sweep (2 updates) prefers 3x and whose standard
+  # budget prefers 0.5x: the rechecks walk from 3x down to 0.3x, never
+  # asking for 0.5x. With the extra 0.5x units in the store (the best
+  # rate there), every choice is still what it is without them.
+  train = fake_train(lambda f, seed, updates: -abs(np.log(
+      f / (3. if updates == 2 else 0.5))), budget_aware=True)
+  monkeypatch.setattr(training, 'train', train)
+  monkeypatch.setattr(suite, 'random_result', lambda unit, steps: {
+      'final_return': np.full(unit.num_seeds, 10.)})
+  work = str(tmp_path / 'w')
+  suite.run(cfg, work, 'extra', extra='recheck:0.5')
+  assert sorted(train.calls) == sorted(keys[1::2])
+  suite.run(cfg, work, 'tune')
+  plain = str(tmp_path / 'plain')
+  suite.run(cfg, plain, 'tune')
+  assert suite.choices(plan, suite.Store(work)) == suite.choices(
+      plan, suite.Store(plain)) == {('cartpole', 'adam'): 0.3,
+                                    ('cartpole', 'rmsprop'): 0.3}
+
+
 def test_preset_sweeps_minatar_at_a_tenth():
   # The standard preset sweeps MinAtar at 1e6 and rechecks at 1e7; a
   # reduced budget named for a task outside `envs` is left out of the plan.

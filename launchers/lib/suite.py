@@ -39,7 +39,8 @@ from launchers.lib import suite_summary
 from launchers.lib import training
 import lopt
 
-PHASES = ('tune', 'report', 'summarize', 'all')
+PHASES = ('tune', 'report', 'summarize', 'all', 'extra')
+EXTRA_STAGES = ('tune', 'recheck', 'report')
 TASKS = ppo_gymnax.CLASSIC + ppo_gymnax.MINATAR + brax_envs.BRAX_ENVS
 UNITS_CSV = 'units.csv'
 UNIT_FIELDS = ('stage', 'task', 'optimizer', 'factor', 'learning_rate',
@@ -491,6 +492,35 @@ def units_left(plan: Plan, store: Store,
   return len(todo), sum(steps * n for steps, n in todo)
 
 
+def extra_units(plan: Plan, spec: str) -> List[Unit]:
+  """'STAGE:F[,F...]' -> the units of `stage` at those rate factors for
+  every task and optimizer of `plan`: 'tune' at the sweep budget and
+  'recheck' at the standard one, both on the tuning seeds, 'report' on the
+  fresh seeds. A look beside the protocol (say, every optimizer at 1x at
+  the standard budget): the choices never read a factor they did not ask
+  for, so extra units change no choice and no report."""
+  stage, _, factors = spec.partition(':')
+  if stage not in EXTRA_STAGES:
+    raise ValueError(f'extra: unknown stage {stage!r} in {spec!r}; allowed: '
+                     f'{list(EXTRA_STAGES)} (STAGE:F[,F...])')
+  try:
+    found = tuple(dict.fromkeys(float(x) for x in factors.split(',')
+                                if x.strip()))
+  except ValueError:
+    found = ()
+  if not found or min(found) <= 0:
+    raise ValueError(f'extra: {spec!r} is not STAGE:F[,F...] with factors '
+                     '> 0 (multiples of the Adam rate, e.g. recheck:1)')
+  out = []
+  for task in plan.tasks:
+    steps = (plan.tune_steps if stage == 'tune' else plan.standard_steps)[task]
+    batches = plan.report_batches if stage == 'report' else plan.tune_batches
+    out += [Unit(stage, task, opt, f, start, n, steps)
+            for opt in plan.optimizers for f in found
+            for start, n in batches]
+  return out
+
+
 def random_units(plan: Plan, task: str) -> List[Unit]:
   return [Unit('random', task, RANDOM, 0., start, n, plan.random_steps)
           for start, n in plan.report_batches]
@@ -558,17 +588,30 @@ def choices(plan: Plan, store: Store) -> Dict[Tuple[str, str], float]:
 
 
 def run(cfg, workdir: str, phase: str = 'all', tasks: str = '',
-        output_dir: Optional[str] = None, stop=None) -> Optional[str]:
-  """Runs `phase` ('tune', 'report', 'summarize' or 'all') of the suite.
+        output_dir: Optional[str] = None, stop=None,
+        extra: str = '') -> Optional[str]:
+  """Runs `phase` ('tune', 'report', 'summarize', 'all' or 'extra') of the
+  suite.
 
   Everything is validated first. Returns the summary's path when the phase
-  summarizes. `stop` (a `driver.StopFlag`, set by SIGTERM in the command)
-  checkpoints the unit in flight and raises `Stopped`.
+  summarizes. 'extra' runs `extra_units(plan, extra)` only. `stop` (a
+  `driver.StopFlag`, set by SIGTERM in the command) checkpoints the unit in
+  flight and raises `Stopped`.
   """
   if phase not in PHASES:
     raise ValueError(f'phase: unknown {phase!r}; allowed: {list(PHASES)}')
+  if (phase == 'extra') != bool(extra):
+    raise ValueError('extra: give it (STAGE:F[,F...]) with --phase=extra, '
+                     'and only then')
   plan = make_plan(cfg, tasks)
+  units = extra_units(plan, extra) if extra else []
   store = Store(workdir)
+  if units:
+    runner = Runner(store, cfg.brax_steps, units, files=plan.files,
+                    stop=stop)
+    for unit in units:
+      runner.ensure(unit)
+    return None
   if phase in ('tune', 'all'):
     tune(plan, store, cfg.brax_steps, then_report=phase == 'all', stop=stop)
   if phase in ('report', 'all'):
