@@ -44,7 +44,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', 'docs/results/standard/work',
                                'Units CSV and curves (resumable).')
 _PHASE = flags.DEFINE_enum('phase', 'all', list(suite.PHASES),
-                           'tune, report, summarize, or all three.')
+                           'tune, report, summarize, all three, or extra '
+                           '(only the units --extra names).')
 _TASKS = flags.DEFINE_string('tasks', '', 'Comma-separated subset of '
                              'config.envs to run (the summary covers all).')
 _EXTRA = flags.DEFINE_string(

@@ -13,7 +13,9 @@ states, keys) is saved to `workdir/checkpoints` (Orbax) every
 `save_seconds` and when a stop is asked for, and a later call with the
 same config continues from the latest one: the same returns as a run that
 was never stopped. A checkpoint of another config is refused, naming the
-differing fields, before anything compiles.
+differing fields, before anything compiles. The curve before the resume
+point is read back from process 0's `returns.csv`, so under
+`jax.distributed` the workdir must be one every host sees.
 """
 
 import math
