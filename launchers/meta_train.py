@@ -22,11 +22,11 @@ frozen meta-params, loadable by train.py with --config.optimizer.name=learned
 """
 
 import os
-import signal
 
 from absl import app
 from absl import flags
 
+from launchers.lib import driver
 from launchers.lib import meta_training
 from launchers.lib import runtime
 from ml_collections import config_flags
@@ -52,8 +52,7 @@ def main(argv):
     print(f'meta-params of checkpoint {_EXPORT_STEP.value}: {out}',
           flush=True)
     return
-  stop = meta_training.StopFlag()
-  signal.signal(signal.SIGTERM, stop)
+  stop = driver.stop_on_sigterm()
   summary = meta_training.meta_train(cfg, workdir, stop=stop)
   print(f'meta-step {summary["meta_step"]}; skipped meta-updates '
         f'{summary["skipped_meta_updates"]}; frozen meta-params: '

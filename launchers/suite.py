@@ -28,7 +28,6 @@ The work is
 """
 
 import os
-import signal
 
 from absl import app
 from absl import flags
@@ -63,8 +62,7 @@ _CARDS = flags.DEFINE_string('cards', '', 'If set (e.g. lopt/pretrained), '
 
 def main(argv):
   cfg = runtime.start(argv, _CONFIG.value)
-  stop = driver.StopFlag()
-  signal.signal(signal.SIGTERM, stop)
+  stop = driver.stop_on_sigterm()
   try:
     summary = suite.run(cfg, _WORKDIR.value, _PHASE.value, _TASKS.value,
                         _OUTPUT.value or None, stop=stop,

@@ -22,12 +22,12 @@ plots and exports. The workdir must be a folder every host sees.
 """
 
 import os
-import signal
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from launchers.lib import driver
 from launchers.lib import meta_training
 from launchers.lib import multihost
 from launchers.lib import runtime
@@ -80,8 +80,7 @@ def main(argv):
         f'{jax.local_device_count()} local of {jax.device_count()} devices',
         flush=True)
   if _JOB.value == 'meta_train':
-    stop = meta_training.StopFlag()
-    signal.signal(signal.SIGTERM, stop)
+    stop = driver.stop_on_sigterm()
     summary = meta_training.meta_train(cfg, workdir, stop=stop)
     if multihost.is_primary():
       print(f'meta-step {summary["meta_step"]}; '

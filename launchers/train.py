@@ -19,7 +19,6 @@ command continues from the latest checkpoint (another config in the same
 """
 
 import os
-import signal
 
 from absl import app
 from absl import flags
@@ -37,8 +36,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 def main(argv):
   cfg = runtime.start(argv, _CONFIG.value)
   workdir = _WORKDIR.value or os.path.join('runs', f'train_{cfg.env_name}')
-  stop = driver.StopFlag()
-  signal.signal(signal.SIGTERM, stop)
+  stop = driver.stop_on_sigterm()
   result = training.train(cfg, workdir, resume=True, stop=stop)
   if result['stopped_early']:
     raise SystemExit(f'stopped at {result["env_steps"][-1]:,} env steps '

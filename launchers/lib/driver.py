@@ -18,6 +18,7 @@ own work: its programs, its rows, its summary and its plots.
 import csv
 import dataclasses
 import os
+import signal
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -38,6 +39,13 @@ class StopFlag:
     del frame
     print(f'signal {signum}: saving a checkpoint and stopping', flush=True)
     self.requested = True
+
+
+def stop_on_sigterm() -> StopFlag:
+  """A `StopFlag` that SIGTERM sets (the launchers' save-and-exit)."""
+  stop = StopFlag()
+  signal.signal(signal.SIGTERM, stop)
+  return stop
 
 
 class CsvAppender:

@@ -488,11 +488,11 @@ def summarize(rows, chosen: Dict[Tuple[str, str], float], info: SuiteInfo,
               '(mean ± s.e.) | normalized | at 1x | normalized at 1x |',
               '|---|---|---|---|---|---|---|---|']
   reported = {r['task'] for r in table if r['fresh_seeds']}
+  num = lambda x, fmt: '-' if not np.isfinite(x) else format(x, fmt)
   for r in table:
     if r['task'] not in reported:
       continue
     f = r['chosen_factor']
-    num = lambda x, fmt: '-' if not np.isfinite(x) else format(x, fmt)
     per_task.append(
         f'| {r["task"]} | {r["optimizer"]} | '
         f'{"seen" if r["seen_in_meta_training"] else ""} | '

@@ -14,12 +14,10 @@ resumes: finished runs are read back. SIGTERM stops after saving the current
 meta-training checkpoint. The work is `launchers.studies.lib.ablations.run_studies`.
 """
 
-import signal
-
 from absl import app
 from absl import flags
 
-from launchers.lib import meta_training
+from launchers.lib import driver
 from launchers.lib import runtime
 from launchers.studies.lib import ablations as studies
 from ml_collections import config_flags
@@ -32,8 +30,7 @@ _WORKDIR = flags.DEFINE_string('workdir', 'docs/results/findings',
 
 def main(argv):
   cfg = runtime.start(argv, _CONFIG.value)
-  stop = meta_training.StopFlag()
-  signal.signal(signal.SIGTERM, stop)
+  stop = driver.stop_on_sigterm()
   rows = studies.run_studies(cfg, _WORKDIR.value, stop=stop)
   if rows:
     with open(f'{_WORKDIR.value}/summary.md') as f:
